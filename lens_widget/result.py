@@ -1,0 +1,269 @@
+"""`LensResult`: the reduced lens, as small numpy arrays a person (or the widget) can read.
+
+Every array is indexed ``[prompt, site, position, ...]``. Sites are the residual-stream points the
+lens decoded (``"embed"``, ``"resid_out_0"`` … ``"resid_out_{L-1}"`` by default); positions are
+indices into each prompt's tokens (``positions[b, p]``, ``-1`` where a shorter prompt is padded).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .tokens import TokenLookupError, display_token
+
+__all__ = ["LensResult", "encode_array", "site_label"]
+
+
+def site_label(site: str) -> str:
+    """Short axis label: ``embed`` -> ``emb``, ``resid_out_3`` -> ``3``, ``attn_out_3`` -> ``a3``."""
+    if site == "embed":
+        return "emb"
+    for prefix, tag in (("resid_out_", ""), ("resid_mid_", "m"), ("attn_out_", "a"), ("mlp_out_", "f")):
+        if site.startswith(prefix):
+            return f"{tag}{site[len(prefix):]}"
+    return site
+
+
+def encode_array(array: np.ndarray, dtype: str) -> dict[str, Any]:
+    """One array for the wire: little-endian C-contiguous bytes with its dtype and shape."""
+    a = np.ascontiguousarray(np.asarray(array).astype(np.dtype(dtype).newbyteorder("<"), copy=False))
+    return {"dtype": dtype, "shape": list(a.shape), "buffer": a.tobytes()}
+
+
+@dataclass
+class LensResult:
+    """The logit lens of one or more prompts, reduced per (site, position) cell.
+
+    Attributes (B prompts, S sites, P positions, k top tokens, M tracked tokens):
+        prompts: the prompt texts (``""`` when built from ids).
+        input_ids: ``[B, T]`` token ids, ``-1`` padded.
+        lengths: ``[B]`` real token counts.
+        sites: site names, in depth order.
+        positions: ``[B, P]`` token index of each lens column, ``-1`` padded.
+        topk_ids / topk_probs / topk_logits: ``[B, S, P, k]``, best first.
+        entropy: ``[B, S, P]`` in nats.
+        next_ids: ``[B, P]`` the actual next token (``-1`` at a prompt's last token).
+        next_prob / next_logit: ``[B, S, P]`` (NaN where there is no next token).
+        next_rank: ``[B, S, P]`` 1-based rank over the full vocabulary (0 where no next token).
+        kl: ``[B, S, P]`` KL(final layer ‖ this site) in nats.
+        tracked_ids: ``[M]``; tracked_prob / tracked_logit / tracked_rank: ``[B, S, P, M]``.
+        nonfinite: ``[B, S, P]`` True where the activation or its logits held NaN/inf.
+        token_strings: decoded text of every id that appears in the arrays above.
+        model_name: what the model was loaded from.
+    """
+
+    prompts: list[str]
+    input_ids: np.ndarray
+    lengths: np.ndarray
+    sites: list[str]
+    positions: np.ndarray
+    topk_ids: np.ndarray
+    topk_probs: np.ndarray
+    topk_logits: np.ndarray
+    entropy: np.ndarray
+    next_ids: np.ndarray
+    next_prob: np.ndarray
+    next_logit: np.ndarray
+    next_rank: np.ndarray
+    kl: np.ndarray
+    tracked_ids: np.ndarray
+    tracked_prob: np.ndarray
+    tracked_logit: np.ndarray
+    tracked_rank: np.ndarray
+    nonfinite: np.ndarray
+    token_strings: dict[int, str] = field(default_factory=dict)
+    model_name: str = ""
+
+    # -- shape ----------------------------------------------------------------------------
+    @property
+    def n_prompts(self) -> int:
+        return int(self.topk_ids.shape[0])
+
+    @property
+    def n_sites(self) -> int:
+        return len(self.sites)
+
+    @property
+    def n_positions(self) -> int:
+        return int(self.positions.shape[1])
+
+    @property
+    def k(self) -> int:
+        return int(self.topk_ids.shape[-1])
+
+    @property
+    def site_labels(self) -> list[str]:
+        return [site_label(s) for s in self.sites]
+
+    def token(self, token_id: int) -> str:
+        """Decoded text of an id that appears in this result."""
+        if int(token_id) < 0:
+            return ""
+        try:
+            return self.token_strings[int(token_id)]
+        except KeyError:
+            raise TokenLookupError(f"token id {token_id} does not appear in this result") from None
+
+    def display(self, token_id: int) -> str:
+        return display_token(self.token(token_id))
+
+    # -- indexing helpers -----------------------------------------------------------------
+    def site_index(self, site: int | str) -> int:
+        """Index of a site given by name (``"resid_out_3"``), label (``"3"``, ``"emb"``) or index."""
+        if isinstance(site, (int, np.integer)):
+            i = int(site)
+            if not -self.n_sites <= i < self.n_sites:
+                raise IndexError(f"site index {i} out of range (0..{self.n_sites - 1})")
+            return i % self.n_sites
+        if site in self.sites:
+            return self.sites.index(site)
+        labels = self.site_labels
+        if site in labels:
+            return labels.index(site)
+        raise KeyError(f"unknown site {site!r}; this result has {self.sites[0]} … {self.sites[-1]}")
+
+    def position_index(self, position: int, prompt: int = 0) -> int:
+        """Column index of a token position (negative counts from the prompt's last token)."""
+        pos = self.positions[prompt]
+        length = int(self.lengths[prompt])
+        p = int(position)
+        if p < 0:
+            p += length
+        hits = np.nonzero(pos == p)[0]
+        if not 0 <= p < length or hits.size == 0:
+            have = pos[pos >= 0].tolist()
+            raise IndexError(f"position {position} was not computed for prompt {prompt}; have {have}")
+        return int(hits[0])
+
+    def _tracked_index(self, token_id: int) -> int:
+        hits = np.nonzero(self.tracked_ids == int(token_id))[0]
+        if hits.size == 0:
+            raise TokenLookupError(
+                f"token id {token_id} was not tracked; tracked ids: {self.tracked_ids.tolist()}. "
+                "Pass it in `track=` when computing the lens."
+            )
+        return int(hits[0])
+
+    # -- views ----------------------------------------------------------------------------
+    def tracked(self, token_id: int, metric: str = "prob") -> np.ndarray:
+        """``[B, S, P]`` probability / logit / rank of a tracked token everywhere."""
+        arrays = {"prob": self.tracked_prob, "logit": self.tracked_logit, "rank": self.tracked_rank}
+        if metric not in arrays:
+            raise ValueError(f"metric must be one of {sorted(arrays)}, got {metric!r}")
+        return arrays[metric][..., self._tracked_index(token_id)]
+
+    def logit_diff(self, token_a: int, token_b: int) -> np.ndarray:
+        """``[B, S, P]`` logit(a) - logit(b) at every cell (both must be tracked)."""
+        return self.tracked(token_a, "logit") - self.tracked(token_b, "logit")
+
+    def top_tokens(
+        self, position: int = -1, prompt: int = 0, k: int | None = None, by: str = "site"
+    ) -> pd.DataFrame:
+        """Top-k table at one position, the reference tutorial's section 5.
+
+        One column per site (``"Layer 3"``) and one row per rank, each entry ``"token (p)"``;
+        ``by="rank"`` gives the transpose.
+        """
+        k = self.k if k is None else min(int(k), self.k)
+        col = self.position_index(position, prompt)
+        table = {}
+        for s, name in enumerate(self.sites):
+            label = "Embeddings" if name == "embed" else f"Layer {site_label(name)}"
+            table[label] = [
+                f"{self.display(i)} ({p:.3f})"
+                for i, p in zip(self.topk_ids[prompt, s, col, :k], self.topk_probs[prompt, s, col, :k])
+            ]
+        df = pd.DataFrame(table, index=pd.RangeIndex(1, k + 1, name="rank"))
+        return df.T if by == "rank" else df
+
+    def to_dataframe(self) -> pd.DataFrame:
+        """Long table, one row per (prompt, site, position) cell."""
+        B, S, P = self.entropy.shape
+        b, s, p = np.meshgrid(np.arange(B), np.arange(S), np.arange(P), indexing="ij")
+        b, s, p = b.ravel(), s.ravel(), p.ravel()
+        pos = self.positions[b, p]
+        keep = pos >= 0
+        b, s, p, pos = b[keep], s[keep], p[keep], pos[keep]
+        tok_ids = self.input_ids[b, pos]
+        top1 = self.topk_ids[b, s, p, 0]
+        nxt = self.next_ids[b, p]
+        frame = {
+            "prompt": b,
+            "site": [self.sites[i] for i in s],
+            "layer": s,
+            "position": pos,
+            "token_id": tok_ids,
+            "token": [self.display(i) for i in tok_ids],
+            "top1_id": top1,
+            "top1": [self.display(i) for i in top1],
+            "top1_prob": self.topk_probs[b, s, p, 0],
+            "next_id": nxt,
+            "next_token": [self.display(i) if i >= 0 else "" for i in nxt],
+            "next_prob": self.next_prob[b, s, p],
+            "next_rank": self.next_rank[b, s, p],
+            "entropy": self.entropy[b, s, p],
+            "kl_to_final": self.kl[b, s, p],
+            "nonfinite": self.nonfinite[b, s, p],
+        }
+        for m, tid in enumerate(self.tracked_ids.tolist()):
+            frame[f"prob[{tid}]"] = self.tracked_prob[b, s, p, m]
+            frame[f"rank[{tid}]"] = self.tracked_rank[b, s, p, m]
+        return pd.DataFrame(frame)
+
+    def first_layer(self, token_id: int | None = None, prompt: int = 0, position: int = -1) -> int | None:
+        """First site index from which ``token_id`` (default: the final top-1) stays top-1."""
+        col = self.position_index(position, prompt)
+        top1 = self.topk_ids[prompt, :, col, 0]
+        target = int(top1[-1]) if token_id is None else int(token_id)
+        first = None
+        for s in range(len(top1) - 1, -1, -1):
+            if int(top1[s]) != target:
+                break
+            first = s
+        return first
+
+    # -- wire -----------------------------------------------------------------------------
+    def to_wire(self, prompt: int = 0) -> dict[str, Any]:
+        """The widget's ``data`` trait for one prompt (see ``docs/wire.md``).
+
+        Layout is site-major: ``[S, P, ...]``. Per cell: k int32 ids + k float32 probs +
+        entropy, next-token prob, next-token rank, KL (4 bytes each) = 8k + 16 bytes.
+        """
+        length = int(self.lengths[prompt])
+        cols = np.nonzero(self.positions[prompt] >= 0)[0]
+        ids_in = self.input_ids[prompt, :length]
+        used = set(ids_in.tolist()) | set(self.topk_ids[prompt][:, cols].ravel().tolist())
+        used |= set(int(i) for i in self.tracked_ids.tolist())
+        used |= {int(i) for i in self.next_ids[prompt, cols].tolist() if i >= 0}
+        vocab_ids = np.array(sorted(i for i in used if i >= 0), dtype=np.int32)
+        sel = (prompt, slice(None), cols)
+        return {
+            "version": 1,
+            "model_name": self.model_name,
+            "prompt": self.prompts[prompt] if prompt < len(self.prompts) else "",
+            "sites": list(self.sites),
+            "site_labels": self.site_labels,
+            "k": self.k,
+            "n_sites": self.n_sites,
+            "n_positions": int(cols.size),
+            "positions": encode_array(self.positions[prompt, cols], "int32"),
+            "input_ids": encode_array(ids_in, "int32"),
+            "next_ids": encode_array(self.next_ids[prompt, cols], "int32"),
+            "topk_ids": encode_array(self.topk_ids[sel], "int32"),
+            "topk_probs": encode_array(self.topk_probs[sel], "float32"),
+            "entropy": encode_array(self.entropy[sel], "float32"),
+            "next_prob": encode_array(self.next_prob[sel], "float32"),
+            "next_rank": encode_array(self.next_rank[sel], "int32"),
+            "kl": encode_array(self.kl[sel], "float32"),
+            "nonfinite": encode_array(self.nonfinite[sel], "uint8"),
+            "tracked_ids": encode_array(self.tracked_ids, "int32"),
+            "tracked_prob": encode_array(self.tracked_prob[sel], "float32"),
+            "tracked_logit": encode_array(self.tracked_logit[sel], "float32"),
+            "tracked_rank": encode_array(self.tracked_rank[sel], "int32"),
+            "vocab_ids": encode_array(vocab_ids, "int32"),
+            "vocab_strings": [self.token_strings.get(int(i), "") for i in vocab_ids.tolist()],
+        }
