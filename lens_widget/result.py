@@ -240,7 +240,10 @@ class LensResult:
         used |= set(int(i) for i in self.tracked_ids.tolist())
         used |= {int(i) for i in self.next_ids[prompt, cols].tolist() if i >= 0}
         vocab_ids = np.array(sorted(i for i in used if i >= 0), dtype=np.int32)
-        sel = (prompt, slice(None), cols)
+
+        def cells(a: np.ndarray) -> np.ndarray:  # [B, S, P, ...] -> [S, P', ...] for this prompt
+            return a[prompt][:, cols]
+
         return {
             "version": 1,
             "model_name": self.model_name,
@@ -253,17 +256,17 @@ class LensResult:
             "positions": encode_array(self.positions[prompt, cols], "int32"),
             "input_ids": encode_array(ids_in, "int32"),
             "next_ids": encode_array(self.next_ids[prompt, cols], "int32"),
-            "topk_ids": encode_array(self.topk_ids[sel], "int32"),
-            "topk_probs": encode_array(self.topk_probs[sel], "float32"),
-            "entropy": encode_array(self.entropy[sel], "float32"),
-            "next_prob": encode_array(self.next_prob[sel], "float32"),
-            "next_rank": encode_array(self.next_rank[sel], "int32"),
-            "kl": encode_array(self.kl[sel], "float32"),
-            "nonfinite": encode_array(self.nonfinite[sel], "uint8"),
+            "topk_ids": encode_array(cells(self.topk_ids), "int32"),
+            "topk_probs": encode_array(cells(self.topk_probs), "float32"),
+            "entropy": encode_array(cells(self.entropy), "float32"),
+            "next_prob": encode_array(cells(self.next_prob), "float32"),
+            "next_rank": encode_array(cells(self.next_rank), "int32"),
+            "kl": encode_array(cells(self.kl), "float32"),
+            "nonfinite": encode_array(cells(self.nonfinite), "uint8"),
             "tracked_ids": encode_array(self.tracked_ids, "int32"),
-            "tracked_prob": encode_array(self.tracked_prob[sel], "float32"),
-            "tracked_logit": encode_array(self.tracked_logit[sel], "float32"),
-            "tracked_rank": encode_array(self.tracked_rank[sel], "int32"),
+            "tracked_prob": encode_array(cells(self.tracked_prob), "float32"),
+            "tracked_logit": encode_array(cells(self.tracked_logit), "float32"),
+            "tracked_rank": encode_array(cells(self.tracked_rank), "int32"),
             "vocab_ids": encode_array(vocab_ids, "int32"),
             "vocab_strings": [self.token_strings.get(int(i), "") for i in vocab_ids.tolist()],
         }
