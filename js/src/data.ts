@@ -1,0 +1,194 @@
+// Decoding of wire arrays ({dtype, shape, buffer | b64 | buffer_index}) and of the `data` trait.
+import { displayToken } from "./tokens";
+
+export type DType = "int32" | "uint32" | "float32" | "uint8";
+export type TypedArray = Int32Array | Uint32Array | Float32Array | Uint8Array;
+export type Bytes = DataView | ArrayBuffer | ArrayBufferView;
+
+export interface WireArray {
+  dtype: DType;
+  shape: number[];
+  buffer?: Bytes;
+  b64?: string;
+  buffer_index?: number;
+}
+
+const CTORS = {
+  int32: Int32Array,
+  uint32: Uint32Array,
+  float32: Float32Array,
+  uint8: Uint8Array,
+} as const;
+
+/** A byte view of whatever a host hands us (DataView, ArrayBuffer, any typed array). */
+export function asBytes(buf: Bytes): Uint8Array {
+  if (buf instanceof Uint8Array) return buf;
+  if (ArrayBuffer.isView(buf)) return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
+  if (buf instanceof ArrayBuffer) return new Uint8Array(buf);
+  // Some hosts hand over an ArrayBuffer from another realm (instanceof fails): duck-type it.
+  const anyBuf = buf as unknown as { byteLength?: number; buffer?: ArrayBuffer; byteOffset?: number };
+  if (anyBuf && typeof anyBuf.byteLength === "number") {
+    if (anyBuf.buffer) return new Uint8Array(anyBuf.buffer, anyBuf.byteOffset ?? 0, anyBuf.byteLength);
+    return new Uint8Array(buf as ArrayBuffer);
+  }
+  throw new TypeError("array buffer is not binary data");
+}
+
+export function b64ToBytes(b64: string): Uint8Array {
+  const bin = atob(b64);
+  const out = new Uint8Array(bin.length);
+  for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
+  return out;
+}
+
+/** Typed array over the bytes, honouring byteOffset; copies only when the offset is unaligned. */
+export function typedFromBytes(bytes: Uint8Array, dtype: DType): TypedArray {
+  const C = CTORS[dtype];
+  if (!C) throw new TypeError(`unknown dtype ${String(dtype)}`);
+  const size = C.BYTES_PER_ELEMENT;
+  if (bytes.byteLength % size !== 0) throw new RangeError(`${bytes.byteLength} bytes is not a whole number of ${dtype}`);
+  if (bytes.byteOffset % size !== 0) bytes = bytes.slice();
+  return new C(bytes.buffer as ArrayBuffer, bytes.byteOffset, bytes.byteLength / size);
+}
+
+export function isWireArray(x: unknown): x is WireArray {
+  return !!x && typeof x === "object" && typeof (x as WireArray).dtype === "string" && Array.isArray((x as WireArray).shape);
+}
+
+/** Decode one wire array; `buffers` are a custom message's buffers (for `buffer_index`). */
+export function decodeArray(w: WireArray, buffers?: Bytes[]): TypedArray {
+  if (!isWireArray(w)) throw new TypeError("not a wire array");
+  let bytes: Uint8Array;
+  if (typeof w.b64 === "string") bytes = b64ToBytes(w.b64);
+  else if (typeof w.buffer_index === "number") {
+    const b = buffers?.[w.buffer_index];
+    if (!b) throw new RangeError(`missing buffer ${w.buffer_index}`);
+    bytes = asBytes(b);
+  } else if (w.buffer != null) bytes = asBytes(w.buffer);
+  else throw new TypeError("wire array has no buffer");
+  const arr = typedFromBytes(bytes, w.dtype);
+  const n = w.shape.reduce((a, b) => a * b, 1);
+  if (n !== arr.length) throw new RangeError(`shape [${w.shape}] needs ${n} elements, got ${arr.length}`);
+  return arr;
+}
+
+/** Decode every wire array found (recursively) in a reply's result. */
+export function decodeResult<T = unknown>(x: unknown, buffers?: Bytes[]): T {
+  if (isWireArray(x) && (x.buffer_index !== undefined || x.b64 !== undefined || x.buffer !== undefined))
+    return decodeArray(x, buffers) as unknown as T;
+  if (Array.isArray(x)) return x.map((v) => decodeResult(v, buffers)) as unknown as T;
+  if (x && typeof x === "object" && !ArrayBuffer.isView(x) && !(x instanceof ArrayBuffer)) {
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(x)) out[k] = decodeResult(v, buffers);
+    return out as T;
+  }
+  return x as T;
+}
+
+/** The decoded `data` trait. Cell (site s, column c) is index s * P + c. */
+export interface LensData {
+  S: number;
+  P: number;
+  k: number;
+  M: number;
+  modelName: string;
+  prompt: string;
+  sites: string[];
+  siteLabels: string[];
+  positions: Int32Array;
+  inputIds: Int32Array;
+  nextIds: Int32Array;
+  topkIds: Int32Array;
+  topkProbs: Float32Array;
+  entropy: Float32Array;
+  nextProb: Float32Array;
+  nextRank: Int32Array;
+  kl: Float32Array;
+  nonfinite: Uint8Array;
+  trackedIds: Int32Array;
+  trackedProb: Float32Array;
+  trackedLogit: Float32Array;
+  trackedRank: Int32Array;
+  vocab: Map<number, string>;
+  /** decoded text of an id ("" if unknown) */
+  text(id: number): string;
+  /** display form of an id (cached) */
+  display(id: number): string;
+  /** token id at column c */
+  tokenAt(c: number): number;
+}
+
+function arr<T extends TypedArray>(raw: Record<string, unknown>, key: string, dtype: DType, n: number): T {
+  const w = raw[key];
+  if (!isWireArray(w)) {
+    // Missing optional arrays: empty of the right size.
+    const C = CTORS[dtype];
+    const out = new C(n);
+    if (dtype === "float32") (out as Float32Array).fill(NaN);
+    return out as T;
+  }
+  return decodeArray(w) as T;
+}
+
+export function decodeLens(raw: unknown): LensData | null {
+  if (!raw || typeof raw !== "object") return null;
+  const r = raw as Record<string, unknown>;
+  if (!isWireArray(r.topk_ids)) return null;
+  const S = Number(r.n_sites ?? (r.topk_ids as WireArray).shape[0]);
+  const P = Number(r.n_positions ?? (r.topk_ids as WireArray).shape[1]);
+  const k = Number(r.k ?? (r.topk_ids as WireArray).shape[2]);
+  const trackedIds = arr<Int32Array>(r, "tracked_ids", "int32", 0);
+  const M = trackedIds.length;
+  const SP = S * P;
+  const vocabIds = arr<Int32Array>(r, "vocab_ids", "int32", 0);
+  const strings = Array.isArray(r.vocab_strings) ? (r.vocab_strings as unknown[]) : [];
+  const vocab = new Map<number, string>();
+  for (let i = 0; i < vocabIds.length; i++) vocab.set(vocabIds[i], String(strings[i] ?? ""));
+  const cache = new Map<number, string>();
+  const sites = Array.isArray(r.sites) ? (r.sites as unknown[]).map(String) : [];
+  const siteLabels = Array.isArray(r.site_labels) ? (r.site_labels as unknown[]).map(String) : sites.slice();
+  while (sites.length < S) sites.push(String(sites.length));
+  while (siteLabels.length < S) siteLabels.push(String(siteLabels.length));
+  const positions = arr<Int32Array>(r, "positions", "int32", P);
+  const inputIds = arr<Int32Array>(r, "input_ids", "int32", 0);
+  const lens: LensData = {
+    S,
+    P,
+    k,
+    M,
+    modelName: String(r.model_name ?? ""),
+    prompt: String(r.prompt ?? ""),
+    sites,
+    siteLabels,
+    positions,
+    inputIds,
+    nextIds: arr(r, "next_ids", "int32", P),
+    topkIds: arr(r, "topk_ids", "int32", SP * k),
+    topkProbs: arr(r, "topk_probs", "float32", SP * k),
+    entropy: arr(r, "entropy", "float32", SP),
+    nextProb: arr(r, "next_prob", "float32", SP),
+    nextRank: arr(r, "next_rank", "int32", SP),
+    kl: arr(r, "kl", "float32", SP),
+    nonfinite: arr(r, "nonfinite", "uint8", SP),
+    trackedIds,
+    trackedProb: arr(r, "tracked_prob", "float32", SP * M),
+    trackedLogit: arr(r, "tracked_logit", "float32", SP * M),
+    trackedRank: arr(r, "tracked_rank", "int32", SP * M),
+    vocab,
+    text: (id: number) => (id < 0 ? "" : vocab.get(id) ?? ""),
+    display: (id: number) => {
+      let d = cache.get(id);
+      if (d === undefined) {
+        d = vocab.has(id) ? displayToken(vocab.get(id)!) : id < 0 ? "" : `#${id}`;
+        cache.set(id, d);
+      }
+      return d;
+    },
+    tokenAt: (c: number) => {
+      const p = positions[c];
+      return p >= 0 && p < inputIds.length ? inputIds[p] : -1;
+    },
+  };
+  if (lens.topkIds.length !== SP * k) throw new RangeError("topk_ids does not match n_sites x n_positions x k");
+  return lens;
+}

@@ -1,0 +1,98 @@
+// Hover tooltip: top-k with probability bars, ids, entropy, next-token prob and rank.
+import type { LensData } from "./data";
+import type { Cell } from "./grid";
+import type { MetricView } from "./color";
+import { fmt } from "./color";
+import { h } from "./dom";
+
+export function cellSummary(lens: LensData, cell: Cell): HTMLElement[] {
+  const i = cell.site * lens.P + cell.col;
+  const pos = lens.positions[cell.col];
+  const head = h("div", "lw-tip-head");
+  head.append(
+    h("b", "", `${lens.sites[cell.site]} · pos ${pos} `),
+    h("span", "lw-tok", lens.display(lens.tokenAt(cell.col))),
+  );
+  const out: HTMLElement[] = [head];
+  if (lens.nonfinite[i]) out.push(h("div", "lw-warn", "no data: non-finite activation or logits"));
+  return out;
+}
+
+export function topkTable(lens: LensData, cell: Cell, cls = "lw-topk"): HTMLTableElement {
+  const i = cell.site * lens.P + cell.col;
+  const table = h("table", cls);
+  const nxt = lens.nextIds[cell.col];
+  for (let j = 0; j < lens.k; j++) {
+    const id = lens.topkIds[i * lens.k + j];
+    const p = lens.topkProbs[i * lens.k + j];
+    const tr = h("tr", "lw-tip-row", undefined, { "data-id": String(id), "data-prob": String(p) });
+    if (id === nxt) tr.classList.add("lw-is-next");
+    const bar = h("span", "lw-bar");
+    bar.style.width = `${Math.max(0, Math.min(1, p)) * 100}%`;
+    tr.append(
+      h("td", "lw-tok", lens.display(id)),
+      h("td", "lw-barcell"),
+      h("td", "lw-prob", p.toFixed(4)),
+      h("td", "lw-id", `#${id}`),
+    );
+    (tr.children[1] as HTMLElement).appendChild(bar);
+    table.appendChild(tr);
+  }
+  return table;
+}
+
+export function cellStats(lens: LensData, cell: Cell, view: MetricView | null): HTMLElement {
+  const i = cell.site * lens.P + cell.col;
+  const nxt = lens.nextIds[cell.col];
+  const div = h("div", "lw-tip-stats");
+  const line = (label: string, value: string, cls: string) => {
+    const d = h("div", cls);
+    d.append(h("span", "lw-k", label), h("span", "lw-v", value));
+    div.appendChild(d);
+  };
+  line("entropy ", `${fmt(lens.entropy[i])} nats`, "lw-entropy");
+  line("KL to final ", `${fmt(lens.kl[i])} nats`, "lw-kl");
+  if (nxt >= 0) {
+    const d = h("div", "lw-next");
+    d.append(
+      h("span", "lw-k", "next "),
+      h("span", "lw-tok", lens.display(nxt)),
+      h("span", "lw-v", ` p=${fmt(lens.nextProb[i])} rank ${lens.nextRank[i]}`),
+    );
+    div.appendChild(d);
+  } else line("next ", "(last token)", "lw-next");
+  if (view && !["top1_prob", "next_prob", "next_rank", "entropy", "kl"].includes(view.metric))
+    line(`${view.label} `, fmt(view.values[i]), "lw-metric");
+  return div;
+}
+
+export class Tooltip {
+  readonly el: HTMLDivElement;
+  cell: Cell | null = null;
+  constructor(private root: HTMLElement) {
+    this.el = h("div", "lw-tooltip", undefined, { role: "tooltip" });
+    this.el.hidden = true;
+    root.appendChild(this.el);
+  }
+
+  show(lens: LensData, view: MetricView | null, cell: Cell, clientX: number, clientY: number): void {
+    if (!this.cell || this.cell.site !== cell.site || this.cell.col !== cell.col) {
+      this.cell = cell;
+      this.el.replaceChildren(...cellSummary(lens, cell), topkTable(lens, cell), cellStats(lens, cell, view));
+      this.el.dataset.site = String(cell.site);
+      this.el.dataset.col = String(cell.col);
+    }
+    this.el.hidden = false;
+    const rb = this.root.getBoundingClientRect();
+    const tw = this.el.offsetWidth || 240;
+    let x = clientX - rb.left + 14;
+    if (clientX + 14 + tw > window.innerWidth) x = clientX - rb.left - tw - 10;
+    this.el.style.left = `${Math.max(0, x)}px`;
+    this.el.style.top = `${clientY - rb.top + 14}px`;
+  }
+
+  hide(): void {
+    this.el.hidden = true;
+    this.cell = null;
+  }
+}
