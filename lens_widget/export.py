@@ -1,0 +1,144 @@
+"""A self-contained HTML page of the widget: the bundled front end inline, the trait state as JSON.
+
+The page needs no kernel, no network and no CDN: it inlines ``lens_widget/static/widget.js`` and a
+small in-memory model (``get``/``set``/``on``/``off``/``save_changes``/``send``). Arrays travel as
+``{"dtype", "shape", "b64"}`` (see ``docs/wire.md``). Requests that need the kernel are answered
+``ok: false, error: "no kernel (exported page)"``.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+__all__ = ["standalone_html", "bundle_source", "BUNDLE_PATH", "encode_state"]
+
+BUNDLE_PATH = Path(__file__).parent / "static" / "widget.js"
+
+_NP_DTYPES = {"int32": "int32", "uint32": "uint32", "float32": "float32", "uint8": "uint8"}
+
+
+def bundle_source() -> str:
+    """The bundled front end (``lens_widget/static/widget.js``)."""
+    try:
+        return BUNDLE_PATH.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RuntimeError(
+            f"the front-end bundle {BUNDLE_PATH} is missing. Build it from the repository root with: "
+            "cd js && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci && npm run build"
+        ) from None
+
+
+def _b64(data: bytes | bytearray | memoryview) -> str:
+    return base64.b64encode(bytes(data)).decode("ascii")
+
+
+def encode_state(value: Any) -> Any:
+    """JSON-ready copy of a trait value: bytes become base64, non-finite floats ``None``."""
+    if isinstance(value, dict):
+        buf = value.get("buffer")
+        if isinstance(buf, (bytes, bytearray, memoryview)) and "dtype" in value:
+            out = {k: encode_state(v) for k, v in value.items() if k != "buffer"}
+            out["b64"] = _b64(buf)
+            return out
+        return {str(k): encode_state(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [encode_state(v) for v in value]
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        data = bytes(value)
+        return {"dtype": "uint8", "shape": [len(data)], "b64": _b64(data)}
+    if isinstance(value, bool) or value is None or isinstance(value, (int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    try:  # numpy scalars and arrays, without importing numpy when it is not there
+        import numpy as np
+
+        if isinstance(value, np.ndarray):
+            name = _NP_DTYPES.get(value.dtype.name)
+            if name is None:
+                name = "float32" if value.dtype.kind == "f" else "int32"
+            a = np.ascontiguousarray(value.astype(np.dtype(name).newbyteorder("<"), copy=False))
+            return {"dtype": name, "shape": list(a.shape), "b64": _b64(a.tobytes())}
+        if isinstance(value, np.generic):
+            return encode_state(value.item())
+    except ImportError:  # pragma: no cover
+        pass
+    raise TypeError(f"cannot put a {type(value).__name__} in an exported page")
+
+
+def _script_json(obj: Any) -> str:
+    """JSON that is safe inside a <script> element: no '<', '>', '&' or line separators survive."""
+    text = json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return (
+        text.replace("<", "\\u003c")
+        .replace(">", "\\u003e")
+        .replace("&", "\\u0026")
+        .replace("\u2028", "\\u2028")
+        .replace("\u2029", "\\u2029")
+    )
+
+
+_BOOT = r"""
+(async () => {
+  const read = (id) => JSON.parse(document.getElementById(id).textContent);
+  const state = read("lw-state");
+  const src = read("lw-bundle");
+  const handlers = new Map();
+  const emit = (name, ...args) => { for (const cb of [...(handlers.get(name) || [])]) cb(...args); };
+  const model = {
+    get: (k) => state[k],
+    set: (k, v) => { const old = state[k]; state[k] = v; if (old !== v) emit("change:" + k, v); },
+    on: (name, cb) => { if (!handlers.has(name)) handlers.set(name, new Set()); handlers.get(name).add(cb); },
+    off: (name, cb) => {
+      if (!name) { handlers.clear(); return; }
+      if (!cb) { handlers.delete(name); return; }
+      handlers.get(name)?.delete(cb);
+    },
+    save_changes: () => {},
+    send: (msg) => {
+      const reply = { type: "reply", request_id: msg && msg.request_id, ok: false, error: "no kernel (exported page)" };
+      setTimeout(() => emit("msg:custom", reply, []), 0);
+    },
+    widget_manager: { get_model: async () => { throw new Error("no kernel (exported page)"); } },
+  };
+  window.__lensModel = model;
+  const url = URL.createObjectURL(new Blob([src], { type: "text/javascript" }));
+  try {
+    const mod = await import(url);
+    const widget = mod.default;
+    const el = document.getElementById("lw-root");
+    const def = typeof widget === "function" ? await widget() : widget;
+    if (def.initialize) await def.initialize({ model });
+    window.__lensCleanup = await def.render({ model, el });
+    document.body.dataset.ready = "1";
+  } catch (e) {
+    const pre = document.createElement("pre");
+    pre.textContent = "lens_widget failed to start: " + (e && e.stack || e);
+    document.body.appendChild(pre);
+    document.body.dataset.ready = "error";
+  } finally {
+    URL.revokeObjectURL(url);
+  }
+})();
+"""
+
+
+def standalone_html(state: dict[str, Any], title: str = "lens_widget") -> str:
+    """One self-contained HTML page showing the widget with ``state`` (trait name -> value)."""
+    bundle = bundle_source()
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+        f"<title>{html.escape(str(title), quote=True)}</title>\n"
+        "<style>body{margin:8px;background:#fff}@media (prefers-color-scheme: dark){body{background:#1e1e1e}}</style>\n"
+        "</head>\n<body>\n<div id=\"lw-root\"></div>\n"
+        f"<script type=\"application/json\" id=\"lw-state\">{_script_json(encode_state(state))}</script>\n"
+        f"<script type=\"application/json\" id=\"lw-bundle\">{_script_json(bundle)}</script>\n"
+        f"<script type=\"module\">{_BOOT}</script>\n"
+        "</body>\n</html>\n"
+    )
