@@ -1,0 +1,216 @@
+"""The exported page in headless Chromium: drawing, hover, pins, metrics, keyboard, hostile strings."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+from conftest import cell_xy, widget_state
+from fakes import make_result
+
+from lens_widget.export import standalone_html
+from lens_widget.tokens import display_token
+
+pytestmark = pytest.mark.browser
+
+NONBLANK = """() => {
+  const c = document.querySelector('canvas.lw-canvas');
+  const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+  let n = 0;
+  for (let i = 0; i < d.length; i += 4) if (d[i] !== 255 || d[i+1] !== 255 || d[i+2] !== 255) n++;
+  return n;
+}"""
+
+
+def frames(page, n: int = 2) -> None:
+    page.evaluate(f"() => new Promise(r => {{ let k = {n}; const f = () => (--k ? requestAnimationFrame(f) : r()); requestAnimationFrame(f); }})")
+
+
+def test_canvas_is_drawn(open_page):
+    page = open_page(widget_state(make_result(hostile=True)))
+    frames(page)
+    assert page.evaluate(NONBLANK) > 2000
+    assert page.errors == []
+
+
+@pytest.mark.parametrize("site,col", [(4, 0), (4, 3), (2, 5), (0, 1)])
+def test_hover_shows_python_topk(open_page, site, col):
+    r = make_result(hostile=True)
+    page = open_page(widget_state(r))
+    frames(page)
+    row = r.n_sites - 1 - site  # final layer on top
+    page.mouse.move(*cell_xy(page, row, col))
+    tip = page.locator(".lw-tooltip")
+    tip.wait_for(state="visible")
+    assert tip.get_attribute("data-site") == str(site) and tip.get_attribute("data-col") == str(col)
+    rows = tip.locator(".lw-tip-row")
+    assert rows.count() == r.k
+    for j in range(r.k):
+        tid = int(r.topk_ids[0, site, col, j])
+        p = float(r.topk_probs[0, site, col, j])
+        rj = rows.nth(j)
+        assert int(rj.get_attribute("data-id")) == tid
+        assert float(rj.get_attribute("data-prob")) == pytest.approx(p, rel=1e-6)
+        assert rj.locator(".lw-prob").text_content() == f"{p:.4f}"
+        assert rj.locator(".lw-tok").text_content() == display_token(r.token_strings[tid])
+    stats = tip.locator(".lw-entropy").text_content()
+    assert f"{float(r.entropy[0, site, col]):.3f}" in stats
+
+
+def test_click_pins_and_selects(open_page):
+    r = make_result(hostile=True)
+    page = open_page(widget_state(r))
+    frames(page)
+    page.mouse.click(*cell_xy(page, 1, 2))  # site S-2, col 2
+    state = page.evaluate("() => ({sel: window.__lensModel.get('selected'), pins: window.__lensModel.get('pinned')})")
+    assert state["sel"] == {"site": r.n_sites - 2, "col": 2, "position": 2}
+    assert state["pins"] == [[r.n_sites - 2, 2]]
+    chip = page.locator(".lw-chip")
+    assert chip.count() == 1
+    assert chip.get_attribute("data-site") == str(r.n_sites - 2)
+    # detail panel shows the same top-k
+    ids = [int(x) for x in page.locator(".lw-detail-row").evaluate_all("rs => rs.map(r => r.dataset.id)")]
+    assert ids == r.topk_ids[0, r.n_sites - 2, 2].tolist()
+
+
+def test_metric_switch_recolours(open_page):
+    page = open_page(widget_state(make_result(hostile=True)))
+    frames(page)
+    before = page.evaluate("() => document.querySelector('canvas.lw-canvas').toDataURL()")
+    for metric in ["entropy", "kl", "next_rank", "tracked_prob", "logit_diff"]:
+        page.select_option("select.lw-metric", metric)
+        frames(page)
+        after = page.evaluate("() => document.querySelector('canvas.lw-canvas').toDataURL()")
+        assert after != before, metric
+        assert page.evaluate("() => window.__lensModel.get('metric')") == metric
+        assert page.locator(".lens-widget").get_attribute("data-metric") == metric
+        before = after
+    assert page.errors == []
+
+
+def test_hostile_strings_stay_text(open_page):
+    r = make_result(hostile=True)
+    state = widget_state(r, error="<img src=x onerror=\"window.__pwned=2\">", prompt="</script><script>window.__pwned=3</script>")
+    page = open_page(state, title="</title><script>window.__pwned=4</script>")
+    frames(page)
+    # hover every cell so every hostile top-k string is rendered in the tooltip
+    seen = set()
+    for row in range(r.n_sites):
+        for col in range(r.n_positions):
+            page.mouse.move(*cell_xy(page, row, col))
+            seen.update(page.locator(".lw-tooltip .lw-tip-row .lw-tok").all_text_contents())
+    page.mouse.click(*cell_xy(page, 0, 0))
+    page.wait_for_timeout(100)
+    assert page.evaluate("() => window.__pwned") is None
+    assert page.dialogs == []
+    assert page.errors == []
+    # no element was created from data: the only <img> / extra <script> would be injected ones
+    assert page.locator(".lens-widget img").count() == 0
+    assert page.locator("script").count() == 3
+    assert page.title() == "</title><script>window.__pwned=4</script>"
+    assert page.locator(".lw-error").text_content() == state["error"]
+    hostile_shown = {display_token(r.token_strings[i]) for i in range(8) if i in r.topk_ids}
+    assert hostile_shown and hostile_shown <= seen
+    assert "<img␣src=x␣onerror=alert(1)>" in seen or 0 not in r.topk_ids
+
+
+def test_exported_page_has_no_breakout_and_no_network():
+    r = make_result(hostile=True)
+    html = standalone_html(widget_state(r, prompt="</script><!--"), title="a<b>&c")
+    assert "<title>a&lt;b&gt;&amp;c</title>" in html
+    # the only closing script tags are ours
+    assert len(re.findall(r"</script", html, re.I)) == 3
+    assert "http://" not in html.split("<script", 1)[0] and "https://cdn" not in html
+    m = re.search(r'<script type="application/json" id="lw-state">(.*?)</script>', html, re.S)
+    state = json.loads(m.group(1))
+    assert state["prompt"] == "</script><!--"
+    arr = state["data"]["topk_ids"]
+    assert set(arr) == {"dtype", "shape", "b64"}
+
+
+def test_keyboard_navigation(open_page):
+    r = make_result(hostile=True)
+    page = open_page(widget_state(r))
+    frames(page)
+    page.mouse.click(*cell_xy(page, 0, 0))  # selects (and pins) final layer, col 0
+    page.keyboard.press("Escape")
+    assert page.evaluate("() => window.__lensModel.get('pinned')") == []
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("ArrowRight")
+    sel = page.evaluate("() => window.__lensModel.get('selected')")
+    assert sel == {"site": r.n_sites - 2, "col": 2, "position": 2}
+    page.keyboard.press("Enter")
+    assert page.evaluate("() => window.__lensModel.get('pinned')") == [[r.n_sites - 2, 2]]
+    page.keyboard.press("ArrowUp")
+    page.keyboard.press("Enter")
+    assert page.evaluate("() => window.__lensModel.get('pinned')") == [[r.n_sites - 2, 2], [r.n_sites - 1, 2]]
+    page.keyboard.press("Escape")
+    assert page.evaluate("() => window.__lensModel.get('pinned')") == []
+
+
+def test_kernel_requests_fail_gracefully_offline(open_page):
+    page = open_page(widget_state(make_result(hostile=True)))
+    page.fill(".lw-search-input", "Paris")
+    page.press(".lw-search-input", "Enter")
+    page.wait_for_selector(".lw-search-out .lw-warn")
+    assert "no kernel" in page.locator(".lw-search-out").text_content()
+    page.fill(".lw-prompt-input", "new prompt")
+    page.press(".lw-prompt-input", "Enter")
+    page.wait_for_selector(".lw-error:not([hidden])")
+    assert "no kernel (exported page)" in page.locator(".lw-error").text_content()
+    frames(page)
+    assert page.evaluate(NONBLANK) > 2000  # the old grid stays
+
+
+def test_big_grid_scrolls_and_final_layer_stays(open_page):
+    r = make_result(n_sites=31, n_positions=512, k=10, vocab=300, seed=1)
+    page = open_page(widget_state(r, height=300))
+    frames(page)
+    page.evaluate("() => { const v = document.querySelector('.lw-viewport'); v.scrollTop = 200; v.scrollLeft = 5000; }")
+    frames(page)
+    assert page.evaluate(NONBLANK) > 10000
+    # final layer row is frozen: hovering just under the header still shows the final site
+    x, y = cell_xy(page, 0, 3)
+    page.mouse.move(x, y)
+    tip = page.locator(".lw-tooltip")
+    tip.wait_for(state="visible")
+    assert tip.get_attribute("data-site") == str(r.n_sites - 1)
+    col = (5000 + 3 * 56 + 28) // 56
+    assert tip.get_attribute("data-col") == str(col)
+    ids = [int(x) for x in tip.locator(".lw-tip-row").evaluate_all("rs => rs.map(r => r.dataset.id)")]
+    assert ids == r.topk_ids[0, -1, col].tolist()
+
+
+def test_transpose(open_page):
+    r = make_result(hostile=True)
+    page = open_page(widget_state(r))
+    page.check(".lw-transpose input")
+    frames(page)
+    assert page.evaluate("() => window.__lensModel.get('transpose')") is True
+    box = page.locator("canvas.lw-canvas").bounding_box()
+    # transposed: rows are positions, first column is the final layer, row header 120 px wide
+    page.mouse.move(box["x"] + 120 + 56 + 28, box["y"] + 22 + 3 * 20 + 10)
+    tip = page.locator(".lw-tooltip")
+    tip.wait_for(state="visible")
+    assert (tip.get_attribute("data-site"), tip.get_attribute("data-col")) == (str(r.n_sites - 2), "3")
+
+
+def test_nonfinite_cells_are_hatched(open_page):
+    r = make_result()
+    r.nonfinite[0, 2, 1] = True
+    page = open_page(widget_state(r))
+    frames(page)
+    x, y = cell_xy(page, r.n_sites - 1 - 2, 1)
+    box = page.locator("canvas.lw-canvas").bounding_box()
+    colors = page.evaluate(
+        """([x, y]) => { const c = document.querySelector('canvas.lw-canvas'); const s = c.width / c.getBoundingClientRect().width;
+        const d = c.getContext('2d').getImageData(Math.round((x - 20) * s), Math.round((y - 6) * s), Math.round(40 * s), Math.round(12 * s)).data;
+        const set = new Set(); for (let i = 0; i < d.length; i += 4) set.add(d[i] + ',' + d[i+1] + ',' + d[i+2]); return [...set]; }""",
+        [x - box["x"], y - box["y"]],
+    )
+    assert "187,187,187" in colors and "102,102,102" in colors  # the hatch pattern's two greys
+    page.mouse.move(x, y)
+    page.locator(".lw-tooltip .lw-warn").wait_for(state="visible")

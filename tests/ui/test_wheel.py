@@ -1,0 +1,25 @@
+"""The built wheel ships the front-end bundle (hatch `artifacts`)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+from conftest import require_bundle
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_wheel_contains_bundle(tmp_path):
+    require_bundle()
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation", "-w", str(tmp_path), "-q"],
+        check=True,
+    )
+    wheels = list(tmp_path.glob("lens_widget-*.whl"))
+    assert len(wheels) == 1, wheels
+    names = zipfile.ZipFile(wheels[0]).namelist()
+    assert "lens_widget/static/widget.js" in names
+    assert "lens_widget/export.py" in names
