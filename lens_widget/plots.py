@@ -1,0 +1,545 @@
+"""Bokeh companion plots for a :class:`~lens_widget.result.LensResult`.
+
+Every function returns a bokeh figure with a HoverTool; every value comes from the result's exact
+arrays. Nothing loads from a CDN: use :func:`output_notebook_inline`, :func:`show` and :func:`save`
+(all ``bokeh.resources.INLINE``) instead of bokeh's own defaults.
+
+Token strings are untrusted. They reach the page as data-source values (escaped by the hover's
+``@field`` templates, drawn as canvas text by glyphs) or as :class:`~bokeh.models.PlainText`
+(so a token such as ``$$x$$`` is never parsed as TeX); no template uses ``{safe}``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import tempfile
+import webbrowser
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from bokeh.embed import file_html
+from bokeh.io import output_notebook
+from bokeh.io.state import curstate
+from bokeh.io import show as _bokeh_show
+from bokeh.models import (
+    ColorBar,
+    ColumnDataSource,
+    FixedTicker,
+    HoverTool,
+    LinearAxis,
+    LinearColorMapper,
+    LogColorMapper,
+    PlainText,
+    Range1d,
+    Span,
+)
+from bokeh.palettes import Category10_10, Inferno256, Viridis256
+from bokeh.plotting import figure
+from bokeh.resources import INLINE
+
+from .result import LensResult, site_label
+from .tokens import TokenLookupError, display_token
+
+__all__ = [
+    "heatmap",
+    "trajectory",
+    "logit_diff",
+    "lens_grid",
+    "show",
+    "save",
+    "to_html",
+    "output_notebook_inline",
+    "TRACKED_METRICS",
+    "GRID_METRICS",
+]
+
+TRACKED_METRICS = ("prob", "logit", "rank")
+GRID_METRICS = ("top1_prob", "next_prob", "next_rank", "entropy", "kl")
+_METRIC_TITLES = {
+    "prob": "probability",
+    "logit": "logit",
+    "rank": "rank",
+    "top1_prob": "top-1 probability",
+    "next_prob": "next-token probability",
+    "next_rank": "next-token rank",
+    "entropy": "entropy (nats)",
+    "kl": "KL(final ‖ layer) (nats)",
+}
+_TOOLS = "pan,wheel_zoom,box_zoom,reset,save"
+
+
+# -- output without a CDN -----------------------------------------------------------------------
+def output_notebook_inline() -> None:
+    """Load BokehJS into the notebook from the installed package (no CDN, no banner)."""
+    output_notebook(resources=INLINE, hide_banner=True)
+
+
+def to_html(fig: Any, title: str = "lens_widget plot") -> str:
+    """A self-contained HTML page (BokehJS inlined) showing ``fig``."""
+    return file_html(fig, INLINE, title)
+
+
+def save(fig: Any, path: str | Path, title: str = "lens_widget plot") -> Path:
+    """Write ``fig`` as a self-contained HTML file that opens offline; returns the path."""
+    path = Path(path)
+    path.write_text(to_html(fig, title), encoding="utf-8")
+    return path
+
+
+def _in_kernel() -> bool:
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and hasattr(shell, "kernel")
+
+
+def show(fig: Any) -> Path | None:
+    """Show ``fig`` inline in a notebook, else in a browser via a self-contained temp file."""
+    state = curstate()
+    if not state.notebook and _in_kernel():
+        output_notebook_inline()
+    if state.notebook:
+        _bokeh_show(fig)
+        return None
+    with tempfile.NamedTemporaryFile(suffix=".html", prefix="lens_widget_", delete=False) as f:
+        path = save(fig, f.name)
+    webbrowser.open(path.as_uri())
+    return path
+
+
+# -- shared helpers -----------------------------------------------------------------------------
+def _figure(
+    title: str,
+    tooltips: list[tuple[str, str]],
+    *,
+    width: int,
+    height: int,
+    x_labels: Sequence[str] | None = None,
+    y_labels: Sequence[str] | None = None,
+    x_name: str = "",
+    y_name: str = "",
+    y_axis_type: str = "linear",
+    cells: bool = False,
+) -> figure:
+    """A figure with tools, a hover (``@value`` printf-formatted) and integer axes named by labels.
+
+    ``width`` x ``height`` is the data frame (axes, legend and colour bar add to it), so long tick
+    labels cannot squeeze the plot. ``cells=True`` fits the ranges to unit cells on integer ticks.
+    """
+    fig = figure(
+        frame_width=int(width),
+        frame_height=int(height),
+        tools=_TOOLS,
+        toolbar_location="above",
+        y_axis_type=y_axis_type,
+    )
+    fig.title.text = PlainText(text=title)
+    fig.add_tools(HoverTool(tooltips=tooltips, formatters={"@value": "printf"}))
+    for axis, labels, name in ((fig.xaxis[0], x_labels, x_name), (fig.yaxis[0], y_labels, y_name)):
+        axis.axis_label = PlainText(text=name)
+        if labels is not None:
+            axis.ticker = FixedTicker(ticks=list(range(len(labels))))
+            axis.major_label_overrides = {i: PlainText(text=_short(s)) for i, s in enumerate(labels)}
+    if cells:
+        fig.x_range = Range1d(-0.5, len(x_labels or [0]) - 0.5)
+        fig.y_range = Range1d(-0.5, len(y_labels or [0]) - 0.5)
+        fig.grid.visible = False
+        fig.xaxis.major_label_orientation = 0.9
+    return fig
+
+
+def _short(text: str, n: int = 16) -> str:
+    """``text`` cut to ``n`` characters with an ellipsis (tick labels and cells; hovers show all)."""
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _check_metric(metric: str, allowed: Sequence[str]) -> None:
+    if metric not in allowed:
+        raise ValueError(f"metric must be one of {list(allowed)}, got {metric!r}")
+
+
+def _as_list(x: Any) -> list[Any]:
+    if isinstance(x, (str, bytes)) or not isinstance(x, (Sequence, np.ndarray)):
+        return [x]
+    return list(x)
+
+
+def _to_numpy(x: Any) -> np.ndarray:
+    """numpy view of a numpy array, list, or torch tensor (any dtype, any device)."""
+    if hasattr(x, "detach"):
+        x = x.detach().float().cpu().numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def _token_id(result: LensResult, token: int | str) -> int:
+    """Id of a tracked token given by id or by its exact (or display) string."""
+    if isinstance(token, str):
+        hits = [
+            int(i)
+            for i in result.tracked_ids.tolist()
+            if token in (result.token_strings.get(int(i)), result.display(int(i)))
+        ]
+        if len(hits) != 1:
+            what = "no tracked token" if not hits else f"several tracked tokens {hits}"
+            raise TokenLookupError(
+                f"{token!r} matches {what}; pass a token id. Tracked ids: {result.tracked_ids.tolist()}. "
+                "To add a token, pass it in `track=` when computing the lens."
+            )
+        return hits[0]
+    tid = int(token)
+    result._tracked_index(tid)  # raises a TokenLookupError that names `track=`
+    return tid
+
+
+def _labels(ids: Sequence[int], name: Any) -> list[str]:
+    """Display strings of ``ids``; strings that two ids share get the id appended."""
+    shown = [name(i) for i in ids]
+    return [f"{s} #{i}" if shown.count(s) > 1 else s for s, i in zip(shown, ids)]
+
+
+def _mapper(metric: str, values: np.ndarray) -> LinearColorMapper | LogColorMapper:
+    """Colour scale: grid probabilities 0..1, heatmap probabilities 0..max (as the tutorial's
+    imshow), ranks on a log scale (rank 1 brightest), entropy / KL 0..max, logits min..max."""
+    finite = values[np.isfinite(values)]
+    hi = float(finite.max()) if finite.size else 1.0
+    lo = float(finite.min()) if finite.size else 0.0
+    if metric.endswith("rank"):
+        return LogColorMapper(palette=Viridis256[::-1], low=1, high=max(hi, 2.0), nan_color="#d9d9d9")
+    if metric.endswith("prob"):
+        high = max(hi, 1e-12) if metric == "prob" else 1.0
+        return LinearColorMapper(palette=Viridis256, low=0.0, high=high, nan_color="#d9d9d9")
+    if metric in ("entropy", "kl"):
+        return LinearColorMapper(palette=Inferno256[::-1], low=0.0, high=max(hi, 1e-6), nan_color="#d9d9d9")
+    return LinearColorMapper(palette=Viridis256, low=lo, high=max(hi, lo + 1e-6), nan_color="#d9d9d9")
+
+
+def _text_colors(values: np.ndarray, mapper: LinearColorMapper | LogColorMapper) -> list[str]:
+    """Black or white, whichever reads better on each cell's colour."""
+    v = np.asarray(values, dtype=np.float64)
+    lo, hi = float(mapper.low), float(mapper.high)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if isinstance(mapper, LogColorMapper):
+            t = (np.log(v) - np.log(lo)) / (np.log(hi) - np.log(lo))
+        else:
+            t = (v - lo) / (hi - lo)
+    pal = mapper.palette
+    rgb = np.array([[int(c[k : k + 2], 16) for k in (1, 3, 5)] for c in pal]) / 255.0
+    light = rgb @ np.array([0.299, 0.587, 0.114]) > 0.5
+    idx = np.clip(np.nan_to_num(t, nan=0.0) * (len(pal) - 1), 0, len(pal) - 1).astype(int)
+    return ["black" if (not np.isfinite(x)) or light[i] else "white" for x, i in zip(t, idx)]
+
+
+def _legend_outside(fig: figure) -> None:
+    """Move the legend (if any) to the right of the plot; click an entry to hide its line."""
+    if fig.legend:
+        legend = fig.legend[0]
+        legend.click_policy = "hide"
+        fig.center.remove(legend)
+        fig.add_layout(legend, "right")
+
+
+def _colorbar(fig: figure, mapper: LinearColorMapper | LogColorMapper, metric: str) -> None:
+    fig.add_layout(ColorBar(color_mapper=mapper, title=_METRIC_TITLES.get(metric, metric), width=12), "right")
+
+
+# -- plots --------------------------------------------------------------------------------------
+def heatmap(
+    result: LensResult | Mapping[Any, Any],
+    tokens: Sequence[int | str] | None = None,
+    position: int = -1,
+    prompt: int = 0,
+    metric: str = "prob",
+    k: int = 10,
+    tokenizer: Any = None,
+) -> figure:
+    """Probability / logit / rank of chosen tokens at every layer, at one position (tutorial §7).
+
+    Rows are sites (final at the top), columns tokens. With a :class:`LensResult` the tokens must
+    be tracked (ids, or exact token strings); ``tokens=None`` takes the final layer's top-``k``,
+    which must all be tracked. ``result`` may instead be the tutorial's ``{layer: [batch, pos,
+    vocab]}`` dict (numpy or torch); its values are plotted as given (``metric`` names them:
+    ``"prob"`` or ``"logit"``), ``"rank"`` counts strictly larger entries, any token id works and
+    ``tokenizer`` (optional) names the columns.
+    """
+    _check_metric(metric, TRACKED_METRICS)
+    if isinstance(result, LensResult):
+        col = result.position_index(position, prompt)
+        if tokens is None:
+            ids = [int(i) for i in result.topk_ids[prompt, -1, col, : min(k, result.k)]]
+            missing = [i for i in ids if i not in set(result.tracked_ids.tolist())]
+            if missing:
+                raise TokenLookupError(
+                    f"the final layer's top-{len(ids)} at position {position} includes untracked ids "
+                    f"{missing}; pass `tokens=` from the tracked ids {result.tracked_ids.tolist()}, or "
+                    "compute the lens with those ids in `track=`."
+                )
+        else:
+            ids = [_token_id(result, t) for t in _as_list(tokens)]
+        values = np.stack([result.tracked(i, metric)[prompt, :, col] for i in ids], axis=1)
+        rows, cols = result.site_labels, _labels(ids, result.display)
+        where = f"position {int(result.positions[prompt, col])}"
+    else:
+        layers = list(result)
+        # index before converting: a [batch, pos, vocab] tensor may be large, or on a GPU
+        arrays = [result[key] for key in layers]
+        vecs = [_to_numpy((np.asarray(a) if isinstance(a, list) else a)[prompt, position]) for a in arrays]
+        if tokens is None:
+            ids = [int(i) for i in np.argsort(-vecs[-1], kind="stable")[:k]]
+        else:
+            ids = [int(t) for t in _as_list(tokens)]
+        if metric == "rank":
+            values = np.array([[1.0 + (v > v[i]).sum() for i in ids] for v in vecs])
+        else:
+            values = np.array([v[ids] for v in vecs])
+        rows = [site_label(key) if isinstance(key, str) else str(key) for key in layers]
+        named = tokenizer is not None
+        cols = _labels(ids, lambda i: display_token(tokenizer.decode([i])) if named else f"id {i}")
+        where = f"position {position}"
+    n_rows, n_cols = values.shape
+    x, y = np.meshgrid(np.arange(n_cols), np.arange(n_rows))
+    source = ColumnDataSource(
+        {
+            "x": x.ravel(),
+            "y": y.ravel(),
+            "token": [cols[j] for j in x.ravel()],
+            "token_id": [ids[j] for j in x.ravel()],
+            "layer": [rows[i] for i in y.ravel()],
+            "value": values.ravel().astype(np.float64),
+        }
+    )
+    fig = _figure(
+        f"{_METRIC_TITLES[metric]} by layer at {where}",
+        [("token", "@token"), ("id", "@token_id"), ("layer", "@layer"), (metric, "@value{%.4g}")],
+        width=max(240, 56 * n_cols),
+        height=max(120, 22 * n_rows),
+        x_labels=cols,
+        y_labels=rows,
+        x_name="token",
+        y_name="layer",
+        cells=True,
+    )
+    mapper = _mapper(metric, values)
+    fill = {"field": "value", "transform": mapper}
+    fig.rect("x", "y", 1, 1, source=source, fill_color=fill, line_color=None)
+    _colorbar(fig, mapper, metric)
+    return fig
+
+
+def trajectory(
+    result: LensResult,
+    tokens: int | str | Sequence[int | str],
+    positions: int | Sequence[int] = -1,
+    prompt: int = 0,
+    metric: str = "prob",
+) -> figure:
+    """Lines of tracked tokens' probability / logit / rank across layers, at one or more positions."""
+    _check_metric(metric, TRACKED_METRICS)
+    ids = [_token_id(result, t) for t in _as_list(tokens)]
+    cols = [result.position_index(p, prompt) for p in _as_list(positions)]
+    names = _labels(ids, result.display)
+    sites = result.site_labels
+    fig = _figure(
+        f"{_METRIC_TITLES[metric]} of tracked tokens by layer",
+        [("token", "@token"), ("position", "@position"), ("layer", "@layer"), (metric, "@value{%.4g}")],
+        width=640,
+        height=320,
+        x_labels=sites,
+        x_name="layer",
+        y_name=_METRIC_TITLES[metric],
+        y_axis_type="log" if metric == "rank" else "linear",
+    )
+    points = []
+    for n, ((tid, name), col) in enumerate(itertools.product(zip(ids, names), cols)):
+        pos = int(result.positions[prompt, col])
+        label = f"{name} @ {pos}" if len(cols) > 1 else name
+        source = ColumnDataSource(
+            {
+                "x": np.arange(result.n_sites),
+                "value": result.tracked(tid, metric)[prompt, :, col].astype(np.float64),
+                "layer": sites,
+                "token": [name] * result.n_sites,
+                "token_id": [tid] * result.n_sites,
+                "position": [pos] * result.n_sites,
+            }
+        )
+        color = Category10_10[n % 10]
+        fig.line("x", "value", source=source, color=color, line_width=2, legend_label=label)
+        points.append(fig.scatter("x", "value", source=source, color=color, size=6, legend_label=label))
+    fig.select_one(HoverTool).renderers = points
+    _legend_outside(fig)
+    if metric == "rank":
+        fig.y_range.flipped = True  # rank 1 at the top
+    return fig
+
+
+def logit_diff(
+    result_or_values: LensResult | Sequence[float] | np.ndarray,
+    token_a: int | str | None = None,
+    token_b: int | str | None = None,
+    position: int = -1,
+    labels: Sequence[str] | None = None,
+) -> figure:
+    """logit(a) - logit(b) by layer: one line per prompt of a result (tutorial §6), zero line.
+
+    Also takes plain per-layer values (a list, ``[layers]`` or ``[lines, layers]`` array) with
+    ``labels=`` naming the layers; ``token_a`` / ``token_b`` then only name the title.
+    """
+    if isinstance(result_or_values, LensResult):
+        result = result_or_values
+        if token_a is None or token_b is None:
+            raise ValueError("logit_diff of a LensResult needs token_a and token_b")
+        a, b = _token_id(result, token_a), _token_id(result, token_b)
+        diff = result.logit_diff(a, b)
+        lines = [
+            (f"{i}: {_short(text, 40)}", diff[i, :, result.position_index(position, i)])
+            for i, text in enumerate(list(result.prompts) + [""] * (result.n_prompts - len(result.prompts)))
+        ]
+        layer_labels = result.site_labels
+        name_a, name_b = result.display(a), result.display(b)
+    else:
+        arr = _to_numpy(result_or_values)
+        arr = arr[None] if arr.ndim == 1 else arr
+        if arr.ndim != 2:
+            raise ValueError(f"values must be [layers] or [lines, layers], got shape {arr.shape}")
+        layer_labels = [str(x) for x in (range(arr.shape[1]) if labels is None else labels)]
+        if len(layer_labels) != arr.shape[1]:
+            raise ValueError(f"{len(layer_labels)} labels for {arr.shape[1]} layers")
+        lines = [(f"line {i}" if len(arr) > 1 else "", row) for i, row in enumerate(arr)]
+        name_a, name_b = (d if t is None else str(t) for t, d in ((token_a, "a"), (token_b, "b")))
+    fig = _figure(
+        f"logit difference: {name_a} − {name_b}",
+        [("prompt", "@prompt"), ("layer", "@layer"), ("logit diff", "@value{%.4f}")],
+        width=640,
+        height=320,
+        x_labels=layer_labels,
+        x_name="layer",
+        y_name=f"logit({name_a}) − logit({name_b})",
+    )
+    points = []
+    for n, (name, values) in enumerate(lines):
+        source = ColumnDataSource(
+            {
+                "x": np.arange(len(values)),
+                "value": np.asarray(values, dtype=np.float64),
+                "layer": layer_labels,
+                "prompt": [name] * len(values),
+            }
+        )
+        color = Category10_10[n % 10]
+        kw = {"legend_label": name} if name else {}
+        fig.line("x", "value", source=source, color=color, line_width=2, **kw)
+        points.append(fig.scatter("x", "value", source=source, color=color, size=6, **kw))
+    fig.add_layout(Span(location=0, dimension="width", line_color="#c0392b", line_dash="dashed"))
+    fig.select_one(HoverTool).renderers = points
+    _legend_outside(fig)
+    return fig
+
+
+def _grid_columns(result: LensResult, prompt: int, positions: slice | Sequence[int] | None) -> np.ndarray:
+    """Lens columns for token positions: all computed ones, a slice of the prompt's tokens, or a list."""
+    valid = np.nonzero(result.positions[prompt] >= 0)[0]
+    if positions is None:
+        return valid
+    if isinstance(positions, slice):
+        wanted = set(np.arange(int(result.lengths[prompt]))[positions].tolist())
+        cols = np.array([c for c in valid if int(result.positions[prompt, c]) in wanted], dtype=np.int64)
+        if cols.size == 0:
+            have = result.positions[prompt, valid].tolist()
+            raise IndexError(f"no computed position in {positions}; have {have}")
+        return cols
+    return np.array([result.position_index(p, prompt) for p in _as_list(positions)], dtype=np.int64)
+
+
+def lens_grid(
+    result: LensResult,
+    metric: str = "top1_prob",
+    prompt: int = 0,
+    positions: slice | Sequence[int] | None = None,
+    cell_width: int = 64,
+    cell_height: int = 22,
+) -> figure:
+    """The classic logit-lens picture: layers x input tokens, the top-1 token written in each cell.
+
+    Colour is ``metric`` (probabilities 0..1, next-token rank on a log scale, entropy and KL on a
+    sequential scale); the top axis shows the actual next token. ``positions`` (a slice of the
+    prompt's tokens, or a list of positions) limits the columns. Static: saved HTML needs no kernel.
+    """
+    _check_metric(metric, GRID_METRICS)
+    cols = _grid_columns(result, prompt, positions)
+    S, C = result.n_sites, len(cols)
+    pos = result.positions[prompt, cols]
+    sites = result.site_labels
+    inputs = [result.display(int(result.input_ids[prompt, p])) for p in pos]
+    nxt_ids = result.next_ids[prompt, cols]
+    nxt = [result.display(int(i)) if i >= 0 else "" for i in nxt_ids]
+
+    def cells(a: np.ndarray) -> np.ndarray:  # [B, S, P, ...] -> flat over (site, column), site-major
+        return a[prompt][:, cols].reshape(S * C, *a.shape[3:])
+
+    top1_ids = cells(result.topk_ids)[:, 0]
+    top1 = [result.display(int(i)) for i in top1_ids]
+    rank = cells(result.next_rank).astype(np.float64)
+    rank[rank <= 0] = np.nan  # 0 = no next token
+    data = {
+        "x": np.tile(np.arange(C), S),
+        "y": np.repeat(np.arange(S), C),
+        "layer": np.repeat(sites, C).tolist(),
+        "position": np.tile(pos, S),
+        "input": inputs * S,
+        "top1": top1,
+        "top1_id": top1_ids,
+        "cell": [_short(t, 8) for t in top1],
+        "top1_prob": cells(result.topk_probs)[:, 0].astype(np.float64),
+        "next": nxt * S,
+        "next_prob": cells(result.next_prob).astype(np.float64),
+        "next_rank": rank,
+        "entropy": cells(result.entropy).astype(np.float64),
+        "kl": cells(result.kl).astype(np.float64),
+        "nonfinite": np.where(cells(result.nonfinite), "yes", "no"),
+    }
+    data["value"] = data[metric]
+    mapper = _mapper(metric, data["value"])
+    data["text_color"] = _text_colors(data["value"], mapper)
+    source = ColumnDataSource(data)
+    fig = _figure(
+        f"logit lens{' · ' + result.model_name if result.model_name else ''} · {_METRIC_TITLES[metric]}",
+        [
+            ("layer", "@layer"),
+            ("input", "@input (position @position)"),
+            ("top-1", "@top1"),
+            ("top-1 prob", "@top1_prob{%.4g}"),
+            ("next token", "@next"),
+            ("next prob", "@next_prob{%.4g}"),
+            ("next rank", "@next_rank"),
+            ("entropy", "@entropy{%.3f} nats"),
+            ("KL to final", "@kl{%.3f} nats"),
+            ("non-finite", "@nonfinite"),
+        ],
+        width=max(240, cell_width * C),
+        height=max(120, cell_height * S),
+        x_labels=inputs,
+        y_labels=sites,
+        x_name="input token",
+        y_name="layer",
+        cells=True,
+    )
+    hover = fig.select_one(HoverTool)
+    hover.formatters = {f"@{f}": "printf" for f in ("top1_prob", "next_prob", "entropy", "kl")}
+    fill = {"field": "value", "transform": mapper}
+    rects = fig.rect("x", "y", 1, 1, source=source, fill_color=fill, line_color="white")
+    fig.text("x", "y", text="cell", source=source, text_color="text_color", text_font_size="9px",
+             text_align="center", text_baseline="middle")
+    hover.renderers = [rects]
+    above = LinearAxis(
+        ticker=FixedTicker(ticks=list(range(C))),
+        major_label_overrides={i: PlainText(text=_short(s)) for i, s in enumerate(nxt)},
+        major_label_orientation=0.9,
+        axis_label=PlainText(text="next token"),
+    )
+    fig.add_layout(above, "above")
+    _colorbar(fig, mapper, metric)
+    return fig
