@@ -8,6 +8,7 @@ import { Tooltip } from "./tooltip";
 import { Panel } from "./panel";
 import { Requester } from "./requests";
 import { h } from "./dom";
+import { displayToken } from "./tokens";
 
 export const ROOT_CLASS = "lens-widget";
 
@@ -267,7 +268,7 @@ export function render({ model, el }: Pick<RenderProps, "model" | "el">): () => 
         const warn = h("div", "lw-warn lw-multi", `“${query}” is ${r.pieces.length} tokens: `);
         r.pieces.forEach(([id, text], n) => {
           if (n) warn.append(h("span", "", " | "));
-          warn.append(h("span", "lw-tok", (text === "" ? "∅" : text).replace(/ /g, "␣")), h("span", "lw-id", ` #${id}`));
+          warn.append(h("span", "lw-tok", displayToken(String(text))), h("span", "lw-id", ` #${id}`));
         });
         searchOut.appendChild(warn);
       }
