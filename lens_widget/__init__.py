@@ -1,7 +1,26 @@
 """lens_widget: the logit lens of any Hugging Face causal LM, as a notebook widget."""
 
 from ._version import __version__
+from .extraction import ActivationCache, ExtractionConfig
+from .hooked import HookedModel, PromptError
+from .lens import Decoder, LogitLens
+from .models import ARCHITECTURES, ArchSpec, UnknownArchitectureError
 from .result import LensResult
 from .tokens import MultiTokenError, TokenLookupError, display_token
 
-__all__ = ["__version__", "LensResult", "MultiTokenError", "TokenLookupError", "display_token"]
+__all__ = [
+    "__version__",
+    "ARCHITECTURES",
+    "ActivationCache",
+    "ArchSpec",
+    "Decoder",
+    "ExtractionConfig",
+    "HookedModel",
+    "LensResult",
+    "LogitLens",
+    "MultiTokenError",
+    "PromptError",
+    "TokenLookupError",
+    "UnknownArchitectureError",
+    "display_token",
+]

@@ -1,0 +1,449 @@
+"""The logit lens: decode residual rows through the model's own final norm and unembedding,
+and reduce each (site, position) cell to a few numbers, in row chunks, without ever holding a
+``[sites, positions, vocab]`` tensor.
+
+Per chunk of ``r`` rows the work is one ``[r, d] x [d, V]`` matmul into a preallocated float32
+buffer, then passes over that buffer: exact ranks (strict ``>`` counts on the raw logits), top-k,
+log-sum-exp, log-softmax in place, entropy and KL(final ‖ layer) as batched dot products.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .extraction import ActivationCache, parse_site, resolve_positions
+from .hooked import HookedModel, _select_matrix
+from .models import get_path
+from .result import LensResult
+
+__all__ = ["Decoder", "LogitLens", "ChunkReducer", "DEFAULT_MEMORY_BUDGET"]
+
+#: Bytes of scratch memory the reducer may use for its logits buffers.
+DEFAULT_MEMORY_BUDGET = 512 * 2**20
+_METRICS = ("logit_lens", "logit_diff")
+
+
+class Decoder:
+    """final norm -> (projection) -> unembedding (+ bias) -> (soft-cap), float32 logits.
+
+    The norm is the model's own module, so its statistics are recomputed for every row (the
+    classic lens) and variants such as Gemma's ``(1 + w)`` scale come out right. For a
+    half-precision model the unembedding is copied once to float32 (``V x d x 4`` bytes).
+    """
+
+    def __init__(self, hooked: HookedModel):
+        model, arch = hooked.model, hooked.arch
+        self.norm = get_path(model, arch.final_norm) if arch.final_norm else None
+        post = None
+        if arch.post_norm:
+            try:
+                post = get_path(model, arch.post_norm)
+            except AttributeError:
+                post = None
+        self.post = post
+        head = model.get_output_embeddings()
+        w = head.weight.detach()
+        self.weight = w if w.dtype == torch.float32 else w.float()
+        bias = getattr(head, "bias", None)
+        self.bias = None if bias is None else bias.detach().float()
+        cap = getattr(model.config, "final_logit_softcapping", None)
+        self.softcap = float(cap) if cap else None
+        self.in_dtype = next((p.dtype for p in (self.norm.parameters() if self.norm else [])), w.dtype)
+        self.device = w.device
+        self.vocab = int(w.shape[0])
+
+    def prepare(self, h: torch.Tensor, apply_norm: bool = True) -> torch.Tensor:
+        """The float32 vectors that the unembedding multiplies."""
+        x = h.to(device=self.device, dtype=self.in_dtype)
+        if apply_norm and self.norm is not None:
+            x = self.norm(x)
+        if self.post is not None:
+            x = self.post(x)
+        return x.float()
+
+    def finish(self, z: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Bias and soft-cap, in place (``ids`` when ``z`` holds only some vocabulary columns)."""
+        if self.bias is not None:
+            z.add_(self.bias if ids is None else self.bias[ids])
+        if self.softcap is not None:
+            z.div_(self.softcap).tanh_().mul_(self.softcap)
+        return z
+
+    @torch.inference_mode()
+    def logits(self, h: torch.Tensor, apply_norm: bool = True, out: torch.Tensor | None = None) -> torch.Tensor:
+        """``[..., d] -> [..., V]`` float32 logits of residual vectors."""
+        x = self.prepare(h, apply_norm)
+        z = torch.matmul(x, self.weight.T, out=out) if out is not None else x @ self.weight.T
+        return self.finish(z)
+
+    @torch.inference_mode()
+    def logits_of(self, h: torch.Tensor, ids: torch.Tensor, apply_norm: bool = True) -> torch.Tensor:
+        """``[..., d] -> [..., len(ids)]``: logits of some tokens only."""
+        ids = ids.to(self.device)
+        z = self.prepare(h, apply_norm) @ self.weight[ids].T
+        return self.finish(z, ids)
+
+
+class ChunkReducer:
+    """Reduces chunks of rows to per-cell statistics with reused scratch buffers.
+
+    Fresh ``[rows, V]`` tensors are served by mmap and re-faulted on every chunk; keeping the
+    buffers alive and writing with ``out=`` avoids that.
+    """
+
+    def __init__(self, decoder: Decoder, max_rows: int, k: int):
+        V, dev = decoder.vocab, decoder.device
+        self.decoder, self.k, self.max_rows = decoder, min(k, V), max_rows
+        self.z = torch.empty(max_rows, V, dtype=torch.float32, device=dev)
+        self.p = torch.empty(max_rows, V, dtype=torch.float32, device=dev)
+        self.mask = torch.empty(max_rows, V, dtype=torch.bool, device=dev)
+
+    @staticmethod
+    def rows_for_budget(vocab: int, budget: int) -> int:
+        """Rows per chunk: z and p (4 B each), a mask (1 B) and the final layer's probs (4 B)."""
+        return max(1, int(budget // (vocab * 13)))
+
+    def _rank(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        mask = torch.gt(z, t, out=self.mask[: z.shape[0]])
+        return mask.view(torch.uint8).sum(-1, dtype=torch.int32) + 1
+
+    @torch.inference_mode()
+    def final_distribution(self, h: torch.Tensor, apply_norm: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """Probabilities ``[r, V]`` (a new tensor) and negative entropy ``[r]`` of final-layer rows."""
+        logp = torch.log_softmax(self.decoder.logits(h, apply_norm), dim=-1)
+        p = logp.exp()
+        neg_h = (p * logp).sum(-1)
+        return p, neg_h
+
+    @torch.inference_mode()
+    def reduce(
+        self,
+        h: torch.Tensor,
+        next_ids: torch.Tensor,
+        tracked: torch.Tensor,
+        final: tuple[torch.Tensor, torch.Tensor] | None = None,
+        group: int = 1,
+        apply_norm: bool = True,
+    ) -> dict[str, torch.Tensor]:
+        """Statistics of ``r`` rows ``h [r, d]``.
+
+        ``next_ids [r]`` (``-1`` = none), ``tracked [M]`` ids. For KL, rows are ordered
+        position-major in groups of ``group`` sites: row ``i`` belongs to ``final`` row
+        ``i // group``.
+        """
+        r = h.shape[0]
+        z = self.decoder.logits(h, apply_norm, out=self.z[:r])
+        has_next = next_ids >= 0
+        nidx = next_ids.clamp(min=0).to(z.device)[:, None]
+        next_logit = z.gather(1, nidx)
+        next_rank = self._rank(z, next_logit)
+        M = int(tracked.numel())
+        tracked_logit = z[:, tracked.to(z.device)] if M else z.new_empty(r, 0)
+        tracked_rank = torch.stack([self._rank(z, tracked_logit[:, m : m + 1]) for m in range(M)], -1) if M else torch.empty(r, 0, dtype=torch.int32, device=z.device)
+        top_logits, top_ids = torch.topk(z, self.k, dim=-1)
+        lse = torch.logsumexp(z, dim=-1)
+        nonfinite = ~torch.isfinite(lse) | ~torch.isfinite(h).all(-1).to(z.device)
+        logp = z.sub_(lse[:, None])
+        # torch's cascaded sum keeps float32 sums over the vocabulary accurate (a bmm-based
+        # dot product lost ~1e-4 relative here); the product goes into the scratch buffer.
+        scratch = self.p[:r]
+        neg_entropy = torch.mul(torch.exp(logp, out=scratch), logp, out=scratch).sum(-1)
+        out = {
+            "topk_ids": top_ids,
+            "topk_logits": top_logits,
+            "topk_probs": (top_logits - lse[:, None]).exp(),
+            "entropy": -neg_entropy,
+            "next_logit": next_logit[:, 0],
+            "next_prob": (next_logit[:, 0] - lse).exp(),
+            "next_rank": next_rank,
+            "tracked_logit": tracked_logit,
+            "tracked_prob": (tracked_logit - lse[:, None]).exp(),
+            "tracked_rank": tracked_rank,
+            "nonfinite": nonfinite,
+        }
+        if final is not None:
+            p_final, neg_h_final = final
+            n_pos = r // group
+            prod = torch.mul(logp.view(n_pos, group, -1), p_final[:n_pos, None, :], out=scratch.view(n_pos, group, -1))
+            cross = prod.sum(-1).view(-1)
+            out["kl"] = neg_h_final[:n_pos].repeat_interleave(group) - cross
+        # Cells without a next token carry no next-token numbers.
+        nan = torch.tensor(float("nan"), device=z.device)
+        for key in ("next_logit", "next_prob"):
+            out[key] = torch.where(has_next.to(z.device), out[key], nan)
+        out["next_rank"] = torch.where(has_next.to(z.device), out["next_rank"], torch.zeros_like(out["next_rank"]))
+        # Rows whose activations overflowed are flagged, not drawn as data.
+        if bool(nonfinite.any()):
+            for key in ("topk_probs", "topk_logits", "entropy", "next_prob", "next_logit", "tracked_prob", "tracked_logit", "kl"):
+                if key in out:
+                    v = out[key]
+                    out[key] = torch.where(nonfinite.view(-1, *([1] * (v.dim() - 1))), nan, v)
+        return out
+
+
+class LogitLens:
+    """The lens over a :class:`HookedModel`: the tutorial's ``compute`` and the grid's ``run``."""
+
+    def __init__(self, model: HookedModel, memory_budget: int = DEFAULT_MEMORY_BUDGET):
+        self.model = model
+        self.decoder = Decoder(model)
+        self.memory_budget = int(memory_budget)
+
+    @classmethod
+    def from_model(cls, model: HookedModel, **kwargs: Any) -> "LogitLens":
+        return cls(model, **kwargs)
+
+    @classmethod
+    def from_model_name(cls, name_or_path: str, **hf_kwargs: Any) -> "LogitLens":
+        """Load a model (see :meth:`HookedModel.from_pretrained`) and build its lens."""
+        return cls(HookedModel.from_pretrained(name_or_path, **hf_kwargs))
+
+    # -- token helpers ---------------------------------------------------------------------
+    def _token_ids(self, tokens: Iterable[int | str]) -> torch.Tensor:
+        return torch.tensor([self.model.tokens.token_id(t) for t in tokens], dtype=torch.long)
+
+    # -- the reference tutorial's call -----------------------------------------------------
+    def compute(
+        self,
+        activations: ActivationCache | dict[str, torch.Tensor],
+        target_key: str,
+        apply_norm: bool = True,
+        apply_softmax: bool = False,
+        token_directions: Sequence[Any] | None = None,
+        metric: str | None = None,
+        progress: bool = True,
+    ) -> dict[str, torch.Tensor]:
+        """Decode cached activations.
+
+        ``target_key`` is a cache key (``"resid_out_3"``) or a pattern with ``{i}``
+        (``"resid_out_{i}"``: every layer in the cache). Without a metric the result is
+        ``{"logit_lens_<key>": [batch, positions, vocab]}`` (logits, or probabilities with
+        ``apply_softmax``). With ``metric="logit_diff"`` and ``token_directions=[(a, b), ...]``
+        (ids or single-token strings) it is ``{"logit_diff_<key>": [batch, positions]}`` for one
+        pair, ``[batch, positions, pairs]`` for several. Padded positions are NaN.
+        """
+        if metric is None:
+            metric = "logit_diff" if token_directions else "logit_lens"
+        if metric not in _METRICS:
+            raise ValueError(f"unknown metric {metric!r}: use one of {', '.join(_METRICS)} (or None)")
+        if metric == "logit_diff" and not token_directions:
+            raise ValueError("metric='logit_diff' needs token_directions=[(token_a, token_b), ...]")
+        keys = self._expand_key(activations, target_key)
+        pairs = self._pairs(token_directions) if metric == "logit_diff" else None
+        out: dict[str, torch.Tensor] = {}
+        for key in tqdm(keys, desc=f"Computing Logit Lens of {target_key}", disable=not progress or len(keys) < 2):
+            h = activations[key]
+            valid = getattr(activations, "positions", None)
+            valid = (valid >= 0) if isinstance(valid, torch.Tensor) and valid.shape == h.shape[:2] else None
+            if pairs is not None:
+                ids = pairs.reshape(-1)
+                z = self.decoder.logits_of(h, ids, apply_norm).view(*h.shape[:-1], -1, 2)
+                value = z[..., 0] - z[..., 1]
+                value = value[..., 0] if pairs.shape[0] == 1 else value
+                name = f"logit_diff_{key}"
+            else:
+                value = self._full(h, apply_norm, apply_softmax)
+                name = f"logit_lens_{key}"
+            if valid is not None:
+                value = value.masked_fill(~valid.view(*valid.shape, *([1] * (value.dim() - 2))).to(value.device), float("nan"))
+            out[name] = value
+        return out
+
+    def _full(self, h: torch.Tensor, apply_norm: bool, apply_softmax: bool) -> torch.Tensor:
+        flat = h.reshape(-1, h.shape[-1])
+        out = torch.empty(flat.shape[0], self.decoder.vocab, dtype=torch.float32, device=self.decoder.device)
+        step = ChunkReducer.rows_for_budget(self.decoder.vocab, self.memory_budget)
+        for i in range(0, flat.shape[0], step):
+            z = self.decoder.logits(flat[i : i + step], apply_norm)
+            out[i : i + step] = torch.softmax(z, -1) if apply_softmax else z
+        return out.view(*h.shape[:-1], -1)
+
+    def _pairs(self, directions: Sequence[Any]) -> torch.Tensor:
+        pairs = []
+        for d in directions:
+            if not isinstance(d, (tuple, list)) or len(d) != 2:
+                raise ValueError(f"each token direction must be a pair (token_a, token_b), got {d!r}")
+            pairs.append([self.model.tokens.token_id(d[0]), self.model.tokens.token_id(d[1])])
+        return torch.tensor(pairs, dtype=torch.long)
+
+    @staticmethod
+    def _expand_key(activations: Any, target_key: str) -> list[str]:
+        if "{i}" in target_key:
+            prefix, suffix = target_key.split("{i}", 1)
+            keys = [k for k in activations.keys() if k.startswith(prefix) and k.endswith(suffix) and k[len(prefix) : len(k) - len(suffix) or None].isdigit()]
+            keys.sort(key=lambda k: int(k[len(prefix) : len(k) - len(suffix) or None]))
+            if not keys:
+                raise KeyError(f"no cache key matches {target_key!r}; the cache holds {', '.join(activations.keys())}")
+            return keys
+        if target_key not in activations:
+            raise KeyError(f"{target_key!r} is not in the cache; it holds {', '.join(activations.keys())}")
+        return [target_key]
+
+    # -- the grid's call -------------------------------------------------------------------
+    def run(
+        self,
+        prompts: str | Sequence[str],
+        *,
+        sites: str | Sequence[str] | None = None,
+        positions: Any = "all",
+        k: int = 10,
+        track: Iterable[int | str] = (),
+        track_top: int = 0,
+        batch_size: int = 4,
+        progress: bool = True,
+        return_activations: bool = False,
+    ) -> LensResult | tuple[LensResult, list[dict[str, torch.Tensor]]]:
+        """The lens of every (site, position) cell of one or more prompts, reduced.
+
+        Args:
+            prompts: one prompt or a list (different lengths are fine).
+            sites: ``None``/``"resid"`` (embeddings + every block output), ``"all"``, or names.
+            positions: see :func:`~lens_widget.extraction.resolve_positions`.
+            k: top tokens kept per cell.
+            track: token ids or single-token strings whose probability, logit and exact rank
+                are kept at every cell.
+            track_top: also track the final layer's top-N tokens at each prompt's last position.
+            batch_size: prompts per forward pass.
+            return_activations: also return, per prompt, ``{site: [P, d]}`` on the model's device
+                (what the widget keeps to answer clicks exactly).
+        """
+        hm = self.model
+        site_names = hm.site_names(sites)
+        if int(k) < 1:
+            raise ValueError("k must be at least 1")
+        final_site = f"resid_out_{hm.num_layers - 1}"
+        record = list(dict.fromkeys(site_names + [final_site]))
+        batch_all = hm.encode(prompts)
+        pos_lists = [resolve_positions(positions, int(n)) for n in batch_all.lengths]
+        tracked = self._token_ids(track)
+        if track_top:
+            tracked = torch.cat([tracked, self._final_top(batch_all, int(track_top))])
+        tracked = torch.tensor(list(dict.fromkeys(tracked.tolist())), dtype=torch.long)
+
+        B, S, P, M = len(pos_lists), len(site_names), max(len(p) for p in pos_lists), int(tracked.numel())
+        kk = min(int(k), self.decoder.vocab)
+        store = _ResultStore(B, S, P, kk, M)
+        max_rows = ChunkReducer.rows_for_budget(self.decoder.vocab, self.memory_budget)
+        reducer = ChunkReducer(self.decoder, max_rows, kk)
+        group = min(S, max_rows)
+        block = max(1, max_rows // group)
+        total = sum(math.ceil(len(p) / block) * math.ceil(S / group) for p in pos_lists)
+        bar = tqdm(total=total, desc="Logit lens", unit="chunk", disable=not progress or total < 2)
+        kept: list[dict[str, torch.Tensor]] = []
+        try:
+            for start in range(0, B, max(1, int(batch_size))):
+                idx = list(range(start, min(B, start + int(batch_size))))
+                batch = hm.pad([batch_all.input_ids[i, : int(batch_all.lengths[i])].tolist() for i in idx])
+                select, _ = _select_matrix([pos_lists[i] for i in idx])
+                acts, _ = hm.run_with_sites(batch, record, select)
+                for j, b in enumerate(idx):
+                    n_pos = len(pos_lists[b])
+                    pos_t = torch.as_tensor(pos_lists[b])
+                    ids_b = batch.input_ids[j, : int(batch.lengths[j])]
+                    nxt = torch.where(pos_t + 1 < ids_b.numel(), ids_b[(pos_t + 1).clamp(max=ids_b.numel() - 1)], -1)
+                    for p0 in range(0, n_pos, block):
+                        p1 = min(n_pos, p0 + block)
+                        final = reducer.final_distribution(acts[final_site][j, p0:p1])
+                        for s0 in range(0, S, group):
+                            s1 = min(S, s0 + group)
+                            h = torch.stack([acts[site][j, p0:p1] for site in site_names[s0:s1]], 1)
+                            g = s1 - s0
+                            stats = reducer.reduce(
+                                h.reshape(-1, h.shape[-1]), nxt[p0:p1].repeat_interleave(g), tracked, final, group=g
+                            )
+                            store.put(b, slice(s0, s1), slice(p0, p1), stats, g)
+                            bar.update(1)
+                    if return_activations:
+                        kept.append({site: acts[site][j, :n_pos] for site in record})
+                del acts
+        finally:
+            bar.close()
+
+        input_ids = np.full((B, int(batch_all.input_ids.shape[1])), -1, dtype=np.int64)
+        for b in range(B):
+            n = int(batch_all.lengths[b])
+            input_ids[b, :n] = batch_all.input_ids[b, :n].numpy()
+        positions_np = np.full((B, P), -1, dtype=np.int64)
+        next_np = np.full((B, P), -1, dtype=np.int64)
+        for b, pl in enumerate(pos_lists):
+            n = int(batch_all.lengths[b])
+            positions_np[b, : len(pl)] = pl
+            next_np[b, : len(pl)] = [int(input_ids[b, p + 1]) if p + 1 < n else -1 for p in pl]
+        arrays = store.numpy()
+        used = set(input_ids[input_ids >= 0].tolist()) | set(np.unique(arrays["topk_ids"]).tolist()) | set(tracked.tolist())
+        result = LensResult(
+            prompts=list(batch_all.prompts),
+            input_ids=input_ids,
+            lengths=batch_all.lengths.numpy().astype(np.int64),
+            sites=site_names,
+            positions=positions_np,
+            next_ids=next_np,
+            tracked_ids=tracked.numpy().astype(np.int64),
+            token_strings=hm.tokens.table(used),
+            model_name=hm.name,
+            **arrays,
+        )
+        return (result, kept) if return_activations else result
+
+    def _final_top(self, batch: Any, n: int) -> torch.Tensor:
+        last = (batch.lengths - 1)[:, None]
+        acts, _ = self.model.run_with_sites(batch, [f"resid_out_{self.model.num_layers - 1}"], last)
+        z = self.decoder.logits(next(iter(acts.values()))[:, 0])
+        return torch.topk(z, min(n, z.shape[-1]), dim=-1).indices.reshape(-1).cpu()
+
+    # -- one cell, exactly -----------------------------------------------------------------
+    @torch.inference_mode()
+    def cell_detail(self, h: torch.Tensor, k: int = 50, token_ids: Sequence[int] = ()) -> dict[str, Any]:
+        """Full-vocabulary detail of one residual vector ``h [d]``: top-k and any tokens' ranks."""
+        z = self.decoder.logits(h[None])[0]
+        logp = torch.log_softmax(z, -1)
+        top = torch.topk(z, min(int(k), z.numel()))
+        ids = torch.as_tensor(list(token_ids), dtype=torch.long)
+        stats = []
+        for t in ids.tolist():
+            stats.append({"id": int(t), "logit": float(z[t]), "prob": float(logp[t].exp()), "rank": int((z > z[t]).sum()) + 1})
+        return {
+            "top_ids": top.indices.cpu().numpy().astype(np.int32),
+            "top_logits": top.values.cpu().numpy().astype(np.float32),
+            "top_probs": logp[top.indices].exp().cpu().numpy().astype(np.float32),
+            "entropy": float(-(logp.exp() * logp).sum()),
+            "token_stats": stats,
+            "z": z,
+        }
+
+
+class _ResultStore:
+    """Output arrays ``[B, S, P, ...]`` filled chunk by chunk (rows come position-major)."""
+
+    def __init__(self, B: int, S: int, P: int, k: int, M: int):
+        f, i = np.float32, np.int64
+        nan = np.nan
+        self.a = {
+            "topk_ids": np.full((B, S, P, k), -1, i),
+            "topk_probs": np.full((B, S, P, k), nan, f),
+            "topk_logits": np.full((B, S, P, k), nan, f),
+            "entropy": np.full((B, S, P), nan, f),
+            "next_prob": np.full((B, S, P), nan, f),
+            "next_logit": np.full((B, S, P), nan, f),
+            "next_rank": np.zeros((B, S, P), i),
+            "kl": np.full((B, S, P), nan, f),
+            "tracked_prob": np.full((B, S, P, M), nan, f),
+            "tracked_logit": np.full((B, S, P, M), nan, f),
+            "tracked_rank": np.zeros((B, S, P, M), i),
+            "nonfinite": np.zeros((B, S, P), bool),
+        }
+
+    def put(self, b: int, sites: slice, pos: slice, stats: dict[str, torch.Tensor], group: int) -> None:
+        n_pos = pos.stop - pos.start
+        for key, arr in self.a.items():
+            v = stats[key].detach().cpu().numpy()
+            v = v.reshape(n_pos, group, *v.shape[1:])  # [pos, site, ...]
+            arr[b, sites, pos] = np.swapaxes(v, 0, 1)
+
+    def numpy(self) -> dict[str, np.ndarray]:
+        return self.a

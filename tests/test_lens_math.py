@@ -1,0 +1,150 @@
+"""The lens is exact: against the model's logits and against a naive float64 lens, per arch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lens_widget import LogitLens
+from zoo import CONFIGS, SEQUENTIAL, VOCAB, tiny
+
+ARCHS = sorted(CONFIGS)
+PROMPT = "The capital of France is Paris."
+
+
+def naive_lens(hm, prompt: str) -> tuple[np.ndarray, list[str]]:
+    """float64 logits [sites, T, V] from hidden_states, the model's modules applied by hand."""
+    enc = hm.tokenizer(prompt, return_tensors="pt")
+    with torch.no_grad():
+        out = hm.model(**enc, output_hidden_states=True)
+    hs = out.hidden_states  # embeddings, block 0 .. block L-2 outputs, then the normed last
+    dec = LogitLens(hm).decoder
+    rows = []
+    for h in hs[:-1]:
+        h = h.detach()
+        with torch.no_grad():
+            x = dec.prepare(h[0]).double()
+        z = x @ dec.weight.double().T
+        if dec.bias is not None:
+            z = z + dec.bias.double()
+        if dec.softcap:
+            z = torch.tanh(z / dec.softcap) * dec.softcap
+        rows.append(z)
+    rows.append(out.logits[0].double())  # the model's own final logits
+    sites = hm.default_sites()
+    return torch.stack(rows).numpy(), sites
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_last_layer_reproduces_model_logits(arch):
+    assert tiny(arch).check_lens(PROMPT) <= 1e-4
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_every_layer_matches_naive_lens(arch):
+    hm = tiny(arch)
+    enc_ids = hm.tokenizer(PROMPT)["input_ids"]
+    ref, sites = naive_lens(hm, PROMPT)
+    r = LogitLens(hm).run(PROMPT, k=5, track=[5, 17], progress=False)
+    assert r.sites == sites
+    logp = ref - np.logaddexp.reduce(ref, axis=-1, keepdims=True)
+    p = np.exp(logp)
+    T = len(enc_ids)
+    nxt = np.array(enc_ids[1:] + [-1])
+    for s in range(len(sites)):
+        for t in range(T):
+            z = ref[s, t]
+            order = np.argsort(-z, kind="stable")
+            np.testing.assert_allclose(r.topk_probs[0, s, t], p[s, t, order[:5]], atol=2e-5, rtol=1e-4)
+            assert r.topk_ids[0, s, t, 0] == order[0] or abs(z[order[0]] - z[r.topk_ids[0, s, t, 0]]) < 1e-4
+            np.testing.assert_allclose(r.entropy[0, s, t], -(p[s, t] * logp[s, t]).sum(), atol=1e-4, rtol=1e-4)
+            kl = (p[-1, t] * (logp[-1, t] - logp[s, t])).sum()
+            np.testing.assert_allclose(r.kl[0, s, t], kl, atol=2e-4, rtol=1e-4)
+            for m, tid in enumerate([5, 17]):
+                lo, hi = 1 + (z > z[tid] + 1e-4).sum(), 1 + (z > z[tid] - 1e-4).sum()
+                assert lo <= r.tracked_rank[0, s, t, m] <= hi
+                np.testing.assert_allclose(r.tracked_logit[0, s, t, m], z[tid], atol=1e-4, rtol=1e-5)
+            if nxt[t] >= 0:
+                zt = z[nxt[t]]
+                assert 1 + (z > zt + 1e-4).sum() <= r.next_rank[0, s, t] <= 1 + (z > zt - 1e-4).sum()
+                np.testing.assert_allclose(r.next_prob[0, s, t], p[s, t, nxt[t]], atol=2e-5, rtol=1e-4)
+            else:
+                assert r.next_rank[0, s, t] == 0 and np.isnan(r.next_prob[0, s, t])
+
+
+def test_ranks_are_exact_counts_of_strictly_larger_logits():
+    hm = tiny("llama")
+    lens = LogitLens(hm)
+    r, acts = lens.run(PROMPT, track=list(range(0, VOCAB, 7)), progress=False, return_activations=True)
+    for s, site in enumerate(r.sites):
+        z = lens.decoder.logits(acts[0][site])  # the same float32 logits the reducer saw
+        for m, tid in enumerate(r.tracked_ids):
+            expect = 1 + (z > z[:, tid : tid + 1]).sum(-1)
+            np.testing.assert_array_equal(r.tracked_rank[0, s, : z.shape[0], m], expect.numpy())
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "gemma2"])
+def test_chunk_size_changes_nothing(arch):
+    hm = tiny(arch)
+    big = LogitLens(hm).run(PROMPT, track=[3], progress=False)
+    # 3 rows per chunk: sites are split into groups and positions into many blocks.
+    small = LogitLens(hm, memory_budget=3 * VOCAB * 13).run(PROMPT, track=[3], progress=False)
+    for key in ("topk_ids", "next_rank", "tracked_rank"):
+        np.testing.assert_array_equal(getattr(big, key), getattr(small, key))
+    for key in ("topk_probs", "entropy", "next_prob", "kl", "tracked_prob"):
+        np.testing.assert_allclose(getattr(big, key), getattr(small, key), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "bloom", "gemma2", "opt"])
+def test_padded_batch_equals_one_by_one(arch):
+    hm = tiny(arch)
+    lens = LogitLens(hm)
+    prompts = ["Hi", "The capital of France is", "a longer prompt, with more characters"]
+    batch = lens.run(prompts, track=[9], batch_size=3, progress=False)
+    for b, prompt in enumerate(prompts):
+        one = lens.run(prompt, track=[9], progress=False)
+        n = len(prompt)
+        assert batch.lengths[b] == n and (batch.positions[b, n:] == -1).all()
+        np.testing.assert_array_equal(batch.topk_ids[b, :, :n], one.topk_ids[0])
+        np.testing.assert_array_equal(batch.next_rank[b, :, :n], one.next_rank[0])
+        np.testing.assert_allclose(batch.topk_probs[b, :, :n], one.topk_probs[0], atol=1e-5)
+        np.testing.assert_allclose(batch.kl[b, :, :n], one.kl[0], atol=1e-4)
+        np.testing.assert_allclose(batch.tracked_prob[b, :, :n], one.tracked_prob[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", sorted(SEQUENTIAL))
+def test_contributions_add_up_to_the_residual(arch):
+    hm = tiny(arch)
+    L = hm.num_layers
+    sites = ["embed"] + [f"{k}_{i}" for i in range(L) for k in ("resid_mid", "attn_out", "mlp_out", "resid_out")]
+    batch = hm.encode(PROMPT)
+    select = torch.arange(int(batch.lengths[0]))[None]
+    acts, _ = hm.run_with_sites(batch, sites, select)
+    prev = acts["embed"]
+    for i in range(L):
+        torch.testing.assert_close(prev + acts[f"attn_out_{i}"], acts[f"resid_mid_{i}"], atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(acts[f"resid_mid_{i}"] + acts[f"mlp_out_{i}"], acts[f"resid_out_{i}"], atol=1e-4, rtol=1e-4)
+        prev = acts[f"resid_out_{i}"]
+
+
+def test_parallel_blocks_refuse_resid_mid():
+    hm = tiny("gptj")
+    with pytest.raises(KeyError, match="parallel"):
+        LogitLens(hm).run(PROMPT, sites=["resid_mid_0"], progress=False)
+    # their attention and MLP outputs are still available
+    r = LogitLens(hm).run(PROMPT, sites="all", progress=False)
+    assert "attn_out_0" in r.sites and "resid_mid_0" not in r.sites
+
+
+def test_half_precision_model_gets_float32_statistics():
+    import copy
+
+    hm = tiny("llama")
+    half = type(hm).from_model(copy.deepcopy(hm.model).to(torch.bfloat16), hm.tokenizer)
+    r = LogitLens(half).run(PROMPT, progress=False)
+    assert r.topk_probs.dtype == np.float32
+    np.testing.assert_allclose(r.topk_probs.sum(-1).max(), r.topk_probs.sum(-1).max())
+    assert np.isfinite(r.entropy).all() and (r.kl >= -1e-4).all()
+    # the lens' float32 unembedding is a copy: the bf16 model itself is untouched
+    assert half.model.get_output_embeddings().weight.dtype == torch.bfloat16
