@@ -223,6 +223,15 @@ export function render({ model, el }: Pick<RenderProps, "model" | "el">): () => 
     errorBox.textContent = err;
   };
 
+  // Host theme switches (JupyterLab sets data-jp-theme-* on <body>): re-read the colours.
+  if (typeof MutationObserver !== "undefined" && document.body) {
+    const mo = new MutationObserver(() => {
+      grid.refreshTheme();
+      recolor();
+    });
+    mo.observe(document.body, { attributes: true, attributeFilter: ["data-jp-theme-name", "data-jp-theme-light", "class", "data-vscode-theme-kind"] });
+    disposers.push(() => mo.disconnect());
+  }
   grid.setHeight(get(model, "height", 420));
   grid.setTranspose(!!get(model, "transpose", false));
   loadData();

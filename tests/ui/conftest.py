@@ -75,12 +75,12 @@ def open_page(browser, tmp_path):
     """open_page(state) -> a Playwright page showing the exported widget (file://)."""
     pages = []
 
-    def _open(state: dict[str, Any], title: str = "lens_widget", viewport=(1100, 900)):
+    def _open(state: dict[str, Any], title: str = "lens_widget", viewport=(1100, 900), scale: float = 1):
         from lens_widget.export import standalone_html
 
         path = tmp_path / f"page{len(pages)}.html"
         path.write_text(standalone_html(state, title=title), encoding="utf-8")
-        page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
+        page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]}, device_scale_factor=scale)
         page.errors = []
         page.dialogs = []
         page.on("pageerror", lambda e: page.errors.append(str(e)))

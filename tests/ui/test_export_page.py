@@ -214,3 +214,26 @@ def test_nonfinite_cells_are_hatched(open_page):
     assert "187,187,187" in colors and "102,102,102" in colors  # the hatch pattern's two greys
     page.mouse.move(x, y)
     page.locator(".lw-tooltip .lw-warn").wait_for(state="visible")
+
+
+def test_device_pixel_ratio(open_page):
+    r = make_result(hostile=True)
+    page = open_page(widget_state(r), scale=2)
+    frames(page)
+    w, css_w = page.evaluate("() => { const c = document.querySelector('canvas.lw-canvas'); return [c.width, c.getBoundingClientRect().width]; }")
+    assert w == round(2 * css_w)
+    page.mouse.move(*cell_xy(page, 0, 4))
+    tip = page.locator(".lw-tooltip")
+    tip.wait_for(state="visible")
+    assert (tip.get_attribute("data-site"), tip.get_attribute("data-col")) == (str(r.n_sites - 1), "4")
+
+
+def test_theme_change_redraws(open_page):
+    page = open_page(widget_state(make_result(hostile=True)))
+    frames(page)
+    before = page.evaluate("() => document.querySelector('canvas.lw-canvas').toDataURL()")
+    page.evaluate("""() => { const s = document.createElement('style');
+        s.textContent = 'body[data-jp-theme-light=false] { --jp-layout-color0: #111111; --jp-layout-color2: #222222; --jp-ui-font-color0: #eeeeee; }';
+        document.head.appendChild(s); document.body.dataset.jpThemeLight = 'false'; }""")
+    frames(page, 3)
+    assert page.evaluate("() => document.querySelector('canvas.lw-canvas').toDataURL()") != before
