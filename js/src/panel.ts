@@ -166,9 +166,8 @@ export class Panel {
     const ctx = this.chart.getContext ? this.chart.getContext("2d") : null;
     const token = ++this.trajToken;
     this.chartNote.textContent = "";
-    if (!ctx) return;
     if (!lens || !cell) {
-      ctx.clearRect(0, 0, this.chart.width, this.chart.height);
+      ctx?.clearRect(0, 0, this.chart.width, this.chart.height);
       return;
     }
     const series: TrajSeries[] = [];
@@ -208,7 +207,9 @@ export class Panel {
     }
   }
 
-  private paintChart(ctx: CanvasRenderingContext2D, lens: LensData, series: TrajSeries[]): void {
+  private paintChart(ctx: CanvasRenderingContext2D | null, lens: LensData, series: TrajSeries[]): void {
+    this.chart.dataset.series = JSON.stringify(series.map((s) => ({ id: s.id, partial: s.partial })));
+    if (!ctx) return;
     const W = this.chart.width;
     const H = this.chart.height;
     const cs = getComputedStyle(this.el);
