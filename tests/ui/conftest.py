@@ -27,7 +27,8 @@ HEAD_W, HEAD_H, CELL_W, CELL_H = 52, 22, 56, 20
 def pytest_collection_modifyitems(items):
     here = Path(__file__).parent
     for item in items:
-        if Path(str(item.fspath)).is_relative_to(here):
+        uses_browser = {"browser", "open_page"} & set(getattr(item, "fixturenames", ()))
+        if uses_browser and Path(str(item.fspath)).is_relative_to(here):
             item.add_marker(pytest.mark.browser)
 
 
