@@ -1,0 +1,57 @@
+"""Real weights: the embedded SmolLM2-135M-Instruct gives the answers a researcher expects."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lens_widget import LogitLens
+from lens_widget.models import default_model_path, embedded_gguf, load_pretrained
+
+pytestmark = pytest.mark.slow
+
+
+def test_paris_wins_at_the_last_layer(smollm):
+    assert smollm.num_layers == 30 and smollm.model_config.vocab_size == 49152
+    assert smollm.check_lens("The capital of France is") <= 1e-4
+    paris, london = smollm.tokens.token_id(" Paris"), smollm.tokens.token_id(" London")
+    assert smollm.tokens.decode(paris) == " Paris"
+    r = LogitLens(smollm).run("The capital of France is", track=[paris, london], progress=False)
+    assert r.display(r.topk_ids[0, -1, -1, 0]) == "␣Paris"
+    assert r.topk_probs[0, -1, -1, 0] == pytest.approx(0.77, abs=0.02)
+    diff = r.logit_diff(paris, london)[0, :, -1]
+    assert (diff[-3:] > 0).all()  # Paris beats London in the last layers
+    first = r.first_layer(paris)
+    assert first is not None and 20 <= first <= 30  # appears late, as the lens literature reports
+    assert r.tracked(paris, "rank")[0, -1, -1] == 1
+    # the classic lens recomputes each layer's norm: layer-0 top-1 is far from uniform
+    assert r.topk_probs[0, 1, -1, 0] > 0.05
+
+
+def test_token_helper_never_returns_bos(smollm):
+    tok = smollm.get_tokenizer()
+    paris = smollm.tokens.token_id(" Paris")
+    assert paris not in (tok.bos_token_id, tok.eos_token_id)
+    assert tok.decode([paris]) == " Paris"
+
+
+def test_cached_copy_is_bit_identical_to_the_gguf(smollm):
+    assert (default_model_path() / "model.safetensors").is_file()
+    folder, file = embedded_gguf()
+    gguf_model, _ = load_pretrained(folder, gguf_file=file)
+    cached = dict(smollm.model.named_parameters())
+    for name, p in gguf_model.named_parameters():
+        assert torch.equal(p, cached[name]), name
+
+
+def test_grid_statistics_are_consistent_on_real_weights(smollm):
+    r = LogitLens(smollm).run("The quick brown fox jumps over the lazy dog.", k=10, progress=False)
+    assert np.isfinite(r.entropy).all() and (r.entropy >= -1e-5).all()
+    assert (r.kl[0, -1] < 1e-3).all() and (r.kl[0, :-1] >= -1e-4).all()
+    valid = r.next_rank[0] > 0
+    assert (r.next_rank[0][valid] <= smollm.model_config.vocab_size).all()
+    # top-1 probability and next-token probability agree where the top-1 is the next token
+    hit = r.topk_ids[0, :, :, 0] == r.next_ids[0][None, :]
+    np.testing.assert_allclose(r.topk_probs[0, :, :, 0][hit], r.next_prob[0][hit], rtol=1e-5)
+    assert (r.next_rank[0][hit] == 1).all()
