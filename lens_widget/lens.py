@@ -333,7 +333,7 @@ class LogitLens:
         group = min(S, max_rows)
         block = max(1, max_rows // group)
         total = sum(math.ceil(len(p) / block) * math.ceil(S / group) for p in pos_lists)
-        bar = tqdm(total=total, desc="Logit lens", unit="chunk", disable=not progress or total < 2)
+        bar = tqdm(total=total, desc="Logit lens", unit="chunk", disable=not progress)
         kept: list[dict[str, torch.Tensor]] = []
         try:
             for start in range(0, B, max(1, int(batch_size))):

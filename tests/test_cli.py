@@ -1,0 +1,56 @@
+"""The command line: the demo's table, `render`, --help, and clear failures."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from lens_widget.__main__ import main
+
+pytestmark = pytest.mark.slow
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lens_widget", *args], capture_output=True, text=True, timeout=600)
+
+
+def test_help_documents_both_commands():
+    out = run_cli("--help")
+    assert out.returncode == 0 and "demo" in out.stdout and "render" in out.stdout
+    render = run_cli("render", "--help")
+    for flag in ("--model", "--gguf-file", "--out", "--k", "--track", "--answer"):
+        assert flag in render.stdout
+
+
+def test_demo_prints_the_layer_table_and_writes_html(tmp_path, capsys):
+    out = tmp_path / "demo.html"
+    assert main(["demo", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    header = next(i for i, ln in enumerate(lines) if ln.split()[:2] == ["layer", "top-1"])
+    rows = lines[header + 1 : header + 32]
+    assert len(rows) == 31 and rows[0].split()[0] == "emb" and rows[-1].split()[0] == "29"
+    last = rows[-1].split()
+    assert last[1] == "␣Paris" and float(last[2]) == pytest.approx(0.77, abs=0.02) and last[3] == "1"
+    assert out.stat().st_size > 10_000 and "lens-widget" in out.read_text()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["render", ""], "empty"),
+        (["render", "hi", "--model", "/definitely/not/here"], "could not load"),
+        (["demo", "--answer", " Paris city"], "2 tokens"),
+        (["demo", "--k", "0"], "--k"),
+    ],
+)
+def test_bad_arguments_exit_non_zero_with_a_message(args, message, capsys):
+    assert main(args + ["--no-html"]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_unknown_command_is_an_argparse_error():
+    out = run_cli("frobnicate")
+    assert out.returncode == 2 and "invalid choice" in out.stderr
