@@ -30,7 +30,9 @@ export function render({ model, el }: Pick<RenderProps, "model" | "el">): () => 
     disposers.push(() => model.off(ev, cb));
   };
 
-  const root = h("div", ROOT_CLASS);
+  // data-lm-suppress-shortcuts: JupyterLab (lumino) must not treat keys typed in the widget as
+  // notebook shortcuts (arrows would move between cells, Enter would enter edit mode).
+  const root = h("div", ROOT_CLASS, undefined, { "data-lm-suppress-shortcuts": "true", "data-jp-suppress-context-menu": "" });
   const style = h("style");
   style.textContent = css;
   root.appendChild(style);
@@ -265,8 +267,17 @@ export function render({ model, el }: Pick<RenderProps, "model" | "el">): () => 
   listen(diffA, "change", setDiff);
   listen(diffB, "change", setDiff);
   listen(transposeChk, "change", () => setTrait("transpose", transposeChk.checked));
-  listen(searchForm, "submit", async (ev) => {
-    ev.preventDefault();
+  // keys typed inside the widget stay inside it (hosts listen for shortcuts on the document)
+  listen(root, "keydown", (ev) => ev.stopPropagation());
+  const onEnter = (input: HTMLInputElement, run: () => void) =>
+    listen(input, "keydown", (ev) => {
+      const k = ev as KeyboardEvent;
+      if (k.key === "Enter" && !k.isComposing) {
+        k.preventDefault();
+        run();
+      }
+    });
+  const runSearch = async () => {
     const query = searchIn.value;
     if (!query.trim()) return;
     searchOut.replaceChildren(h("span", "lw-note", "searching…"));
@@ -291,10 +302,9 @@ export function render({ model, el }: Pick<RenderProps, "model" | "el">): () => 
     } catch (e) {
       searchOut.replaceChildren(h("span", "lw-warn", (e as Error).message));
     }
-  });
+  };
   let promptSeq = 0;
-  listen(promptForm, "submit", async (ev) => {
-    ev.preventDefault();
+  const runPrompt = async () => {
     const mine = ++promptSeq;
     setStatus("");
     try {
@@ -305,7 +315,17 @@ export function render({ model, el }: Pick<RenderProps, "model" | "el">): () => 
       errorBox.hidden = false;
       errorBox.textContent = (e as Error).message;
     }
+  };
+  listen(searchForm, "submit", (ev) => {
+    ev.preventDefault();
+    void runSearch();
   });
+  listen(promptForm, "submit", (ev) => {
+    ev.preventDefault();
+    void runPrompt();
+  });
+  onEnter(searchIn, () => void runSearch());
+  onEnter(promptIn, () => void runPrompt());
 
   // -- performance hooks: data-first-paint-ms (decode + first draw) ---------------------------
   grid.onDrawn = () => {
