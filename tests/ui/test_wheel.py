@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 import zipfile
@@ -14,8 +15,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_wheel_contains_bundle(tmp_path):
     require_bundle()
+    # hatchling in this environment: build offline; otherwise pip fetches it into an isolated env
+    isolation = ["--no-build-isolation"] if importlib.util.find_spec("hatchling") else []
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation", "-w", str(tmp_path), "-q"],
+        [sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", *isolation, "-w", str(tmp_path), "-q"],
         check=True,
     )
     wheels = list(tmp_path.glob("lens_widget-*.whl"))
