@@ -1,0 +1,943 @@
+"""Engine benchmark: the logit lens on the embedded SmolLM2-135M against a naive implementation,
+a plain forward pass and the unembedding-matmul compute floor, all measured in the same run.
+
+Every (site, position) cell of one prompt of exactly N tokens (31 sites = embed + 30 block
+outputs, all positions, k=10, entropy, exact next-token rank, KL to the final layer).
+Variants, each in its own fresh subprocess per repeat (repeats interleaved, so a noisy
+neighbour on the shared cores hits all variants alike):
+
+* ``lens``    -- ``LogitLens(hm).run(prompt, k=10, progress=False)``, end to end (forward,
+  reductions, building the LensResult). The prompt is fed as exact token ids (see ``_ids_model``).
+* ``naive``   -- full materialisation: ``output_hidden_states=True``, per-layer final norm,
+  ``[sites, T, V]`` float32 logits, rank by ``(logits > target).sum``, top-k, log-softmax,
+  softmax, entropy, KL. Capped: when ``3 x sites x T x V x 4`` bytes exceeds ``--naive-cap-gb``
+  the sites are processed in groups (each group still fully materialised), and a watchdog kills
+  any child whose RSS passes ``--rss-kill-frac`` of RAM.
+* ``forward`` -- ``model(ids, use_cache=False, logits_to_keep=1)`` (what the lens runs; the
+  full-logits forward is timed too, as ``forward_full_logits_s``).
+* ``floor``   -- the bare unembedding matmul of all ``sites x T`` rows (``[r, d] x [d, V]`` into a
+  preallocated buffer, in chunks of the lens's row count): the compute floor.
+
+Time: wall clock of the measured call after a warm-up call of the same variant at 16 tokens.
+Memory: the peak resident set size is reset (``/proc/self/clear_refs`` = 5) after loading and
+warm-up; ``growth`` = ``ru_maxrss`` after the call minus RSS at the reset.
+
+    python bench/lens_bench.py [--lengths 128,512,1024] [--repeats 3] [--quick]
+    python bench/lens_bench.py --profile 512        # where the lens's time goes (in process)
+
+Writes ``bench/out/lens_bench.json`` (``--profile``: ``bench/out/lens_profile.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT_DIR = ROOT / "bench" / "out"
+VARIANTS = ("lens", "naive", "forward", "floor")
+K = 10
+WARM_TOKENS = 16
+
+# Public-domain prose (Austen, Melville, Lincoln, Dickens, Jefferson), cycled to reach N tokens.
+TEXT = """It is a truth universally acknowledged, that a single man in possession of a good fortune, must be in want of a wife. However little known the feelings or views of such a man may be on his first entering a neighbourhood, this truth is so well fixed in the minds of the surrounding families, that he is considered as the rightful property of some one or other of their daughters. "My dear Mr. Bennet," said his lady to him one day, "have you heard that Netherfield Park is let at last?" Mr. Bennet replied that he had not. "But it is," returned she; "for Mrs. Long has just been here, and she told me all about it." Mr. Bennet made no answer. "Do not you want to know who has taken it?" cried his wife impatiently. "You want to tell me, and I have no objection to hearing it." This was invitation enough.
+
+Call me Ishmael. Some years ago, never mind how long precisely, having little or no money in my purse, and nothing particular to interest me on shore, I thought I would sail about a little and see the watery part of the world. It is a way I have of driving off the spleen, and regulating the circulation. Whenever I find myself growing grim about the mouth; whenever it is a damp, drizzly November in my soul; whenever I find myself involuntarily pausing before coffin warehouses, and bringing up the rear of every funeral I meet; and especially whenever my hypos get such an upper hand of me, that it requires a strong moral principle to prevent me from deliberately stepping into the street, and methodically knocking people's hats off, then, I account it high time to get to sea as soon as I can. This is my substitute for pistol and ball.
+
+Four score and seven years ago our fathers brought forth on this continent, a new nation, conceived in Liberty, and dedicated to the proposition that all men are created equal. Now we are engaged in a great civil war, testing whether that nation, or any nation so conceived and so dedicated, can long endure. We are met on a great battle-field of that war. We have come to dedicate a portion of that field, as a final resting place for those who here gave their lives that that nation might live. It is altogether fitting and proper that we should do this. But, in a larger sense, we can not dedicate, we can not consecrate, we can not hallow this ground. The brave men, living and dead, who struggled here, have consecrated it, far above our poor power to add or detract.
+
+It was the best of times, it was the worst of times, it was the age of wisdom, it was the age of foolishness, it was the epoch of belief, it was the epoch of incredulity, it was the season of Light, it was the season of Darkness, it was the spring of hope, it was the winter of despair, we had everything before us, we had nothing before us, we were all going direct to Heaven, we were all going direct the other way. There were a king with a large jaw and a queen with a plain face, on the throne of England; there were a king with a large jaw and a queen with a fair face, on the throne of France. In both countries it was clearer than crystal to the lords of the State preserves of loaves and fishes, that things in general were settled for ever.
+
+When in the Course of human events, it becomes necessary for one people to dissolve the political bands which have connected them with another, and to assume among the powers of the earth, the separate and equal station to which the Laws of Nature and of Nature's God entitle them, a decent respect to the opinions of mankind requires that they should declare the causes which impel them to the separation. We hold these truths to be self-evident, that all men are created equal, that they are endowed by their Creator with certain unalienable Rights, that among these are Life, Liberty and the pursuit of Happiness.
+"""
+
+
+# ------------------------------------------------------------------------------------------
+# process-level measurement helpers
+# ------------------------------------------------------------------------------------------
+def _status_mb(key: str) -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _maxrss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _reset_peak() -> bool:
+    """Reset the kernel's RSS high-water mark (and so ru_maxrss) to the current RSS."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _mem_total_mb() -> float:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) / 1024
+    return float("inf")
+
+
+def _watchdog(limit_mb: float) -> None:
+    """Kill this process before it can take the machine down."""
+
+    def loop() -> None:
+        page = os.sysconf("SC_PAGE_SIZE") / 2**20
+        while True:
+            with open("/proc/self/statm") as f:
+                rss = int(f.read().split()[1]) * page
+            if rss > limit_mb:
+                sys.stderr.write(f"watchdog: RSS {rss:.0f} MB > {limit_mb:.0f} MB, killing the child\n")
+                sys.stderr.flush()
+                os._exit(99)
+            time.sleep(0.02)
+
+    threading.Thread(target=loop, daemon=True).start()
+
+
+# ------------------------------------------------------------------------------------------
+# the prompt
+# ------------------------------------------------------------------------------------------
+def prompt_ids(hm, n: int, text: str = TEXT) -> list[int]:
+    """Exactly ``n`` ids of real text (cycled if the text is shorter)."""
+    base = hm.tokens.encode(text)
+    ids: list[int] = []
+    while len(ids) < n:
+        ids.extend(base)
+    return ids[:n]
+
+
+def _ids_model(hm, ids: list[int]):
+    """``hm`` whose ``encode`` returns exactly ``ids``: ``LogitLens.run`` takes only strings, and
+    decode -> re-encode of a truncated text need not give back the same ids (or count)."""
+    text = hm.tokenizer.decode(ids)
+    hm.encode = lambda prompts: hm.pad([list(ids)], [text])  # instance attribute, bench only
+    return text
+
+
+# ------------------------------------------------------------------------------------------
+# the variants (each returns (arrays to compare or None, extra info))
+# ------------------------------------------------------------------------------------------
+def run_lens(hm, ids, args):
+    from lens_widget import LogitLens
+
+    text = _ids_model(hm, ids)
+    res = LogitLens(hm).run(text, k=K, progress=False)
+    arrays = {
+        "topk_ids": res.topk_ids[0],
+        "topk_probs": res.topk_probs[0],
+        "entropy": res.entropy[0],
+        "next_rank": res.next_rank[0],
+        "kl": res.kl[0],
+    }
+    return arrays, {"sites": len(res.sites), "positions": int(res.positions.shape[1])}
+
+
+def _naive_group(S: int, T: int, V: int, cap_bytes: float) -> int:
+    """Sites per group so that ~3 live [G, T, V] float32 tensors fit the cap."""
+    return max(1, min(S, int(cap_bytes // (3 * T * V * 4))))
+
+
+def run_naive(hm, ids, args):
+    import torch
+
+    from lens_widget.models import get_path
+
+    model = hm.model
+    norm = get_path(model, hm.arch.final_norm)
+    W = model.get_output_embeddings().weight
+    V = W.shape[0]
+    with torch.inference_mode():
+        input_ids = torch.tensor([ids])
+        out = model(input_ids=input_ids, use_cache=False, output_hidden_states=True, logits_to_keep=1)
+        hs = out.hidden_states  # embed, block 0 .. block L-2 outputs, final-normed last block
+        S, T = len(hs), len(ids)
+        # hidden_states[-1] already went through the final norm (RMSNorm is not idempotent).
+        rows = [norm(h[0]) for h in hs[:-1]] + [hs[-1][0]]
+        logp_f = torch.log_softmax(rows[-1] @ W.T, dim=-1)  # [T, V]
+        p_f = logp_f.exp()
+        neg_h_f = (p_f * logp_f).sum(-1)
+        nxt = input_ids[0, 1:]
+        G = _naive_group(S, T, V, args.naive_cap_gb * 2**30)
+        parts: dict[str, list] = {k: [] for k in ("topk_ids", "topk_probs", "entropy", "next_rank", "kl")}
+        for s0 in range(0, S, G):
+            x = torch.stack(rows[s0 : s0 + G])  # [G, T, d]
+            logits = x @ W.T  # [G, T, V]
+            target = logits[:, :-1].gather(-1, nxt.expand(logits.shape[0], -1)[..., None])
+            rank = (logits[:, :-1] > target).sum(-1) + 1
+            rank = torch.cat([rank, torch.zeros_like(rank[:, :1])], 1)  # last position: no next token
+            top = torch.topk(logits, K, dim=-1)
+            logp = torch.log_softmax(logits, dim=-1)
+            del logits, target
+            probs = torch.softmax(logp, dim=-1)
+            entropy = -(probs * logp).sum(-1)
+            topk_probs = probs.gather(-1, top.indices)
+            del probs
+            kl = (p_f * (logp_f - logp)).sum(-1)
+            del logp
+            for key, v in zip(parts, (top.indices, topk_probs, entropy, rank, kl)):
+                parts[key].append(v)
+        arrays = {key: torch.cat(v).numpy() for key, v in parts.items()}
+    del neg_h_f
+    return arrays, {"site_groups": -(-S // G), "sites_per_group": G}
+
+
+def run_forward(hm, ids, args):
+    import torch
+
+    with torch.inference_mode():
+        hm.model(input_ids=torch.tensor([ids]), use_cache=False, logits_to_keep=1)
+    return None, {}
+
+
+def _forward_full_logits(hm, ids) -> float:
+    import torch
+
+    with torch.inference_mode():
+        t0 = time.perf_counter()
+        hm.model(input_ids=torch.tensor([ids]), use_cache=False)
+        return time.perf_counter() - t0
+
+
+def run_floor(hm, ids, args):
+    import torch
+
+    from lens_widget.lens import DEFAULT_MEMORY_BUDGET, ChunkReducer
+
+    W = hm.model.get_output_embeddings().weight
+    V, d = W.shape
+    S = hm.num_layers + 1
+    n = S * len(ids)
+    R = ChunkReducer.rows_for_budget(V, DEFAULT_MEMORY_BUDGET)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, d, generator=g)
+    buf = torch.empty(R, V)
+    with torch.inference_mode():
+        t0 = time.perf_counter()
+        for i in range(0, n, R):
+            r = min(R, n - i)
+            torch.matmul(x[i : i + r], W.T, out=buf[:r])
+        dt = time.perf_counter() - t0
+    return None, {"rows": n, "chunk_rows": R, "gflops": 2 * n * d * V / dt / 1e9}
+
+
+RUNNERS = {"lens": run_lens, "naive": run_naive, "forward": run_forward, "floor": run_floor}
+
+
+def child(args) -> dict:
+    """One variant, one length, one fresh process."""
+    limit = args.rss_kill_frac * _mem_total_mb()
+    _watchdog(limit)
+    import numpy as np
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.fp32_precision:
+        torch.backends.mkldnn.matmul.fp32_precision = args.fp32_precision
+    from lens_widget import HookedModel
+
+    t0 = time.perf_counter()
+    hm = HookedModel.default()
+    load_s = time.perf_counter() - t0
+    rss_loaded = _status_mb("VmRSS")
+    ids = prompt_ids(hm, args.n)
+    run = RUNNERS[args.variant]
+    run(hm, ids[:WARM_TOKENS], args)  # warm-up: kernels, lazily mapped weights
+    import gc
+
+    gc.collect()
+    reset = _reset_peak()
+    rss_base = _status_mb("VmRSS")
+    load = os.getloadavg()[0]
+    cpu0 = time.process_time()
+    t0 = time.perf_counter()
+    arrays, info = run(hm, ids, args)
+    wall = time.perf_counter() - t0
+    cpu = time.process_time() - cpu0
+    peak = _maxrss_mb()
+    if args.variant == "forward":
+        info["forward_full_logits_s"] = _forward_full_logits(hm, ids)
+    if arrays is not None and args.save:
+        np.savez(args.save, **{k: np.asarray(v) for k, v in arrays.items()})
+    return {
+        "variant": args.variant,
+        "n": args.n,
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "loadavg_1m_before": load,
+        "load_s": load_s,
+        "rss_loaded_mb": rss_loaded,
+        "rss_base_mb": rss_base,
+        "peak_rss_mb": peak,
+        "growth_mb": peak - rss_base,
+        "peak_reset": reset,
+        "threads": torch.get_num_threads(),
+        "fp32_precision": str(getattr(torch.backends.mkldnn.matmul, "fp32_precision", "n/a")),
+        **info,
+    }
+
+
+# ------------------------------------------------------------------------------------------
+# the parent: spawn, collect, compare, tabulate
+# ------------------------------------------------------------------------------------------
+def spawn(variant: str, n: int, args, save: str | None) -> dict:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", variant, "--n", str(n),
+           "--naive-cap-gb", str(args.naive_cap_gb), "--rss-kill-frac", str(args.rss_kill_frac)]
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
+    if args.fp32_precision:
+        cmd += ["--fp32-precision", args.fp32_precision]
+    if save:
+        cmd += ["--save", save]
+    env = dict(os.environ, TQDM_DISABLE="1", TOKENIZERS_PARALLELISM="false")
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
+    if p.returncode != 0 or not lines:
+        return {"variant": variant, "n": n, "error": f"rc={p.returncode}: {p.stderr.strip()[-600:]}"}
+    return json.loads(lines[-1])
+
+
+def compare(lens_npz: str, naive_npz: str) -> dict:
+    """Agreement of the lens with the naive reference (all sites x positions with a next token)."""
+    import numpy as np
+
+    a, b = np.load(lens_npz), np.load(naive_npz)
+    T = a["next_rank"].shape[1]
+    has_next = np.arange(T) < T - 1
+    top1 = a["topk_ids"][..., 0] == b["topk_ids"][..., 0]
+    topk_set = np.mean([set(x) == set(y) for x, y in zip(a["topk_ids"].reshape(-1, K), b["topk_ids"].reshape(-1, K))])
+    ra, rb = a["next_rank"][:, has_next], b["next_rank"][:, has_next]
+    rank_eq = ra == rb
+    kl_diff = np.abs(a["kl"] - b["kl"])
+    ent_diff = np.abs(a["entropy"] - b["entropy"])
+    p_diff = np.abs(a["topk_probs"][..., 0] - b["topk_probs"][..., 0])
+    out = {
+        "cells": int(top1.size),
+        "top1_equal_frac": float(top1.mean()),
+        "top1_mismatches": int((~top1).sum()),
+        "topk_set_equal_frac": float(topk_set),
+        "rank_equal_frac": float(rank_eq.mean()),
+        "rank_mismatches": int((~rank_eq).sum()),
+        "rank_max_abs_diff": int(np.abs(ra - rb).max()),
+        "kl_max_abs_diff": float(np.nanmax(kl_diff)),
+        "kl_max_rel_diff": float(np.nanmax(kl_diff / np.maximum(np.abs(b["kl"]), 1e-3))),
+        "entropy_max_abs_diff": float(np.nanmax(ent_diff)),
+        "top1_prob_max_abs_diff": float(np.nanmax(p_diff)),
+        "final_site_kl_max": float(np.nanmax(np.abs(a["kl"][-1]))),
+    }
+    # Float32 GEMMs blocked differently may flip exact near-ties; anything beyond that is a bug.
+    out["ok"] = bool(
+        out["top1_equal_frac"] >= 0.999
+        and out["rank_equal_frac"] >= 0.995
+        and out["kl_max_abs_diff"] < 5e-3
+        and out["entropy_max_abs_diff"] < 5e-3
+    )
+    return out
+
+
+def _stats(xs: list[float]) -> dict:
+    xs = [x for x in xs if x == x]
+    if not xs:
+        return {"median": float("nan"), "min": float("nan"), "max": float("nan"), "n": 0}
+    return {"median": statistics.median(xs), "min": min(xs), "max": max(xs), "n": len(xs)}
+
+
+def main_bench(args) -> None:
+    lengths = [int(x) for x in args.lengths.split(",")]
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix="lens_bench_")
+    runs: list[dict] = []
+    partial = OUT_DIR / "lens_bench.partial.json"  # every run so far, in case a long run is cut short
+    t_start = time.perf_counter()
+    for rep in range(args.repeats):
+        for n in lengths:
+            for v in args.variants.split(","):
+                save = os.path.join(tmp, f"{v}_{n}.npz") if rep == 0 and v in ("lens", "naive") else None
+                r = spawn(v, n, args, save)
+                r["repeat"] = rep
+                runs.append(r)
+                msg = r.get("error") or (f"{r['wall_s']:7.2f} s  +{r['growth_mb']:7.0f} MB  "
+                                         f"cpu/wall {r['cpu_s'] / r['wall_s']:.2f}  load {r['loadavg_1m_before']:.1f}")
+                print(f"  rep {rep} n={n:5d} {v:8s} {msg}", flush=True)
+                partial.write_text(json.dumps({"partial": True, "runs": runs}, indent=1, default=float))
+
+    summary: dict = {}
+    for n in lengths:
+        row: dict = {}
+        for v in args.variants.split(","):
+            ok = [r for r in runs if r["variant"] == v and r["n"] == n and "error" not in r]
+            row[v] = {"wall_s": _stats([r["wall_s"] for r in ok]), "growth_mb": _stats([r["growth_mb"] for r in ok]),
+                      "peak_rss_mb": _stats([r["peak_rss_mb"] for r in ok]),
+                      "cpu_over_wall": _stats([r["cpu_s"] / r["wall_s"] for r in ok]),
+                      "loadavg_1m_before": _stats([r["loadavg_1m_before"] for r in ok]),
+                      "errors": [r["error"] for r in runs if r["variant"] == v and r["n"] == n and "error" in r]}
+            if v == "floor" and ok:
+                row[v]["gflops"] = _stats([r["gflops"] for r in ok])
+            if v == "forward" and ok:
+                row[v]["forward_full_logits_s"] = _stats([r["forward_full_logits_s"] for r in ok])
+            if v == "naive" and ok:
+                row[v]["sites_per_group"] = ok[0]["sites_per_group"]
+        med = {v: row[v]["wall_s"]["median"] for v in row}
+        best = {v: row[v]["wall_s"]["min"] for v in row}
+        grow = {v: row[v]["growth_mb"]["median"] for v in row}
+        ratios = {}
+        if "lens" in med and "naive" in med:
+            ratios["lens_over_naive"] = med["lens"] / med["naive"]
+            ratios["lens_over_naive_min"] = best["lens"] / best["naive"]
+            ratios["lens_growth_over_naive_growth"] = grow["lens"] / grow["naive"]
+        if all(v in med for v in ("lens", "forward", "floor")):
+            ratios["lens_over_forward_plus_floor"] = med["lens"] / (med["forward"] + med["floor"])
+            ratios["lens_over_forward_plus_floor_min"] = best["lens"] / (best["forward"] + best["floor"])
+        row["ratios"] = ratios
+        ln, nv = os.path.join(tmp, f"lens_{n}.npz"), os.path.join(tmp, f"naive_{n}.npz")
+        if os.path.exists(ln) and os.path.exists(nv):
+            row["agreement"] = compare(ln, nv)
+        summary[str(n)] = row
+
+    targets = {}
+    for n in lengths:
+        r = summary[str(n)]
+        if "lens" in r and n == 1024:
+            targets["lens_growth_le_1GB_at_1024"] = r["lens"]["growth_mb"]["median"] <= 1024
+        if n == 512 and "lens_over_naive" in r["ratios"]:
+            targets["lens_le_0.5x_naive_at_512"] = r["ratios"]["lens_over_naive"] <= 0.5
+        if "lens_over_forward_plus_floor" in r["ratios"]:
+            targets[f"lens_le_1.5x_forward_plus_floor_at_{n}"] = r["ratios"]["lens_over_forward_plus_floor"] <= 1.5
+        if "agreement" in r:
+            targets[f"lens_agrees_with_naive_at_{n}"] = r["agreement"]["ok"]
+
+    import torch
+
+    env = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu": _cpu_name(),
+        "cores": os.cpu_count(),
+        "torch_threads": runs[0].get("threads") if runs else None,
+        "threads_set": args.threads or "torch default",
+        "fp32_precision": args.fp32_precision or "default",
+        "mem_total_mb": _mem_total_mb(),
+        "naive_cap_gb": args.naive_cap_gb,
+        "loadavg_end": os.getloadavg(),
+        "bench_wall_s": time.perf_counter() - t_start,
+    }
+    result = {"env": env, "lengths": lengths, "repeats": args.repeats, "summary": summary, "targets": targets, "runs": runs}
+    out = Path(args.out) if args.out else OUT_DIR / "lens_bench.json"
+    out.write_text(json.dumps(result, indent=1, default=float))
+    print_table(result)
+    print(f"\nwrote {out}")
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def print_table(result: dict) -> None:
+    env = result["env"]
+    print(f"\nSmolLM2-135M, 31 sites x N positions, k={K}; torch {env['torch']}, {env['torch_threads']} threads "
+          f"({env['threads_set']}), fp32_precision={env['fp32_precision']}; {result['repeats']} repeats, "
+          "median [min-max]; growth = peak RSS - RSS after load+warm-up;\ncpu/wall = process CPU time / wall "
+          "(~2 when both threads run; far less means a busy neighbour); load = 1-min load average before the call")
+    hdr = f"{'N':>5} {'variant':8} {'wall s':>22} {'growth MB':>24} {'cpu/wall':>8} {'load':>5}  note"
+    print(hdr)
+    print("-" * len(hdr))
+    for n, row in result["summary"].items():
+        for v in VARIANTS:
+            if v not in row:
+                continue
+            w, g = row[v]["wall_s"], row[v]["growth_mb"]
+            note = ""
+            if v == "floor" and "gflops" in row[v]:
+                note = f"{row[v]['gflops']['median']:.0f} GFLOP/s"
+            if v == "forward" and "forward_full_logits_s" in row[v]:
+                note = f"full logits {row[v]['forward_full_logits_s']['median']:.2f} s"
+            if v == "naive" and "sites_per_group" in row[v]:
+                note = f"{row[v]['sites_per_group']} sites/group"
+            if row[v]["errors"]:
+                note += f" ERRORS: {len(row[v]['errors'])}"
+            print(f"{n:>5} {v:8} {w['median']:8.2f} [{w['min']:5.2f}-{w['max']:5.2f}] "
+                  f"{g['median']:9.0f} [{g['min']:5.0f}-{g['max']:5.0f}] {row[v]['cpu_over_wall']['median']:8.2f} "
+                  f"{row[v]['loadavg_1m_before']['median']:5.1f}  {note}")
+        r = row["ratios"]
+        parts = []
+        if "lens_over_naive" in r:
+            parts.append(f"lens/naive {r['lens_over_naive']:.2f}x time (best-of {r['lens_over_naive_min']:.2f}x), "
+                         f"{r['lens_growth_over_naive_growth']:.3f}x growth")
+        if "lens_over_forward_plus_floor" in r:
+            parts.append(f"lens/(forward+floor) {r['lens_over_forward_plus_floor']:.2f}x "
+                         f"(best-of {r['lens_over_forward_plus_floor_min']:.2f}x)")
+        if parts:
+            print(f"{'':>5} {'ratios':8} " + "; ".join(parts))
+        if "agreement" in row:
+            a = row["agreement"]
+            print(f"{'':>5} {'agree':8} {'OK' if a['ok'] else 'MISMATCH'}: top-1 {a['top1_equal_frac']:.4%} "
+                  f"({a['top1_mismatches']} diff), ranks {a['rank_equal_frac']:.4%} ({a['rank_mismatches']} diff, "
+                  f"max {a['rank_max_abs_diff']}), |dKL| {a['kl_max_abs_diff']:.1e}, |dH| {a['entropy_max_abs_diff']:.1e}")
+    print("\ntargets: " + ", ".join(f"{k}={'PASS' if v else 'FAIL'}" for k, v in result["targets"].items()))
+
+
+# ------------------------------------------------------------------------------------------
+# --profile: where the lens's time goes, and prototypes of the fixes (all in this process)
+# ------------------------------------------------------------------------------------------
+class _Timer:
+    def __init__(self) -> None:
+        self.t: dict[str, float] = {}
+
+    def __call__(self, name: str):
+        timer = self
+
+        class _Ctx:
+            def __enter__(self):
+                self.t0 = time.perf_counter()
+
+            def __exit__(self, *exc):
+                timer.t[name] = timer.t.get(name, 0.0) + time.perf_counter() - self.t0
+
+        return _Ctx()
+
+
+def _timed_reducer(T: _Timer):
+    """A copy of ``ChunkReducer.reduce`` (lens_widget as of this bench) with a timer per pass."""
+    import torch
+
+    from lens_widget.lens import ChunkReducer
+
+    class TimedReducer(ChunkReducer):
+        @torch.inference_mode()
+        def final_distribution(self, h, apply_norm=True):
+            with T("final_distribution"):
+                return super().final_distribution(h, apply_norm)
+
+        @torch.inference_mode()
+        def reduce(self, h, next_ids, tracked, final=None, group=1, apply_norm=True):
+            r = h.shape[0]
+            with T("norm+matmul"):
+                z = self.decoder.logits(h, apply_norm, out=self.z[:r])
+            with T("gather"):
+                has_next = next_ids >= 0
+                nidx = next_ids.clamp(min=0).to(z.device)[:, None]
+                next_logit = z.gather(1, nidx)
+            with T("rank"):
+                next_rank = self._rank(z, next_logit)
+            assert int(tracked.numel()) == 0
+            tracked_logit = z.new_empty(r, 0)
+            tracked_rank = torch.empty(r, 0, dtype=torch.int32, device=z.device)
+            with T("topk"):
+                top_logits, top_ids = torch.topk(z, self.k, dim=-1)
+            with T("logsumexp"):
+                lse = torch.logsumexp(z, dim=-1)
+            with T("isfinite"):
+                nonfinite = ~torch.isfinite(lse) | ~torch.isfinite(h).all(-1).to(z.device)
+            with T("sub_lse"):
+                logp = z.sub_(lse[:, None])
+            with T("entropy"):
+                scratch = self.p[:r]
+                neg_entropy = torch.mul(torch.exp(logp, out=scratch), logp, out=scratch).sum(-1)
+            with T("small"):
+                out = {
+                    "topk_ids": top_ids,
+                    "topk_logits": top_logits,
+                    "topk_probs": (top_logits - lse[:, None]).exp(),
+                    "entropy": -neg_entropy,
+                    "next_logit": next_logit[:, 0],
+                    "next_prob": (next_logit[:, 0] - lse).exp(),
+                    "next_rank": next_rank,
+                    "tracked_logit": tracked_logit,
+                    "tracked_prob": (tracked_logit - lse[:, None]).exp(),
+                    "tracked_rank": tracked_rank,
+                    "nonfinite": nonfinite,
+                }
+            with T("kl"):
+                if final is not None:
+                    p_final, neg_h_final = final
+                    n_pos = r // group
+                    prod = torch.mul(logp.view(n_pos, group, -1), p_final[:n_pos, None, :], out=scratch.view(n_pos, group, -1))
+                    out["kl"] = neg_h_final[:n_pos].repeat_interleave(group) - prod.sum(-1).view(-1)
+            with T("small"):
+                nan = torch.tensor(float("nan"), device=z.device)
+                for key in ("next_logit", "next_prob"):
+                    out[key] = torch.where(has_next.to(z.device), out[key], nan)
+                out["next_rank"] = torch.where(has_next.to(z.device), out["next_rank"], torch.zeros_like(out["next_rank"]))
+                assert not bool(nonfinite.any())
+            return out
+
+    return TimedReducer
+
+
+_FUSED: dict = {}
+
+
+def _fused_stats(compiled: bool, acc64: bool = True):
+    """rank, lse, -entropy, sum(p_final * logp) of ``z [n, g, V]`` in one fused kernel.
+
+    ``acc64``: float32 elementwise math, float64 accumulators (inductor's vectorised float32
+    row sums lose ~1e-4 relative over 49k terms; torch's eager sum is cascaded and does not)."""
+    import torch
+
+    key = ("fused", compiled, acc64)
+    if key not in _FUSED:
+        acc = torch.float64 if acc64 else torch.float32
+
+        def fused(z, t, p_f):  # z [n, g, V], t [n, g, 1], p_f [n, 1, V]
+            rank = (z > t).sum(-1, dtype=torch.int32) + 1
+            m = z.amax(-1, keepdim=True)
+            lse = (m + torch.log(torch.exp(z - m).to(acc).sum(-1, keepdim=True))).float()
+            logp = z - lse
+            neg_entropy = (torch.exp(logp) * logp).to(acc).sum(-1).float()
+            cross = (p_f * logp).to(acc).sum(-1).float()
+            return rank, lse[..., 0], neg_entropy, cross
+
+        _FUSED[key] = torch.compile(fused, dynamic=True) if compiled else fused
+    return _FUSED[key]
+
+
+def _micro(hm, ids, reps: int = 5) -> dict:
+    """Min-of-``reps`` time of each pass on one real chunk (27 positions x 31 sites = 837 rows),
+    robust to a noisy neighbour, and the accuracy of entropy / KL against float64."""
+    import torch
+
+    from lens_widget.hooked import _select_matrix
+    from lens_widget.lens import Decoder
+
+    dec = Decoder(hm)
+    sites = hm.default_sites()
+    npos = 27
+    acts, _ = hm.run_with_sites(hm.pad([ids[:64]]), sites, _select_matrix([list(range(64))])[0])
+    with torch.inference_mode():
+        h = torch.stack([acts[s][0, 64 - npos :] for s in sites], 1).reshape(-1, acts[sites[0]].shape[-1])
+        x = dec.prepare(h)
+        r, V = x.shape[0], dec.vocab
+        W = dec.weight
+        z0 = x @ W.T
+        z = torch.empty_like(z0)
+        scratch = torch.empty_like(z0)
+        mask = torch.empty(r, V, dtype=torch.bool)
+        nxt = torch.tensor(ids[65 - npos : 65]).repeat_interleave(len(sites))
+        t = z0.gather(1, nxt[:, None])
+        fin = z0.view(npos, len(sites), V)[:, -1]
+        logp_f = torch.log_softmax(fin, -1)
+        p_f = logp_f.exp()
+        neg_h_f = (p_f * logp_f).sum(-1)
+        # float64 reference from the same float32 logits: the error of the reductions alone
+        z64 = z0.double()
+        lp64 = torch.log_softmax(z64, -1)
+        ent64 = -(lp64.exp() * lp64).sum(-1)
+        lpf64 = torch.log_softmax(fin.double(), -1)
+        kl64 = (lpf64.exp()[:, None, :] * (lpf64[:, None, :] - lp64.view(npos, len(sites), V))).sum(-1).reshape(-1)
+        del z64, lp64
+
+        def best(fn, prep=None):
+            ts = []
+            for _ in range(reps):
+                if prep:
+                    prep()
+                t0 = time.perf_counter()
+                fn()
+                ts.append(time.perf_counter() - t0)
+            return min(ts)
+
+        reset = lambda: z.copy_(z0)  # noqa: E731
+        res: dict = {"rows": r, "vocab": V, "passes_s": {}}
+        P = res["passes_s"]
+        P["gemm"] = best(lambda: torch.matmul(x, W.T, out=z))
+        P["rank (gt+uint8 sum)"] = best(lambda: torch.gt(z, t, out=mask).view(torch.uint8).sum(-1, dtype=torch.int32), reset)
+        P["topk"] = best(lambda: torch.topk(z, K, dim=-1), reset)
+        P["logsumexp"] = best(lambda: torch.logsumexp(z, dim=-1), reset)
+        lse = torch.logsumexp(z0, dim=-1)
+        P["sub_lse"] = best(lambda: z.sub_(lse[:, None]), reset)
+        z.copy_(z0).sub_(lse[:, None])
+        P["entropy (exp,mul,sum)"] = best(lambda: torch.mul(torch.exp(z, out=scratch), z, out=scratch).sum(-1))
+        P["kl (mul,sum)"] = best(lambda: torch.mul(z.view(npos, len(sites), V), p_f[:, None, :], out=scratch.view(npos, len(sites), V)).sum(-1))
+        lib_ent = -torch.mul(torch.exp(z, out=scratch), z, out=scratch).sum(-1)
+        lib_kl = neg_h_f.repeat_interleave(len(sites)) - torch.mul(z.view(npos, len(sites), V), p_f[:, None, :], out=scratch.view(npos, len(sites), V)).sum(-1).view(-1)
+        P["library reductions (sum)"] = sum(v for k, v in P.items() if k != "gemm")
+        acc = {"library": {"entropy_max_abs_err": float((lib_ent.double() - ent64).abs().max()),
+                           "kl_max_abs_err": float((lib_kl.double() - kl64).abs().max())}}
+        reset()
+        for name, compiled, acc64 in (("fused eager", False, True), ("fused compiled fp32-acc", True, False),
+                                      ("fused compiled fp64-acc", True, True)):
+            f = _fused_stats(compiled, acc64)
+            args3 = (z0.view(npos, len(sites), V), t.view(npos, len(sites), 1), p_f[:, None, :])
+            t0 = time.perf_counter()
+            f(*args3)
+            first = time.perf_counter() - t0
+            P[name] = best(lambda: f(*args3))
+            rank, _, neg_ent, cross = f(*args3)
+            kl = neg_h_f.repeat_interleave(len(sites)) - cross.reshape(-1)
+            acc[name] = {"entropy_max_abs_err": float((-neg_ent.reshape(-1).double() - ent64).abs().max()),
+                         "kl_max_abs_err": float((kl.double() - kl64).abs().max()),
+                         "ranks_equal_library": bool((rank.reshape(-1) == (z0 > t).sum(-1) + 1).all()),
+                         "first_call_s": first}
+        res["accuracy_vs_float64"] = acc
+        res["ns_per_element"] = {k: v / (r * V) * 1e9 for k, v in P.items()}
+    return res
+
+
+def _proto_reducer(T: _Timer, compiled: bool = True):
+    """Prototype: one logits buffer, GEMM -> top-k -> one fused pass (rank, lse, entropy, KL)."""
+    import torch
+
+    from lens_widget.lens import ChunkReducer
+
+    class ProtoReducer(ChunkReducer):
+        def __init__(self, decoder, max_rows, k):
+            self.decoder, self.k, self.max_rows = decoder, min(k, decoder.vocab), max_rows
+            self.z = torch.empty(max_rows, decoder.vocab, dtype=torch.float32, device=decoder.device)
+
+        @torch.inference_mode()
+        def final_distribution(self, h, apply_norm=True):
+            with T("final_distribution"):
+                logp = torch.log_softmax(self.decoder.logits(h, apply_norm), dim=-1)
+                p = logp.exp()
+                return p, (p * logp).sum(-1)
+
+        @torch.inference_mode()
+        def reduce(self, h, next_ids, tracked, final=None, group=1, apply_norm=True):
+            r = h.shape[0]
+            with T("norm+matmul"):
+                z = self.decoder.logits(h, apply_norm, out=self.z[:r])
+            assert final is not None and int(tracked.numel()) == 0
+            p_final, neg_h_final = final
+            n_pos = r // group
+            with T("gather"):
+                has_next = next_ids >= 0
+                next_logit = z.gather(1, next_ids.clamp(min=0)[:, None])
+            with T("topk"):
+                top_logits, top_ids = torch.topk(z, self.k, dim=-1)
+            with T("fused rank+lse+entropy+kl"):
+                rank, lse, neg_entropy, cross = _fused_stats(compiled, acc64=True)(
+                    z.view(n_pos, group, -1), next_logit.view(n_pos, group, 1), p_final[:n_pos, None, :]
+                )
+            with T("small"):
+                rank, lse, neg_entropy, cross = (x.reshape(-1) for x in (rank, lse, neg_entropy, cross))
+                nonfinite = ~torch.isfinite(lse) | ~torch.isfinite(h).all(-1)
+                assert not bool(nonfinite.any())
+                nan = torch.tensor(float("nan"))
+                out = {
+                    "topk_ids": top_ids,
+                    "topk_logits": top_logits,
+                    "topk_probs": (top_logits - lse[:, None]).exp(),
+                    "entropy": -neg_entropy,
+                    "next_logit": torch.where(has_next, next_logit[:, 0], nan),
+                    "next_prob": torch.where(has_next, (next_logit[:, 0] - lse).exp(), nan),
+                    "next_rank": torch.where(has_next, rank, torch.zeros_like(rank)),
+                    "tracked_logit": z.new_empty(r, 0),
+                    "tracked_prob": z.new_empty(r, 0),
+                    "tracked_rank": torch.empty(r, 0, dtype=torch.int32),
+                    "nonfinite": nonfinite,
+                    "kl": neg_h_final[:n_pos].repeat_interleave(group) - cross,
+                }
+            return out
+
+    return ProtoReducer
+
+
+def _lens_once(hm, ids, reducer_cls, T: _Timer, budget: int):
+    """One ``LogitLens.run`` with ``reducer_cls`` patched in and the forward / store timed."""
+    import lens_widget.lens as L
+    from lens_widget import LogitLens
+
+    orig_cls, orig_put, orig_rws = L.ChunkReducer, L._ResultStore.put, hm.run_with_sites
+
+    def put(self, *a, **kw):
+        with T("store.put"):
+            return orig_put(self, *a, **kw)
+
+    def rws(*a, **kw):
+        with T("forward"):
+            return orig_rws(*a, **kw)
+
+    reducer_cls.rows_for_budget = staticmethod(orig_cls.rows_for_budget)
+    L.ChunkReducer, L._ResultStore.put, hm.run_with_sites = reducer_cls, put, rws
+    try:
+        text = _ids_model(hm, ids)
+        t0 = time.perf_counter()
+        res = LogitLens(hm, memory_budget=budget).run(text, k=K, progress=False)
+        wall = time.perf_counter() - t0
+    finally:
+        L.ChunkReducer, L._ResultStore.put = orig_cls, orig_put
+        del hm.run_with_sites
+    return res, wall
+
+
+def _agree(a, b) -> dict:
+    import numpy as np
+
+    has = a.next_ids[0] >= 0
+    return {
+        "topk_ids_equal": bool((a.topk_ids == b.topk_ids).all()),
+        "rank_equal_frac": float((a.next_rank[0][:, has] == b.next_rank[0][:, has]).mean()),
+        "kl_max_abs_diff": float(np.nanmax(np.abs(a.kl - b.kl))),
+        "entropy_max_abs_diff": float(np.nanmax(np.abs(a.entropy - b.entropy))),
+        "topk_probs_max_abs_diff": float(np.nanmax(np.abs(a.topk_probs - b.topk_probs))),
+    }
+
+
+def _gemm_check(hm, ids) -> dict:
+    """Timing and accuracy of the float32 unembedding GEMM under each fp32_precision setting."""
+    import torch
+
+    from lens_widget.hooked import _select_matrix
+    from lens_widget.lens import Decoder
+
+    dec = Decoder(hm)
+    sites = hm.default_sites()
+    acts, _ = hm.run_with_sites(hm.pad([ids]), sites, _select_matrix([list(range(len(ids)))])[0])
+    with torch.inference_mode():
+        x = torch.cat([dec.prepare(acts[s][0]) for s in sites])[:840]
+        ref = (x.double() @ dec.weight.double().T)
+        out = {}
+        for prec in ("none", "bf16", "tf32"):
+            try:
+                torch.backends.mkldnn.matmul.fp32_precision = prec
+            except Exception as e:  # noqa: BLE001
+                out[prec] = {"error": str(e)}
+                continue
+            buf = torch.empty(x.shape[0], dec.vocab)
+            torch.matmul(x, dec.weight.T, out=buf)
+            t0 = time.perf_counter()
+            for _ in range(3):
+                torch.matmul(x, dec.weight.T, out=buf)
+            dt = (time.perf_counter() - t0) / 3
+            err = (buf.double() - ref).abs()
+            rank_ref = (ref > ref[:, :1]).sum(-1)
+            rank = (buf > buf[:, :1]).sum(-1)
+            out[prec] = {"gflops": 2 * x.shape[0] * x.shape[1] * dec.vocab / dt / 1e9, "max_abs_err": float(err.max()),
+                         "mean_abs_err": float(err.mean()), "rank_of_token0_equal_frac": float((rank == rank_ref).float().mean())}
+        torch.backends.mkldnn.matmul.fp32_precision = "none"
+    return out
+
+
+def main_profile(args) -> None:
+    import torch
+
+    from lens_widget import HookedModel
+    from lens_widget.lens import DEFAULT_MEMORY_BUDGET
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    hm = HookedModel.default()
+    n = args.profile
+    ids = prompt_ids(hm, n)
+    report: dict = {"n": n, "threads": torch.get_num_threads(), "torch": torch.__version__,
+                    "cpu_flags_amx": "amx_tile" in open("/proc/cpuinfo").read()}
+    print(f"profile at {n} tokens, {torch.get_num_threads()} threads")
+    report["gemm"] = _gemm_check(hm, ids)
+    for prec, g in report["gemm"].items():
+        print(f"  GEMM fp32_precision={prec:5s} {g}")
+    report["micro"] = m = _micro(hm, ids)
+    print(f"\nper pass on one {m['rows']}-row chunk (min of 5):")
+    for k_, v in m["passes_s"].items():
+        print(f"  {k_:28s} {v * 1e3:8.1f} ms  {m['ns_per_element'][k_]:6.2f} ns/element")
+    for k_, v in m["accuracy_vs_float64"].items():
+        print(f"  accuracy {k_:24s} {v}")
+
+    configs = [
+        ("library", lambda T: _timed_reducer(T), "none", DEFAULT_MEMORY_BUDGET),
+        ("library+bf16flag", lambda T: _timed_reducer(T), "bf16", DEFAULT_MEMORY_BUDGET),
+        ("fused-eager", lambda T: _proto_reducer(T, compiled=False), "none", DEFAULT_MEMORY_BUDGET),
+        ("fused-compiled", lambda T: _proto_reducer(T), "none", DEFAULT_MEMORY_BUDGET),
+        ("fused-compiled 128MB", lambda T: _proto_reducer(T), "none", 128 * 2**20),
+        ("fused-compiled 1GB", lambda T: _proto_reducer(T), "none", 1024 * 2**20),
+        ("fused-compiled+bf16flag", lambda T: _proto_reducer(T), "bf16", DEFAULT_MEMORY_BUDGET),
+    ]
+    if args.profile_configs == "micro":
+        configs = []
+    elif args.profile_configs:
+        keep = set(args.profile_configs.split(","))
+        configs = [c for c in configs if c[0] in keep or c[0] == "library"]
+    reference = None
+    report["configs"] = {}
+    for name, make, prec, budget in configs:
+        torch.backends.mkldnn.matmul.fp32_precision = prec
+        Tw = _Timer()
+        t0 = time.perf_counter()
+        _lens_once(hm, ids[:WARM_TOKENS], make(Tw), Tw, budget)  # warm-up (and compile)
+        warm = time.perf_counter() - t0
+        walls, timers, res = [], [], None
+        for _ in range(args.repeats):
+            T = _Timer()
+            res, wall = _lens_once(hm, ids, make(T), T, budget)
+            walls.append(wall)
+            timers.append(T.t)
+        torch.backends.mkldnn.matmul.fp32_precision = "none"
+        best = min(range(len(walls)), key=walls.__getitem__)
+        t = dict(timers[best])
+        t["other"] = walls[best] - sum(t.values())
+        entry = {"wall_s": _stats(walls), "warmup_s": warm, "breakdown_s": t}
+        if reference is None:
+            reference = res
+        else:
+            entry["agreement_vs_library"] = _agree(res, reference)
+        report["configs"][name] = entry
+        parts = ", ".join(f"{k} {v:.2f}" for k, v in sorted(t.items(), key=lambda kv: -kv[1]))
+        print(f"\n{name}: wall {entry['wall_s']['median']:.2f} s [{entry['wall_s']['min']:.2f}-{entry['wall_s']['max']:.2f}]"
+              f" (warm-up {warm:.1f} s)\n  fastest run: {parts}")
+        if "agreement_vs_library" in entry:
+            print(f"  vs library: {entry['agreement_vs_library']}")
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    out = Path(args.out) if args.out else OUT_DIR / "lens_profile.json"
+    out.write_text(json.dumps(report, indent=1, default=float))
+    print(f"\nwrote {out}")
+
+
+def parse(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--lengths", default="128,512,1024", help="comma-separated prompt lengths in tokens")
+    ap.add_argument("--repeats", type=int, default=3, help="fresh-process repeats per variant and length")
+    ap.add_argument("--quick", action="store_true", help="smoke run: --lengths 128 --repeats 1")
+    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads in children (0: torch default)")
+    ap.add_argument("--fp32-precision", default="", help="torch.backends.mkldnn.matmul.fp32_precision in children")
+    ap.add_argument("--naive-cap-gb", type=float, default=12.0, help="memory the naive baseline may materialise")
+    ap.add_argument("--rss-kill-frac", type=float, default=0.85, help="kill a child whose RSS passes this share of RAM")
+    ap.add_argument("--out", default="", help="JSON path (default bench/out/lens_bench.json)")
+    ap.add_argument("--profile", type=int, default=0, metavar="N", help="profile the lens's passes at N tokens")
+    ap.add_argument("--profile-configs", default="", help="comma-separated subset of the --profile configurations")
+    ap.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
+    ap.add_argument("--n", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--save", default="", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.lengths, args.repeats = "128", 1
+    return args
+
+
+def main(argv=None) -> None:
+    args = parse(argv)
+    if args.child:
+        args.variant = args.child
+        print(json.dumps(child(args)))
+    elif args.profile:
+        main_profile(args)
+    else:
+        main_bench(args)
+
+
+if __name__ == "__main__":
+    main()
