@@ -41,12 +41,13 @@ def test_last_layer_reproduces_model_logits(arch):
     assert tiny(arch).check_lens(PROMPT) <= 1e-4
 
 
+@pytest.mark.parametrize("compiled", [True, False], ids=["fused", "eager"])
 @pytest.mark.parametrize("arch", ARCHS)
-def test_every_layer_matches_naive_lens(arch):
+def test_every_layer_matches_naive_lens(arch, compiled):
     hm = tiny(arch)
     enc_ids = hm.tokenizer(PROMPT)["input_ids"]
     ref, sites = naive_lens(hm, PROMPT)
-    r = LogitLens(hm).run(PROMPT, k=5, track=[5, 17], progress=False)
+    r = LogitLens(hm, compile=compiled).run(PROMPT, k=5, track=[5, 17], progress=False)
     assert r.sites == sites
     logp = ref - np.logaddexp.reduce(ref, axis=-1, keepdims=True)
     p = np.exp(logp)
