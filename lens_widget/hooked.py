@@ -233,7 +233,7 @@ class HookedModel:
             raise PromptError("inputs_list is empty")
         parts: list[tuple[dict[str, torch.Tensor], torch.Tensor | None, torch.Tensor, Batch]] = []
         for item in tqdm(items, desc="Extracting cache", disable=not progress or len(items) < 2):
-            batch = self._as_batch(item)
+            batch = self.as_batch(item)
             positions = [resolve_positions(target_token_positions, int(n)) for n in batch.lengths]
             select, _ = _select_matrix(positions)
             acts, logits = self.run_with_sites(
@@ -242,26 +242,50 @@ class HookedModel:
             parts.append((acts, logits, _position_matrix(positions), batch))
         return _concat_cache(parts)
 
-    def _as_batch(self, item: Any) -> Batch:
-        if isinstance(item, str):
+    def as_batch(self, item: Any) -> Batch:
+        """A right-padded :class:`Batch` from text, token ids or a tokenizer output.
+
+        Accepts a string or list of strings, a list of ids or a list of id lists, a 1-D / 2-D
+        tensor of ids, or ``{"input_ids": ..., "attention_mask": ...}`` (right-padded).
+        """
+        if isinstance(item, (list, tuple)) and not item:
+            raise PromptError("no prompts given")
+        if isinstance(item, str) or (isinstance(item, (list, tuple)) and item and all(isinstance(x, str) for x in item)):
             return self.encode(item)
         if hasattr(item, "keys") and "input_ids" in item:
             ids = torch.as_tensor(item["input_ids"])
-            if ids.dim() == 1:
-                ids = ids[None]
             mask = item.get("attention_mask") if hasattr(item, "get") else None
-            mask = torch.ones_like(ids) if mask is None else torch.as_tensor(mask).reshape(ids.shape).long()
-            if ((mask[:, 1:] - mask[:, :-1]) > 0).any():
-                raise PromptError(
-                    "left-padded (or gapped) attention_mask: tokenize with padding_side='right' so "
-                    "positions and position ids stay right"
-                )
-            lengths = mask.sum(1)
-            if (lengths == 0).any():
-                raise PromptError("an input has no tokens (empty prompt)")
-            rows = [ids[i, : int(n)].tolist() for i, n in enumerate(lengths)]
-            return self.pad(rows)
-        raise PromptError(f"cannot run {type(item).__name__}: give a string or a tokenizer output with input_ids")
+        elif isinstance(item, torch.Tensor) or (isinstance(item, (list, tuple)) and item):
+            ids, mask = (item if isinstance(item, torch.Tensor) else None), None
+            if ids is None:
+                rows = [list(r) if isinstance(r, (list, tuple, torch.Tensor)) else None for r in item]
+                if all(r is None for r in rows):  # one flat list of ids
+                    rows = [list(item)]
+                if any(r is None or not r for r in rows):
+                    raise PromptError("give token ids as a list of ints or a list of non-empty lists of ints")
+                return self._checked_pad([[int(i) for i in r] for r in rows])
+        else:
+            raise PromptError(f"cannot run {type(item).__name__}: give text, token ids or a tokenizer output with input_ids")
+        ids = ids[None] if ids.dim() == 1 else ids
+        mask = torch.ones_like(ids) if mask is None else torch.as_tensor(mask).reshape(ids.shape).long()
+        if ((mask[:, 1:] - mask[:, :-1]) > 0).any():
+            raise PromptError(
+                "left-padded (or gapped) attention_mask: tokenize with padding_side='right' so "
+                "positions and position ids stay right"
+            )
+        lengths = mask.sum(1)
+        if (lengths == 0).any():
+            raise PromptError("an input has no tokens (empty prompt)")
+        return self._checked_pad([ids[i, : int(n)].tolist() for i, n in enumerate(lengths)])
+
+    def _checked_pad(self, rows: list[list[int]]) -> Batch:
+        vocab = self.model.get_output_embeddings().weight.shape[0]
+        for r in rows:
+            bad = [i for i in r if not 0 <= i < vocab]
+            if bad:
+                raise PromptError(f"token ids {bad[:5]} are outside the vocabulary (0..{vocab - 1})")
+        texts = [self.tokenizer.decode(r) for r in rows]
+        return self.pad(rows, texts)
 
     # -- self-check --------------------------------------------------------------------------
     def check_lens(self, prompt: str = "The capital of France is") -> float:

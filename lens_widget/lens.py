@@ -344,7 +344,7 @@ class LogitLens:
     # -- the grid's call -------------------------------------------------------------------
     def run(
         self,
-        prompts: str | Sequence[str],
+        prompts: Any,
         *,
         sites: str | Sequence[str] | None = None,
         positions: Any = "all",
@@ -358,7 +358,8 @@ class LogitLens:
         """The lens of every (site, position) cell of one or more prompts, reduced.
 
         Args:
-            prompts: one prompt or a list (different lengths are fine).
+            prompts: one prompt or a list (different lengths are fine), or token ids / a
+                tokenizer output (see :meth:`HookedModel.as_batch`).
             sites: ``None``/``"resid"`` (embeddings + every block output), ``"all"``, or names.
             positions: see :func:`~lens_widget.extraction.resolve_positions`.
             k: top tokens kept per cell.
@@ -375,7 +376,7 @@ class LogitLens:
             raise ValueError("k must be at least 1")
         final_site = f"resid_out_{hm.num_layers - 1}"
         record = list(dict.fromkeys(site_names + [final_site]))
-        batch_all = hm.encode(prompts)
+        batch_all = hm.as_batch(prompts)
         pos_lists = [resolve_positions(positions, int(n)) for n in batch_all.lengths]
         tracked = self._token_ids(track)
         if track_top:

@@ -190,3 +190,17 @@ def test_nonfinite_activations_are_flagged_not_drawn():
     # layers before the overflow are untouched; every flagged cell carries NaN, never numbers
     assert not r.nonfinite[0, :s].any() and np.isfinite(r.entropy[0, :s]).all()
     assert np.isnan(r.entropy[0][r.nonfinite[0]]).all() and np.isnan(r.kl[0][r.nonfinite[0]]).all()
+
+
+def test_run_accepts_token_ids_and_tokenizer_outputs():
+    hm = tiny("llama")
+    lens = LogitLens(hm)
+    text = lens.run("Hello", progress=False)
+    ids = hm.tokenizer("Hello")["input_ids"]
+    for form in (ids, [ids], torch.tensor(ids), hm.tokenizer("Hello", return_tensors="pt")):
+        np.testing.assert_array_equal(lens.run(form, progress=False).topk_ids, text.topk_ids)
+    both = lens.run([ids, ids[:3]], progress=False)
+    assert both.lengths.tolist() == [5, 3]
+    for bad, match in (([[]], "non-empty"), ([10**6], "outside the vocabulary"), ({"x": 1}, "cannot run")):
+        with pytest.raises(PromptError, match=match):
+            lens.run(bad, progress=False)
