@@ -7,7 +7,6 @@ from .lens import Decoder, LogitLens
 from .models import ARCHITECTURES, ArchSpec, UnknownArchitectureError
 from .result import LensResult
 from .tokens import MultiTokenError, TokenLookupError, display_token
-from .widget import LensWidget
 
 __all__ = [
     "__version__",
@@ -26,3 +25,13 @@ __all__ = [
     "UnknownArchitectureError",
     "display_token",
 ]
+
+
+def __getattr__(name: str):
+    # The widget pulls in anywidget / ipywidgets: import it only when asked for, so the engine
+    # works where no notebook stack is installed (a GPU box, a batch job).
+    if name == "LensWidget":
+        from .widget import LensWidget
+
+        return LensWidget
+    raise AttributeError(f"module 'lens_widget' has no attribute {name!r}")

@@ -433,6 +433,11 @@ class LogitLens:
             positions_np[b, : len(pl)] = pl
             next_np[b, : len(pl)] = [int(input_ids[b, p + 1]) if p + 1 < n else -1 for p in pl]
         arrays = store.numpy()
+        # KL is >= 0 and KL(final || final) is 0 by definition: rounding (~1e-5) says otherwise.
+        np.maximum(arrays["kl"], 0, out=arrays["kl"], where=~np.isnan(arrays["kl"]))
+        if final_site in site_names:
+            kl_final = arrays["kl"][:, site_names.index(final_site)]
+            kl_final[~np.isnan(kl_final)] = 0.0
         used = set(input_ids[input_ids >= 0].tolist()) | set(np.unique(arrays["topk_ids"]).tolist()) | set(tracked.tolist())
         result = LensResult(
             prompts=list(batch_all.prompts),
