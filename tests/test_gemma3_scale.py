@@ -177,7 +177,7 @@ def test_lens_256_tokens_within_budget(gemma):
     sites += [f"{kind}_{i}" for i in (0, L - 1) for kind in ("resid_mid", "attn_out", "mlp_out")]
     budget = 256 * 2**20
     lens = LogitLens(gemma, memory_budget=budget)
-    assert ChunkReducer.rows_for_budget(262144, budget) == 78  # 25 sites x 3 positions per chunk
+    assert ChunkReducer.rows_for_budget(262144, budget) >= 75  # 25 sites x 3 positions per chunk
     text = prompt_of_tokens(gemma.tokenizer, 256)
     measured = sys.platform.startswith("linux") and _reset_peak()
     before = _rss()
