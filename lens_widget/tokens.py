@@ -68,6 +68,40 @@ def display_token(text: str) -> str:
     return "".join(out)
 
 
+def _byte_decoder() -> dict[str, int]:
+    """GPT-2's byte-level BPE alphabet: printable stand-ins for the 256 byte values."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {chr(c): b for b, c in zip(bs, cs)}
+
+
+_BYTE_DECODER = _byte_decoder()
+
+
+def _partial_utf8(piece: str) -> str | None:
+    """A byte-level piece that is not whole UTF-8 (half an emoji), as ``<0xNN>`` escapes.
+
+    Decoding such a token alone gives ``�``, which hides which bytes it holds; a leading space
+    byte stays a space. ``None`` when ``piece`` is not in the byte-level alphabet.
+    """
+    if not piece or any(ch not in _BYTE_DECODER for ch in piece):
+        return None
+    raw = bytes(_BYTE_DECODER[ch] for ch in piece)
+    lead = b""
+    while raw[:1] == b" ":
+        lead, raw = lead + b" ", raw[1:]
+    try:
+        return lead.decode() + raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return lead.decode() + "".join(f"<0x{b:02X}>" for b in raw)
+
+
 @dataclass(frozen=True)
 class SearchMatch:
     """One vocabulary search hit."""
@@ -103,6 +137,8 @@ class TokenTable:
                 hit = piece
             else:
                 hit = self.tokenizer.decode([token_id], clean_up_tokenization_spaces=False)
+                if "\ufffd" in hit and isinstance(piece, str):
+                    hit = _partial_utf8(piece) or hit
             self._decoded[token_id] = hit
         return hit
 
