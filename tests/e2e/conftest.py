@@ -82,6 +82,7 @@ def jupyter_server(tmp_path_factory):
         "--no-browser", "--allow-root",
         "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
         "--IdentityProvider.token=", "--ServerApp.password=",
+        "--ServerApp.disable_check_xsrf=True",  # lets the fixture DELETE sessions over REST (127.0.0.1, test only)
         f"--ServerApp.root_dir={root}",
         f"--LabApp.workspaces_dir={env['JUPYTERLAB_WORKSPACES_DIR']}",
         f"--LabApp.user_settings_dir={env['JUPYTERLAB_SETTINGS_DIR']}",
@@ -127,3 +128,6 @@ def steps(request, e2e_artifacts):
     for page in s.pages:
         if not page.is_closed():
             page.close()
+    for server in servers:  # stop the test's kernels (each holds a model) before the next test
+        if server.name == "jupyter" and server.proc is not None:
+            server.shutdown_sessions()

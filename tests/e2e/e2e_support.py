@@ -104,6 +104,13 @@ class Server:
             return f"({self.log_path} unreadable)"
         return text[-chars:]
 
+    def shutdown_sessions(self) -> None:
+        """Jupyter only: delete every session (and its kernel)."""
+        with contextlib.suppress(OSError, ValueError):
+            for session in self.api("/api/sessions"):
+                with contextlib.suppress(OSError):
+                    self.api(f"/api/sessions/{session['id']}", method="DELETE")
+
     def api(self, path: str, method: str = "GET") -> Any:
         req = urllib.request.Request(self.url + path, method=method)
         with urllib.request.urlopen(req, timeout=10) as r:
