@@ -15,16 +15,14 @@ def _():
 
 @app.cell
 def _(mo):
-    mo.md(
-        """
-        # lens_widget in marimo
+    mo.md(r"""
+    # lens_widget in marimo
 
-        The logit lens of the embedded SmolLM2-135M: one row per layer (final layer on top), one
-        column per token. Hover a cell for its top tokens; click one and the cell below follows.
-        The widget is wrapped in `mo.ui.anywidget`, so its traits are reactive: every cell that
-        reads `lens` runs again when you click.
-        """
-    )
+    The logit lens of the embedded SmolLM2-135M: one row per layer (final layer on top), one
+    column per token. Hover a cell for its top tokens; click one and the cell below follows.
+    The widget is wrapped in `mo.ui.anywidget`, so its traits are reactive: every cell that
+    reads `lens` runs again when you click.
+    """)
     return
 
 
