@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .extraction import ActivationCache, parse_site, resolve_positions
+from .extraction import ActivationCache, resolve_positions
 from .hooked import HookedModel, _select_matrix
 from .models import get_path
 from .result import LensResult
@@ -28,7 +28,8 @@ __all__ = ["Decoder", "LogitLens", "ChunkReducer", "DEFAULT_MEMORY_BUDGET"]
 #: Bytes of scratch memory the reducer may use for its logits buffers.
 DEFAULT_MEMORY_BUDGET = 512 * 2**20
 _METRICS = ("logit_lens", "logit_diff")
-_EXP_FLOOR = -87.0  # exp(-87) ~ 1.6e-38, the smallest normal float32
+_EXP_FLOOR = -87.0
+_TOPK_BLOCK = 64  # exp(-87) ~ 1.6e-38, the smallest normal float32
 
 
 class Decoder:
@@ -92,33 +93,59 @@ class Decoder:
         return self.finish(z, ids)
 
 
-def _cell_stats(z: torch.Tensor, targets: torch.Tensor, p_final: torch.Tensor):
+def _cell_stats(z: torch.Tensor, targets: torch.Tensor, p_final: torch.Tensor, m: torch.Tensor | None = None):
     """Ranks of ``targets``, log-sum-exp, negative entropy and sum(p_final * log p), per row.
 
     ``z [n, g, V]`` logits (``g`` sites of ``n`` positions), ``targets [n, g, T]`` logits whose
     exact ranks are counted (strictly larger logits), ``p_final [n, 1, V]`` the final layer's
-    probabilities. Element-wise math is float32, row sums accumulate in float64 (a vectorised
-    float32 sum over 49k terms loses ~1e-4 relative). Compiled, this is one fused pass over ``z``.
+    probabilities, ``m`` the row maxima if known. Two passes over ``z`` when compiled: max and
+    ranks, then every sum at once (sum p log p = E_p[z] - lse, sum q log p = E_q[z] - lse).
+    Element-wise math is float32, sums accumulate in float64 (a vectorised float32 sum over 49k
+    terms loses ~1e-4 relative).
     """
+    f64 = torch.float64
     ranks = (z.unsqueeze(-2) > targets.unsqueeze(-1)).sum(-1, dtype=torch.int32) + 1
-    m = z.amax(-1, keepdim=True)
-    lse = (m + torch.log(torch.exp(z - m).to(torch.float64).sum(-1, keepdim=True))).float()
-    logp = z - lse
-    neg_entropy = (torch.exp(logp) * logp).to(torch.float64).sum(-1).float()
-    cross = (p_final * logp).to(torch.float64).sum(-1).float()
-    return ranks, lse[..., 0], neg_entropy, cross
+    if m is None:
+        m = z.amax(-1, keepdim=True)
+    e = torch.exp(z - m)
+    s = e.to(f64).sum(-1)
+    mean_z = (e * z).to(f64).sum(-1) / s
+    lse = m[..., 0].to(f64) + torch.log(s)
+    cross = (p_final * z).to(f64).sum(-1) - lse * p_final.to(f64).sum(-1)
+    return ranks, lse.float(), (mean_z - lse).float(), cross.float()
+
+
+def _cell_stats_blocked(z: torch.Tensor, targets: torch.Tensor, p_final: torch.Tensor):
+    """:func:`_cell_stats` plus the maxima of blocks of ``_TOPK_BLOCK`` logits, in the same pass,
+    so that top-k reads only k blocks per row (:func:`blocked_topk`)."""
+    block_max = z.view(*z.shape[:-1], -1, _TOPK_BLOCK).amax(-1)
+    return (*_cell_stats(z, targets, p_final, block_max.amax(-1, keepdim=True)), block_max)
+
+
+def blocked_topk(z: torch.Tensor, block_max: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``torch.topk(z, k)`` from per-block maxima: exact, reading only k blocks per row.
+
+    Each of the k largest logits lies in a block whose maximum is at least the k-th largest
+    logit, and at most k blocks have such a maximum (ties aside, where top-k is arbitrary anyway).
+    """
+    r, n_blocks = block_max.shape
+    blocks = torch.topk(block_max, k, dim=-1).indices  # [r, k]
+    cand = z.view(r, n_blocks, _TOPK_BLOCK).gather(1, blocks[..., None].expand(r, k, _TOPK_BLOCK))
+    values, local = torch.topk(cand.view(r, -1), k, dim=-1)
+    ids = blocks.gather(1, local // _TOPK_BLOCK) * _TOPK_BLOCK + local % _TOPK_BLOCK
+    return values, ids
 
 
 _COMPILED: dict[str, Any] = {}
 
 
-def _compiled_cell_stats() -> Any:
-    """``torch.compile`` of :func:`_cell_stats` (None when disabled with LENS_WIDGET_COMPILE=0)."""
+def _compiled(fn: Any) -> Any:
+    """``torch.compile(fn)``, once per process (None when disabled with LENS_WIDGET_COMPILE=0)."""
     if os.environ.get("LENS_WIDGET_COMPILE", "1") == "0":
         return None
-    if "fn" not in _COMPILED:
-        _COMPILED["fn"] = torch.compile(_cell_stats, dynamic=True)
-    return _COMPILED["fn"]
+    if fn.__name__ not in _COMPILED:
+        _COMPILED[fn.__name__] = torch.compile(fn, dynamic=True)
+    return _COMPILED[fn.__name__]
 
 
 class ChunkReducer:
@@ -134,7 +161,7 @@ class ChunkReducer:
         V, dev = decoder.vocab, decoder.device
         self.decoder, self.k, self.max_rows = decoder, min(k, V), max_rows
         self.z = torch.empty(max_rows, V, dtype=torch.float32, device=dev)
-        self.fused = _compiled_cell_stats() if compile else None
+        self.compile = compile
         self._p: torch.Tensor | None = None
         self._mask: torch.Tensor | None = None
 
@@ -201,18 +228,23 @@ class ChunkReducer:
         M = int(tracked.numel())
         tracked_logit = z[:, tracked.to(dev)] if M else z.new_empty(r, 0)
         targets = torch.cat([next_logit, tracked_logit], 1)
-        top_logits, top_ids = torch.topk(z, self.k, dim=-1)
         nonfinite = ~torch.isfinite(h).all(-1).to(dev)
         p_final, neg_h_final = final
         stats = None
-        if self.fused is not None:
+        V = z.shape[1]
+        blocked = V % _TOPK_BLOCK == 0 and self.k <= V // _TOPK_BLOCK
+        fused = _compiled(_cell_stats_blocked if blocked else _cell_stats) if self.compile else None
+        if fused is not None:
             try:
-                ranks, lse, neg_entropy, cross = self.fused(z.view(n_pos, group, -1), targets.view(n_pos, group, -1), p_final[:n_pos, None, :])
-                stats = ranks.view(r, -1), lse.view(r), neg_entropy.view(r), cross.view(r)
+                out = fused(z.view(n_pos, group, -1), targets.view(n_pos, group, -1), p_final[:n_pos, None, :])
+                stats = out[0].view(r, -1), out[1].view(r), out[2].view(r), out[3].view(r)
+                top_logits, top_ids = blocked_topk(z, out[4].view(r, -1), self.k) if blocked else torch.topk(z, self.k, dim=-1)
             except Exception as exc:  # no C++ compiler, unsupported device, ...: eager is exact too
                 warnings.warn(f"lens_widget: torch.compile of the reductions failed ({type(exc).__name__}); using eager passes")
-                self.fused = None
+                self.compile = False
+                stats = None
         if stats is None:
+            top_logits, top_ids = torch.topk(z, self.k, dim=-1)
             stats = self._eager_stats(z, targets, p_final, group)  # overwrites z: after top-k
         ranks, lse, neg_entropy, cross = stats
         nonfinite |= ~torch.isfinite(lse)
@@ -437,8 +469,9 @@ class LogitLens:
             positions_np[b, : len(pl)] = pl
             next_np[b, : len(pl)] = [int(input_ids[b, p + 1]) if p + 1 < n else -1 for p in pl]
         arrays = store.numpy()
-        # KL is >= 0 and KL(final || final) is 0 by definition: rounding (~1e-5) says otherwise.
-        np.maximum(arrays["kl"], 0, out=arrays["kl"], where=~np.isnan(arrays["kl"]))
+        # KL and entropy are >= 0, KL(final || final) is 0 by definition: rounding (~1e-5) says otherwise.
+        for key in ("kl", "entropy"):
+            np.maximum(arrays[key], 0, out=arrays[key], where=~np.isnan(arrays[key]))
         if final_site in site_names:
             kl_final = arrays["kl"][:, site_names.index(final_site)]
             kl_final[~np.isnan(kl_final)] = 0.0

@@ -149,3 +149,26 @@ def test_half_precision_model_gets_float32_statistics():
     assert np.isfinite(r.entropy).all() and (r.kl >= -1e-4).all()
     # the lens' float32 unembedding is a copy: the bf16 model itself is untouched
     assert half.model.get_output_embeddings().weight.dtype == torch.bfloat16
+
+
+def test_blocked_topk_equals_torch_topk():
+    from lens_widget.lens import _TOPK_BLOCK, blocked_topk
+
+    torch.manual_seed(0)
+    z = torch.randn(50, 64 * _TOPK_BLOCK) * torch.linspace(0.1, 30, 50)[:, None]
+    z[3, 5 * _TOPK_BLOCK : 5 * _TOPK_BLOCK + 20] = 99.0 + torch.arange(20.0)  # the top-k in one block
+    block_max = z.view(50, -1, _TOPK_BLOCK).amax(-1)
+    for k in (1, 10, 64):
+        values, ids = blocked_topk(z, block_max, k)
+        want_v, want_i = torch.topk(z, k, dim=-1)
+        torch.testing.assert_close(values, want_v, rtol=0, atol=0)
+        torch.testing.assert_close(ids, want_i)
+        torch.testing.assert_close(z.gather(1, ids), values, rtol=0, atol=0)
+
+
+def test_vocab_not_a_multiple_of_the_block_uses_plain_topk():
+    from lens_widget.lens import _TOPK_BLOCK
+
+    assert VOCAB % _TOPK_BLOCK != 0  # the tiny models run the plain top-k path
+    r = LogitLens(tiny("llama"), compile=True).run(PROMPT, progress=False)
+    assert (np.diff(r.topk_logits, axis=-1) <= 0).all()
