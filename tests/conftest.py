@@ -14,3 +14,16 @@ def smollm():
     from lens_widget import HookedModel
 
     return HookedModel.default()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """The one headless Chromium of the test session (Playwright's sync API allows one at a time)."""
+    from browser_support import CHROMIUM, CHROMIUM_ARGS, require_browser_tools
+    from playwright.sync_api import sync_playwright
+
+    require_browser_tools()
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()

@@ -15,49 +15,12 @@ from pathlib import Path
 import pytest
 
 HERE = str(Path(__file__).parent)
-_THIS = sys.modules.get(__name__)
-# Our helpers have unique module names (e2e_support, jupyter_ui) and need this folder on sys.path;
-# put it last, so that `import conftest` elsewhere never finds this file first.
-while HERE in sys.path:
-    sys.path.remove(HERE)
-sys.path.append(HERE)
+# Our helpers have unique module names (e2e_support, jupyter_ui); the tests import them directly.
+if HERE not in sys.path:
+    sys.path.append(HERE)
 
-
-def pytest_sessionstart(session):
-    # tests/ui's modules do `from conftest import ...`. When pytest loads this file after
-    # tests/ui/conftest.py (`pytest tests/ui tests/e2e`), this module is left as
-    # sys.modules["conftest"]; drop that name (pytest keeps its own reference) so their import
-    # finds tests/ui/conftest.py on sys.path.
-    if _THIS is not None and sys.modules.get("conftest") is _THIS:
-        del sys.modules["conftest"]
-
-
-from e2e_support import CHROMIUM, CHROMIUM_ARGS, ROOT, Server, Steps, clean_env, free_port, write_lab_settings  # noqa: E402
-
-
-def _require_tools() -> None:
-    from lens_widget.export import BUNDLE_PATH
-
-    if not BUNDLE_PATH.exists():
-        pytest.fail(f"front-end bundle {BUNDLE_PATH} is missing: run `bash scripts/setup.sh` (or `cd js && npm run build`)", pytrace=False)
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"no Chromium at {CHROMIUM}: install Debian's chromium or set CHROMIUM_PATH "
-                    "(or deselect these tests with -m 'not browser')", pytrace=False)
-
-
-@pytest.fixture(scope="module")
-def e2e_browser():
-    # Module scope: Playwright's sync API cannot run twice at once, and tests/ui starts its own
-    # (session-scoped) instance; releasing ours after each module lets `pytest tests` run both.
-    _require_tools()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
+from browser_support import free_port  # noqa: E402
+from e2e_support import ROOT, Server, Steps, clean_env, write_lab_settings  # noqa: E402
 
 
 @pytest.fixture(scope="session")

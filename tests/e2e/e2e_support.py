@@ -11,7 +11,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,28 +20,12 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-# Grid geometry, not transposed (js/src/grid.ts): row 0 is the final layer, frozen at the top.
-HEAD_W, HEAD_H, CELL_W, CELL_H = 52, 22, 56, 20
+from browser_support import CELL_H, CELL_W, HEAD_H, HEAD_W
+
 # Bounded waits (ms). The machine has 2 shared cores: a kernel that imports torch and loads
 # SmolLM2 takes 10-40 s here.
 KERNEL_MS = 240_000
 UI_MS = 30_000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:

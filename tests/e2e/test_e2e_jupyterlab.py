@@ -63,10 +63,10 @@ def _hover(page, canvas, row: int, col: int):
     return tip, head, (int(tip.get_attribute("data-site")), int(tip.get_attribute("data-col")))
 
 
-def test_quickstart_in_jupyterlab(e2e_browser, jupyter_server, steps):
+def test_quickstart_in_jupyterlab(browser, jupyter_server, steps):
     server = jupyter_server
     name = _notebook_copy(server.root)
-    page = steps.watch(e2e_browser.new_page(viewport={"width": 1400, "height": 1000}))
+    page = steps.watch(browser.new_page(viewport={"width": 1400, "height": 1000}))
     widget = page.locator(".lens-widget").first
     canvas = widget.locator("canvas.lw-canvas")
 
@@ -169,7 +169,7 @@ def test_quickstart_in_jupyterlab(e2e_browser, jupyter_server, steps):
             page.wait_for_timeout(250)
         page.close()
 
-    page2 = steps.watch(e2e_browser.new_page(viewport={"width": 1400, "height": 1000}))
+    page2 = steps.watch(browser.new_page(viewport={"width": 1400, "height": 1000}))
     widget2 = page2.locator(".lens-widget").first
     canvas2 = widget2.locator("canvas.lw-canvas")
     with steps("reopened after the kernel shut down, the saved widget state draws"):

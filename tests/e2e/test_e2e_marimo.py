@@ -9,8 +9,8 @@ from e2e_support import KERNEL_MS, UI_MS, cell_center, wait_canvas_drawn
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
-def test_marimo_demo(e2e_browser, marimo_server, steps):
-    page = steps.watch(e2e_browser.new_page(viewport={"width": 1300, "height": 1000}))
+def test_marimo_demo(browser, marimo_server, steps):
+    page = steps.watch(browser.new_page(viewport={"width": 1300, "height": 1000}))
     # Playwright's CSS locators pierce marimo's shadow roots
     widget = page.locator(".lens-widget").first
     canvas = widget.locator("canvas.lw-canvas")

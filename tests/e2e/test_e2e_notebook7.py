@@ -17,11 +17,11 @@ CELLS = [
 ]
 
 
-def test_widget_in_notebook7(e2e_browser, jupyter_server, steps):
+def test_widget_in_notebook7(browser, jupyter_server, steps):
     server = jupyter_server
     name = "nb7_e2e.ipynb"
     (server.root / name).write_text(json.dumps(notebook([code_cell(src, f"c{i}") for i, src in enumerate(CELLS)])))
-    page = steps.watch(e2e_browser.new_page(viewport={"width": 1300, "height": 1000}))
+    page = steps.watch(browser.new_page(viewport={"width": 1300, "height": 1000}))
     widget = page.locator(".lens-widget").first
     canvas = widget.locator("canvas.lw-canvas")
 

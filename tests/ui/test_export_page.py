@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 import re
 
-import numpy as np
 import pytest
-from conftest import cell_xy, widget_state
+from ui_support import cell_xy, widget_state
 from fakes import make_result
 
 from lens_widget.export import standalone_html

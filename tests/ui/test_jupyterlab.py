@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import CELL_H, CELL_W, HEAD_H, HEAD_W
+from browser_support import CELL_H, CELL_W, HEAD_H, HEAD_W, free_port
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -40,12 +39,6 @@ w
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 APPS = {
     # app -> (python -m module, page path)
     "jupyterlab": ("jupyterlab", "/lab/tree/lens.ipynb?reset"),
@@ -65,7 +58,7 @@ def lab(request, tmp_path_factory):
         "nbformat": 4, "nbformat_minor": 5,
     }
     (tmp / "lens.ipynb").write_text(json.dumps(nb))
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ, JUPYTER_CONFIG_DIR=str(tmp / "cfg"), JUPYTERLAB_SETTINGS_DIR=str(tmp / "settings"),
                JUPYTERLAB_WORKSPACES_DIR=str(tmp / "ws"), PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     log = open(tmp / "lab.log", "w")

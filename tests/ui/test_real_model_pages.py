@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import cell_xy
+from ui_support import cell_xy
 
 from lens_widget import LogitLens
 from lens_widget.tokens import display_token

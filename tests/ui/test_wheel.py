@@ -8,7 +8,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from conftest import require_bundle
+from browser_support import require_bundle
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,0 +1,51 @@
+"""What every browser test shares: Debian's Chromium, its launch flags, the grid's geometry."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+# Playwright's own browser download does not work here; without the networking flags Chromium
+# keeps trying (and failing) to reach Google's hosts.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+# Geometry of the grid (js/src/grid.ts), not transposed: row 0 is the final layer, frozen at the top.
+HEAD_W, HEAD_H, CELL_W, CELL_H = 52, 22, 56, 20
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def require_bundle() -> None:
+    from lens_widget.export import BUNDLE_PATH
+
+    if not BUNDLE_PATH.exists():
+        pytest.fail(
+            f"front-end bundle {BUNDLE_PATH} is missing: run `bash scripts/setup.sh` "
+            "(or `cd js && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci && npm run build`)",
+            pytrace=False,
+        )
+
+
+def require_browser_tools() -> None:
+    require_bundle()
+    if not Path(CHROMIUM).exists():
+        pytest.fail(
+            f"no Chromium at {CHROMIUM}: install Debian's chromium or set CHROMIUM_PATH "
+            "(or deselect these tests with -m 'not browser')",
+            pytrace=False,
+        )
