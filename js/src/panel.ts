@@ -17,10 +17,22 @@ export interface PanelHost {
   status(text: string, isError?: boolean): void;
 }
 
+/** What the trajectory chart plots across layers. */
+export type TrajMetric = "probability" | "logit" | "rank";
+const TRAJ_METRICS: TrajMetric[] = ["probability", "logit", "rank"];
+
 interface TrajSeries {
   id: number;
-  probs: (number | null)[];
+  /** the chosen metric at every site (null where unknown) */
+  values: (number | null)[];
   partial: boolean;
+}
+
+/** One token's kernel trajectory (all three metrics, one value per site). */
+interface TrajRow {
+  probs: number[];
+  logits: number[];
+  ranks: number[];
 }
 
 export class Panel {
@@ -34,6 +46,10 @@ export class Panel {
   private cell: Cell | null = null;
   private chosen: number[] = [];
   private trajToken = 0;
+  private trajMetric: TrajMetric = "probability";
+  private trajTitle: HTMLSpanElement;
+  /** kernel trajectories for `lens` and column `col`, by token id (the reply carries every metric) */
+  private trajCache: { lens: LensData; col: number; rows: Map<number, TrajRow> } | null = null;
   private alive = true;
 
   constructor(parent: HTMLElement, private host: PanelHost) {
@@ -41,7 +57,18 @@ export class Panel {
     this.pins = h("div", "lw-pins");
     this.detail = h("div", "lw-detail");
     const trajBox = h("div", "lw-traj");
-    trajBox.append(h("div", "lw-traj-title", "probability across layers"));
+    const head = h("div", "lw-traj-head");
+    this.trajTitle = h("span", "lw-traj-title", "probability across layers");
+    const pick = h("select", "lw-traj-metric", undefined, { "aria-label": "trajectory metric", title: "what the chart plots" });
+    for (const m of TRAJ_METRICS) pick.appendChild(h("option", "", m, { value: m }));
+    pick.value = this.trajMetric;
+    pick.onchange = () => {
+      this.trajMetric = TRAJ_METRICS.includes(pick.value as TrajMetric) ? (pick.value as TrajMetric) : "probability";
+      this.trajTitle.textContent = `${this.trajMetric} across layers`;
+      this.drawTrajectory();
+    };
+    head.append(this.trajTitle, pick);
+    trajBox.append(head);
     this.chart = h("canvas", "lw-chart");
     this.chart.width = 320;
     this.chart.height = 140;
@@ -159,56 +186,87 @@ export class Panel {
     }
   }
 
-  /** Probability of every chosen token at every site for the current column. */
+  /** The chosen metric of every chosen token at every site for the current column. */
   private async drawTrajectory(): Promise<void> {
     const lens = this.lens;
     const cell = this.cell;
+    const metric = this.trajMetric;
     const ctx = this.chart.getContext ? this.chart.getContext("2d") : null;
     const token = ++this.trajToken;
     this.chartNote.textContent = "";
+    this.chart.dataset.metric = metric;
     if (!lens || !cell) {
       ctx?.clearRect(0, 0, this.chart.width, this.chart.height);
       return;
     }
+    const col = cell.col;
+    if (!this.trajCache || this.trajCache.lens !== lens || this.trajCache.col !== col)
+      this.trajCache = { lens, col, rows: new Map() };
+    const cache = this.trajCache.rows;
     const series: TrajSeries[] = [];
     const missing: number[] = [];
     for (const id of this.chosen) {
       const m = lens.trackedIds.indexOf(id);
-      const probs: (number | null)[] = [];
+      const values: (number | null)[] = [];
       let partial = false;
+      const known = cache.get(id);
       for (let s = 0; s < lens.S; s++) {
-        const i = s * lens.P + cell.col;
-        if (m >= 0) probs.push(lens.trackedProb[i * lens.M + m]);
-        else {
+        const i = s * lens.P + col;
+        if (m >= 0) {
+          const src = metric === "logit" ? lens.trackedLogit : metric === "rank" ? lens.trackedRank : lens.trackedProb;
+          values.push(src[i * lens.M + m]);
+        } else if (known) {
+          values.push((metric === "logit" ? known.logits : metric === "rank" ? known.ranks : known.probs)[s] ?? null);
+        } else if (metric === "probability") {
+          // the data only has top-k probabilities for untracked tokens
           let p: number | null = null;
           for (let j = 0; j < lens.k; j++) if (lens.topkIds[i * lens.k + j] === id) p = lens.topkProbs[i * lens.k + j];
           if (p === null) partial = true;
-          probs.push(p);
+          values.push(p);
+        } else {
+          // logits and ranks of untracked tokens are not in the data: only the kernel has them
+          partial = true;
+          values.push(null);
         }
       }
       if (partial) missing.push(id);
-      series.push({ id, probs, partial });
+      series.push({ id, values, partial });
     }
-    this.paintChart(ctx, lens, series);
+    this.paintChart(ctx, lens, series, metric);
     if (missing.length === 0) return;
     try {
-      const r = await this.host.req.request<{ probs: Float32Array }>("trajectory", { col: cell.col, token_ids: missing });
+      const r = await this.host.req.request<{ probs: Float32Array; logits?: Float32Array; ranks?: Int32Array }>("trajectory", {
+        col,
+        token_ids: missing,
+      });
       if (!this.alive || token !== this.trajToken) return;
-      for (const s of series) {
-        const j = missing.indexOf(s.id);
-        if (j < 0) continue;
-        s.probs = s.probs.map((_, site) => r.probs[site * missing.length + j]);
+      const n = missing.length;
+      const column = (a: ArrayLike<number> | undefined, j: number) =>
+        Array.from({ length: lens.S }, (_, site) => (a && site * n + j < a.length ? a[site * n + j] : NaN));
+      missing.forEach((id, j) => {
+        const row = { probs: column(r.probs, j), logits: column(r.logits, j), ranks: column(r.ranks, j) };
+        if (this.trajCache?.lens === lens && this.trajCache.col === col) this.trajCache.rows.set(id, row);
+        const s = series.find((x) => x.id === id);
+        if (!s) return;
+        s.values = metric === "logit" ? row.logits : metric === "rank" ? row.ranks : row.probs;
         s.partial = false;
-      }
-      this.paintChart(ctx, lens, series);
+      });
+      this.paintChart(ctx, lens, series, metric);
     } catch (e) {
       if (!this.alive || token !== this.trajToken) return;
-      this.chartNote.textContent = `dotted: known only where in the top-${lens.k} (${(e as Error).message})`;
+      const why = (e as Error).message;
+      this.chartNote.textContent =
+        metric === "probability"
+          ? `dotted: known only where in the top-${lens.k} (${why})`
+          : `the ${metric} of an untracked token needs the kernel; track the token to keep its ${metric} in the data (${why})`;
     }
   }
 
-  private paintChart(ctx: CanvasRenderingContext2D | null, lens: LensData, series: TrajSeries[]): void {
-    this.chart.dataset.series = JSON.stringify(series.map((s) => ({ id: s.id, partial: s.partial })));
+  private paintChart(ctx: CanvasRenderingContext2D | null, lens: LensData, series: TrajSeries[], metric: TrajMetric): void {
+    this.chart.dataset.metric = metric;
+    this.chart.dataset.series = JSON.stringify(
+      series.map((s) => ({ id: s.id, partial: s.partial, values: s.values.map((v) => (v === null || !Number.isFinite(v) ? null : v)) })),
+    );
     if (!ctx) return;
     const W = this.chart.width;
     const H = this.chart.height;
@@ -216,17 +274,44 @@ export class Panel {
     const fg = cs.getPropertyValue("--lw-fg").trim() || "#111";
     const line = cs.getPropertyValue("--lw-line").trim() || "#ccc";
     ctx.clearRect(0, 0, W, H);
-    const L = 28;
+    ctx.font = "10px system-ui, sans-serif";
+    // the y axis: probability 0..1; logit min..max of what is plotted; rank on a log scale, 1 at the top
+    const finite: number[] = [];
+    for (const s of series) for (const v of s.values) if (v !== null && Number.isFinite(v)) finite.push(v);
+    let top = 1;
+    let bottom = 0;
+    let frac: (v: number) => number = (v) => v; // 0 at the bottom, 1 at the top
+    let topLabel = "1";
+    let bottomLabel = "0";
+    if (metric === "logit") {
+      let lo = finite.length ? Math.min(...finite) : 0;
+      let hi = finite.length ? Math.max(...finite) : 1;
+      if (hi - lo < 1e-6) {
+        lo -= 0.5;
+        hi += 0.5;
+      }
+      top = hi;
+      bottom = lo;
+      frac = (v) => (v - bottom) / (top - bottom);
+      const fmt = (v: number) => (Math.abs(v) >= 100 ? v.toFixed(0) : v.toFixed(1));
+      topLabel = fmt(top);
+      bottomLabel = fmt(bottom);
+    } else if (metric === "rank") {
+      const maxRank = Math.max(2, ...finite.map((v) => Math.max(1, v)));
+      frac = (v) => 1 - Math.log(Math.max(1, v)) / Math.log(maxRank);
+      topLabel = "1";
+      bottomLabel = String(Math.round(maxRank));
+    }
+    const L = Math.max(28, Math.ceil(Math.max(ctx.measureText(topLabel).width, ctx.measureText(bottomLabel).width)) + 8);
     const B = 16;
     const x = (s: number) => L + (lens.S > 1 ? (s / (lens.S - 1)) * (W - L - 6) : 0);
-    const y = (p: number) => 4 + (1 - p) * (H - B - 8);
+    const y = (v: number) => 4 + (1 - frac(v)) * (H - B - 8);
     ctx.strokeStyle = line;
     ctx.lineWidth = 1;
     ctx.strokeRect(L, 4, W - L - 6, H - B - 8);
     ctx.fillStyle = fg;
-    ctx.font = "10px system-ui, sans-serif";
-    ctx.fillText("1", 4, y(1) + 4);
-    ctx.fillText("0", 4, y(0));
+    ctx.fillText(topLabel, 4, 4 + 4);
+    ctx.fillText(bottomLabel, 4, H - B - 4);
     ctx.fillText(lens.siteLabels[0] ?? "", L, H - 3);
     const last = lens.siteLabels[lens.S - 1] ?? "";
     ctx.fillText(last, W - 6 - ctx.measureText(last).width, H - 3);
@@ -238,15 +323,15 @@ export class Panel {
       ctx.setLineDash(s.partial ? [3, 3] : []);
       ctx.beginPath();
       let started = false;
-      s.probs.forEach((p, site) => {
-        if (p === null || !Number.isFinite(p)) {
+      s.values.forEach((v, site) => {
+        if (v === null || !Number.isFinite(v)) {
           started = false;
           return;
         }
-        if (!started) ctx.moveTo(x(site), y(p));
-        else ctx.lineTo(x(site), y(p));
+        if (!started) ctx.moveTo(x(site), y(v));
+        else ctx.lineTo(x(site), y(v));
         started = true;
-        ctx.fillRect(x(site) - 1.5, y(p) - 1.5, 3, 3);
+        ctx.fillRect(x(site) - 1.5, y(v) - 1.5, 3, 3);
       });
       ctx.stroke();
       ctx.setLineDash([]);

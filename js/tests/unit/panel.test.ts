@@ -3,7 +3,7 @@ import { render } from "../../src/widget";
 import { Grid } from "../../src/grid";
 import { decodeLens } from "../../src/data";
 import { metricView } from "../../src/color";
-import { FakeModel, makeData } from "../fixture";
+import { FakeModel, makeData, wire } from "../fixture";
 
 const tick = () => new Promise((r) => setTimeout(r, 0));
 
@@ -70,6 +70,152 @@ describe("detail panel", () => {
     await tick();
     expect(el.querySelector(".lw-error")!.textContent).toBe("prompt too long");
     expect(el.querySelector("canvas.lw-canvas")).toBeTruthy();
+    cleanup();
+  });
+});
+
+type Series = { id: number; partial: boolean; values: (number | null)[] };
+const seriesOf = (el: HTMLElement): Series[] => JSON.parse(el.querySelector<HTMLCanvasElement>("canvas.lw-chart")!.dataset.series!);
+function setTrajMetric(el: HTMLElement, value: string) {
+  const sel = el.querySelector<HTMLSelectElement>("select.lw-traj-metric")!;
+  sel.value = value;
+  sel.dispatchEvent(new Event("change"));
+}
+
+describe("trajectory metric", () => {
+  it("plots the tracked tokens' probability, logit and rank from data without asking the kernel", async () => {
+    const data = makeData(4, 6, 3);
+    const S = 4, P = 6, n = S * P;
+    // distinct values per cell and token, so the test can tell which array was read
+    data.tracked_logit = wire("float32", [S, P, 2], Array.from({ length: n * 2 }, (_, i) => i * 0.25 - 3));
+    data.tracked_rank = wire("int32", [S, P, 2], Array.from({ length: n * 2 }, (_, i) => 1 + i * 7));
+    data.tracked_prob = wire("float32", [S, P, 2], Array.from({ length: n * 2 }, (_, i) => (i + 1) / (n * 2 + 1)));
+    const lens = decodeLens(data)!;
+    // column 0: the final top-1 (3) and the next token (input_ids[1] = 3) are the tracked token 3 (m = 0)
+    const model = new FakeModel({ data, selected: { site: 1, col: 0, position: 0 } });
+    const el = document.createElement("div");
+    const cleanup = render({ model: model as never, el });
+    const chart = el.querySelector<HTMLCanvasElement>("canvas.lw-chart")!;
+    const sel = el.querySelector<HTMLSelectElement>("select.lw-traj-metric")!;
+    expect(Array.from(sel.options).map((o) => o.value)).toEqual(["probability", "logit", "rank"]);
+    expect(sel.value).toBe("probability");
+    expect(chart.dataset.metric).toBe("probability");
+    const col = (a: ArrayLike<number>) => Array.from({ length: S }, (_, s) => a[(s * P + 0) * lens.M + 0]);
+    expect(seriesOf(el)).toEqual([{ id: 3, partial: false, values: col(lens.trackedProb) }]);
+
+    setTrajMetric(el, "logit");
+    expect(chart.dataset.metric).toBe("logit");
+    expect(el.querySelector(".lw-traj-title")!.textContent).toBe("logit across layers");
+    expect(seriesOf(el)).toEqual([{ id: 3, partial: false, values: col(lens.trackedLogit) }]);
+
+    setTrajMetric(el, "rank");
+    expect(chart.dataset.metric).toBe("rank");
+    expect(seriesOf(el)).toEqual([{ id: 3, partial: false, values: col(lens.trackedRank) }]);
+
+    setTrajMetric(el, "probability");
+    expect(seriesOf(el)[0].values).toEqual(col(lens.trackedProb));
+    await tick();
+    expect(model.sent.filter((m) => m.type === "trajectory")).toHaveLength(0);
+    expect(el.querySelector(".lw-traj .lw-note")!.textContent).toBe("");
+    cleanup();
+  });
+
+  it("asks the kernel for the logits and ranks of untracked tokens, and says so when there is none", async () => {
+    const model = new FakeModel({ data: makeData(4, 6, 3), selected: { site: 1, col: 2, position: 2 } });
+    const el = document.createElement("div");
+    const cleanup = render({ model: model as never, el });
+    // column 2: final top-1 is 5 and the next token is 1, neither tracked nor always in the top-k
+    const first = model.sent.filter((m) => m.type === "trajectory");
+    expect(first).toHaveLength(1);
+    expect(first[0].token_ids).toEqual([5, 1]);
+
+    setTrajMetric(el, "logit");
+    const asks = model.sent.filter((m) => m.type === "trajectory");
+    expect(asks).toHaveLength(2);
+    expect(asks[1]).toMatchObject({ col: 2, token_ids: [5, 1] });
+    // until the kernel answers, untracked logits are unknown (the data has only top-k probabilities)
+    expect(seriesOf(el)).toEqual([
+      { id: 5, partial: true, values: [null, null, null, null] },
+      { id: 1, partial: true, values: [null, null, null, null] },
+    ]);
+    const probs = new Float32Array(8).fill(0.3);
+    const logits = new Float32Array([1, -1, 2, -2, 3, -3, 4, -4]);
+    const ranks = new Int32Array([9, 40, 5, 30, 2, 20, 1, 10]);
+    reply(model, "trajectory", {
+      token_ids: [5, 1],
+      probs: { dtype: "float32", shape: [4, 2], buffer_index: 0 },
+      logits: { dtype: "float32", shape: [4, 2], buffer_index: 1 },
+      ranks: { dtype: "int32", shape: [4, 2], buffer_index: 2 },
+    }, [new DataView(probs.buffer), new DataView(logits.buffer), new DataView(ranks.buffer)]);
+    await tick();
+    expect(el.querySelector<HTMLCanvasElement>("canvas.lw-chart")!.dataset.metric).toBe("logit");
+    expect(seriesOf(el)).toEqual([
+      { id: 5, partial: false, values: [1, 2, 3, 4] },
+      { id: 1, partial: false, values: [-1, -2, -3, -4] },
+    ]);
+    expect(el.querySelector(".lw-traj .lw-note")!.textContent).toBe("");
+
+    // the reply carried every metric: rank needs no second request for this column
+    setTrajMetric(el, "rank");
+    expect(model.sent.filter((m) => m.type === "trajectory")).toHaveLength(2);
+    expect(seriesOf(el).map((s) => s.values)).toEqual([[9, 5, 2, 1], [40, 30, 20, 10]]);
+    cleanup();
+  });
+
+  it("labels the y axis per metric: 1/0, logit min/max, rank 1 at the top and the largest rank (log scale)", () => {
+    const texts: [string, number][] = []; // [text, x]
+    const points: [number, number][] = [];
+    const ctx = new Proxy({}, {
+      get: (_t, k) => {
+        if (k === "fillText") return (t: string, x: number) => texts.push([t, x]);
+        if (k === "measureText") return (t: string) => ({ width: t.length * 6 });
+        if (k === "moveTo" || k === "lineTo") return (x: number, y: number) => points.push([x, y]);
+        return () => {};
+      },
+      set: () => true,
+    });
+    const orig = HTMLCanvasElement.prototype.getContext;
+    HTMLCanvasElement.prototype.getContext = function () { return ctx; } as never;
+    try {
+      const model = new FakeModel({ data: makeData(4, 6, 3), selected: { site: 1, col: 0, position: 0 } });
+      const el = document.createElement("div");
+      const cleanup = render({ model: model as never, el });
+      const labels = () => texts.filter(([, x]) => x === 4).map(([t]) => t); // the y-axis labels sit at x = 4
+      expect(labels()).toEqual(["1", "0"]);
+      texts.length = 0;
+      setTrajMetric(el, "logit"); // token 3's tracked logit is 2 everywhere: a flat line in the middle
+      expect(labels()).toEqual(["2.5", "1.5"]);
+      texts.length = 0;
+      points.length = 0;
+      setTrajMetric(el, "rank"); // rank 1 everywhere: on the top edge (y = 4)
+      expect(labels()).toEqual(["1", "2"]);
+      expect(points.every(([, y]) => y === 4)).toBe(true);
+      cleanup();
+    } finally {
+      HTMLCanvasElement.prototype.getContext = orig;
+    }
+  });
+
+  it("an exported page (no kernel) explains what is missing for each metric", async () => {
+    const model = new FakeModel({ data: makeData(4, 6, 3), selected: { site: 1, col: 2, position: 2 } });
+    const el = document.createElement("div");
+    const cleanup = render({ model: model as never, el });
+    const fail = () => {
+      const msg = [...model.sent].reverse().find((m) => m.type === "trajectory")!;
+      model.emit("msg:custom", { type: "reply", request_id: msg.request_id, ok: false, error: "no kernel (exported page)" }, []);
+    };
+    const note = () => el.querySelector(".lw-traj .lw-note")!.textContent;
+    fail();
+    await tick();
+    expect(note()).toBe("dotted: known only where in the top-3 (no kernel (exported page))");
+    expect(seriesOf(el).every((s) => s.partial)).toBe(true);
+    setTrajMetric(el, "rank");
+    expect(note()).toBe("");
+    fail();
+    await tick();
+    expect(note()).toContain("rank of an untracked token needs the kernel");
+    expect(note()).toContain("track the token");
+    expect(seriesOf(el).every((s) => s.partial && s.values.every((v) => v === null))).toBe(true);
     cleanup();
   });
 });
