@@ -7,7 +7,7 @@ Variants, each in its own fresh subprocess per repeat (repeats interleaved, so a
 neighbour on the shared cores hits all variants alike):
 
 * ``lens``    -- ``LogitLens(hm).run(prompt, k=10, progress=False)``, end to end (forward,
-  reductions, building the LensResult). The prompt is fed as exact token ids (see ``_ids_model``).
+  reductions, building the LensResult). The prompt is fed as exact token ids.
 * ``naive``   -- full materialisation: ``output_hidden_states=True``, per-layer final norm,
   ``[sites, T, V]`` float32 logits, rank by ``(logits > target).sum``, top-k, log-softmax,
   softmax, entropy, KL. Capped: when ``3 x sites x T x V x 4`` bytes exceeds ``--naive-cap-gb``
@@ -23,9 +23,8 @@ Memory: the peak resident set size is reset (``/proc/self/clear_refs`` = 5) afte
 warm-up; ``growth`` = ``ru_maxrss`` after the call minus RSS at the reset.
 
     python bench/lens_bench.py [--lengths 128,512,1024] [--repeats 3] [--quick]
-    python bench/lens_bench.py --profile 512        # where the lens's time goes (in process)
 
-Writes ``bench/out/lens_bench.json`` (``--profile``: ``bench/out/lens_profile.json``).
+Writes ``bench/out/lens_bench.json``.
 """
 
 from __future__ import annotations
@@ -124,22 +123,13 @@ def prompt_ids(hm, n: int, text: str = TEXT) -> list[int]:
     return ids[:n]
 
 
-def _ids_model(hm, ids: list[int]):
-    """``hm`` whose ``encode`` returns exactly ``ids``: ``LogitLens.run`` takes only strings, and
-    decode -> re-encode of a truncated text need not give back the same ids (or count)."""
-    text = hm.tokenizer.decode(ids)
-    hm.encode = lambda prompts: hm.pad([list(ids)], [text])  # instance attribute, bench only
-    return text
-
-
 # ------------------------------------------------------------------------------------------
 # the variants (each returns (arrays to compare or None, extra info))
 # ------------------------------------------------------------------------------------------
 def run_lens(hm, ids, args):
     from lens_widget import LogitLens
 
-    text = _ids_model(hm, ids)
-    res = LogitLens(hm).run(text, k=K, progress=False)
+    res = LogitLens(hm).run(list(ids), k=K, progress=False)
     arrays = {
         "topk_ids": res.topk_ids[0],
         "topk_probs": res.topk_probs[0],
@@ -501,411 +491,6 @@ def print_table(result: dict) -> None:
     print("\ntargets: " + ", ".join(f"{k}={'PASS' if v else 'FAIL'}" for k, v in result["targets"].items()))
 
 
-# ------------------------------------------------------------------------------------------
-# --profile: where the lens's time goes, and prototypes of the fixes (all in this process)
-# ------------------------------------------------------------------------------------------
-class _Timer:
-    def __init__(self) -> None:
-        self.t: dict[str, float] = {}
-
-    def __call__(self, name: str):
-        timer = self
-
-        class _Ctx:
-            def __enter__(self):
-                self.t0 = time.perf_counter()
-
-            def __exit__(self, *exc):
-                timer.t[name] = timer.t.get(name, 0.0) + time.perf_counter() - self.t0
-
-        return _Ctx()
-
-
-def _timed_reducer(T: _Timer):
-    """A copy of ``ChunkReducer.reduce`` (lens_widget as of this bench) with a timer per pass."""
-    import torch
-
-    from lens_widget.lens import ChunkReducer
-
-    class TimedReducer(ChunkReducer):
-        @torch.inference_mode()
-        def final_distribution(self, h, apply_norm=True):
-            with T("final_distribution"):
-                return super().final_distribution(h, apply_norm)
-
-        @torch.inference_mode()
-        def reduce(self, h, next_ids, tracked, final=None, group=1, apply_norm=True):
-            r = h.shape[0]
-            with T("norm+matmul"):
-                z = self.decoder.logits(h, apply_norm, out=self.z[:r])
-            with T("gather"):
-                has_next = next_ids >= 0
-                nidx = next_ids.clamp(min=0).to(z.device)[:, None]
-                next_logit = z.gather(1, nidx)
-            with T("rank"):
-                next_rank = self._rank(z, next_logit)
-            assert int(tracked.numel()) == 0
-            tracked_logit = z.new_empty(r, 0)
-            tracked_rank = torch.empty(r, 0, dtype=torch.int32, device=z.device)
-            with T("topk"):
-                top_logits, top_ids = torch.topk(z, self.k, dim=-1)
-            with T("logsumexp"):
-                lse = torch.logsumexp(z, dim=-1)
-            with T("isfinite"):
-                nonfinite = ~torch.isfinite(lse) | ~torch.isfinite(h).all(-1).to(z.device)
-            with T("sub_lse"):
-                logp = z.sub_(lse[:, None])
-            with T("entropy"):
-                scratch = self.p[:r]
-                neg_entropy = torch.mul(torch.exp(logp, out=scratch), logp, out=scratch).sum(-1)
-            with T("small"):
-                out = {
-                    "topk_ids": top_ids,
-                    "topk_logits": top_logits,
-                    "topk_probs": (top_logits - lse[:, None]).exp(),
-                    "entropy": -neg_entropy,
-                    "next_logit": next_logit[:, 0],
-                    "next_prob": (next_logit[:, 0] - lse).exp(),
-                    "next_rank": next_rank,
-                    "tracked_logit": tracked_logit,
-                    "tracked_prob": (tracked_logit - lse[:, None]).exp(),
-                    "tracked_rank": tracked_rank,
-                    "nonfinite": nonfinite,
-                }
-            with T("kl"):
-                if final is not None:
-                    p_final, neg_h_final = final
-                    n_pos = r // group
-                    prod = torch.mul(logp.view(n_pos, group, -1), p_final[:n_pos, None, :], out=scratch.view(n_pos, group, -1))
-                    out["kl"] = neg_h_final[:n_pos].repeat_interleave(group) - prod.sum(-1).view(-1)
-            with T("small"):
-                nan = torch.tensor(float("nan"), device=z.device)
-                for key in ("next_logit", "next_prob"):
-                    out[key] = torch.where(has_next.to(z.device), out[key], nan)
-                out["next_rank"] = torch.where(has_next.to(z.device), out["next_rank"], torch.zeros_like(out["next_rank"]))
-                assert not bool(nonfinite.any())
-            return out
-
-    return TimedReducer
-
-
-_FUSED: dict = {}
-
-
-def _fused_stats(compiled: bool, acc64: bool = True):
-    """rank, lse, -entropy, sum(p_final * logp) of ``z [n, g, V]`` in one fused kernel.
-
-    ``acc64``: float32 elementwise math, float64 accumulators (inductor's vectorised float32
-    row sums lose ~1e-4 relative over 49k terms; torch's eager sum is cascaded and does not)."""
-    import torch
-
-    key = ("fused", compiled, acc64)
-    if key not in _FUSED:
-        acc = torch.float64 if acc64 else torch.float32
-
-        def fused(z, t, p_f):  # z [n, g, V], t [n, g, 1], p_f [n, 1, V]
-            rank = (z > t).sum(-1, dtype=torch.int32) + 1
-            m = z.amax(-1, keepdim=True)
-            lse = (m + torch.log(torch.exp(z - m).to(acc).sum(-1, keepdim=True))).float()
-            logp = z - lse
-            neg_entropy = (torch.exp(logp) * logp).to(acc).sum(-1).float()
-            cross = (p_f * logp).to(acc).sum(-1).float()
-            return rank, lse[..., 0], neg_entropy, cross
-
-        _FUSED[key] = torch.compile(fused, dynamic=True) if compiled else fused
-    return _FUSED[key]
-
-
-def _micro(hm, ids, reps: int = 5) -> dict:
-    """Min-of-``reps`` time of each pass on one real chunk (27 positions x 31 sites = 837 rows),
-    robust to a noisy neighbour, and the accuracy of entropy / KL against float64."""
-    import torch
-
-    from lens_widget.hooked import _select_matrix
-    from lens_widget.lens import Decoder
-
-    dec = Decoder(hm)
-    sites = hm.default_sites()
-    npos = 27
-    acts, _ = hm.run_with_sites(hm.pad([ids[:64]]), sites, _select_matrix([list(range(64))])[0])
-    with torch.inference_mode():
-        h = torch.stack([acts[s][0, 64 - npos :] for s in sites], 1).reshape(-1, acts[sites[0]].shape[-1])
-        x = dec.prepare(h)
-        r, V = x.shape[0], dec.vocab
-        W = dec.weight
-        z0 = x @ W.T
-        z = torch.empty_like(z0)
-        scratch = torch.empty_like(z0)
-        mask = torch.empty(r, V, dtype=torch.bool)
-        nxt = torch.tensor(ids[65 - npos : 65]).repeat_interleave(len(sites))
-        t = z0.gather(1, nxt[:, None])
-        fin = z0.view(npos, len(sites), V)[:, -1]
-        logp_f = torch.log_softmax(fin, -1)
-        p_f = logp_f.exp()
-        neg_h_f = (p_f * logp_f).sum(-1)
-        # float64 reference from the same float32 logits: the error of the reductions alone
-        z64 = z0.double()
-        lp64 = torch.log_softmax(z64, -1)
-        ent64 = -(lp64.exp() * lp64).sum(-1)
-        lpf64 = torch.log_softmax(fin.double(), -1)
-        kl64 = (lpf64.exp()[:, None, :] * (lpf64[:, None, :] - lp64.view(npos, len(sites), V))).sum(-1).reshape(-1)
-        del z64, lp64
-
-        def best(fn, prep=None):
-            ts = []
-            for _ in range(reps):
-                if prep:
-                    prep()
-                t0 = time.perf_counter()
-                fn()
-                ts.append(time.perf_counter() - t0)
-            return min(ts)
-
-        reset = lambda: z.copy_(z0)  # noqa: E731
-        res: dict = {"rows": r, "vocab": V, "passes_s": {}}
-        P = res["passes_s"]
-        P["gemm"] = best(lambda: torch.matmul(x, W.T, out=z))
-        P["rank (gt+uint8 sum)"] = best(lambda: torch.gt(z, t, out=mask).view(torch.uint8).sum(-1, dtype=torch.int32), reset)
-        P["topk"] = best(lambda: torch.topk(z, K, dim=-1), reset)
-        P["logsumexp"] = best(lambda: torch.logsumexp(z, dim=-1), reset)
-        lse = torch.logsumexp(z0, dim=-1)
-        P["sub_lse"] = best(lambda: z.sub_(lse[:, None]), reset)
-        z.copy_(z0).sub_(lse[:, None])
-        P["entropy (exp,mul,sum)"] = best(lambda: torch.mul(torch.exp(z, out=scratch), z, out=scratch).sum(-1))
-        P["kl (mul,sum)"] = best(lambda: torch.mul(z.view(npos, len(sites), V), p_f[:, None, :], out=scratch.view(npos, len(sites), V)).sum(-1))
-        lib_ent = -torch.mul(torch.exp(z, out=scratch), z, out=scratch).sum(-1)
-        lib_kl = neg_h_f.repeat_interleave(len(sites)) - torch.mul(z.view(npos, len(sites), V), p_f[:, None, :], out=scratch.view(npos, len(sites), V)).sum(-1).view(-1)
-        P["library reductions (sum)"] = sum(v for k, v in P.items() if k != "gemm")
-        acc = {"library": {"entropy_max_abs_err": float((lib_ent.double() - ent64).abs().max()),
-                           "kl_max_abs_err": float((lib_kl.double() - kl64).abs().max())}}
-        reset()
-        for name, compiled, acc64 in (("fused eager", False, True), ("fused compiled fp32-acc", True, False),
-                                      ("fused compiled fp64-acc", True, True)):
-            f = _fused_stats(compiled, acc64)
-            args3 = (z0.view(npos, len(sites), V), t.view(npos, len(sites), 1), p_f[:, None, :])
-            t0 = time.perf_counter()
-            f(*args3)
-            first = time.perf_counter() - t0
-            P[name] = best(lambda: f(*args3))
-            rank, _, neg_ent, cross = f(*args3)
-            kl = neg_h_f.repeat_interleave(len(sites)) - cross.reshape(-1)
-            acc[name] = {"entropy_max_abs_err": float((-neg_ent.reshape(-1).double() - ent64).abs().max()),
-                         "kl_max_abs_err": float((kl.double() - kl64).abs().max()),
-                         "ranks_equal_library": bool((rank.reshape(-1) == (z0 > t).sum(-1) + 1).all()),
-                         "first_call_s": first}
-        res["accuracy_vs_float64"] = acc
-        res["ns_per_element"] = {k: v / (r * V) * 1e9 for k, v in P.items()}
-    return res
-
-
-def _proto_reducer(T: _Timer, compiled: bool = True):
-    """Prototype: one logits buffer, GEMM -> top-k -> one fused pass (rank, lse, entropy, KL)."""
-    import torch
-
-    from lens_widget.lens import ChunkReducer
-
-    class ProtoReducer(ChunkReducer):
-        def __init__(self, decoder, max_rows, k):
-            self.decoder, self.k, self.max_rows = decoder, min(k, decoder.vocab), max_rows
-            self.z = torch.empty(max_rows, decoder.vocab, dtype=torch.float32, device=decoder.device)
-
-        @torch.inference_mode()
-        def final_distribution(self, h, apply_norm=True):
-            with T("final_distribution"):
-                logp = torch.log_softmax(self.decoder.logits(h, apply_norm), dim=-1)
-                p = logp.exp()
-                return p, (p * logp).sum(-1)
-
-        @torch.inference_mode()
-        def reduce(self, h, next_ids, tracked, final=None, group=1, apply_norm=True):
-            r = h.shape[0]
-            with T("norm+matmul"):
-                z = self.decoder.logits(h, apply_norm, out=self.z[:r])
-            assert final is not None and int(tracked.numel()) == 0
-            p_final, neg_h_final = final
-            n_pos = r // group
-            with T("gather"):
-                has_next = next_ids >= 0
-                next_logit = z.gather(1, next_ids.clamp(min=0)[:, None])
-            with T("topk"):
-                top_logits, top_ids = torch.topk(z, self.k, dim=-1)
-            with T("fused rank+lse+entropy+kl"):
-                rank, lse, neg_entropy, cross = _fused_stats(compiled, acc64=True)(
-                    z.view(n_pos, group, -1), next_logit.view(n_pos, group, 1), p_final[:n_pos, None, :]
-                )
-            with T("small"):
-                rank, lse, neg_entropy, cross = (x.reshape(-1) for x in (rank, lse, neg_entropy, cross))
-                nonfinite = ~torch.isfinite(lse) | ~torch.isfinite(h).all(-1)
-                assert not bool(nonfinite.any())
-                nan = torch.tensor(float("nan"))
-                out = {
-                    "topk_ids": top_ids,
-                    "topk_logits": top_logits,
-                    "topk_probs": (top_logits - lse[:, None]).exp(),
-                    "entropy": -neg_entropy,
-                    "next_logit": torch.where(has_next, next_logit[:, 0], nan),
-                    "next_prob": torch.where(has_next, (next_logit[:, 0] - lse).exp(), nan),
-                    "next_rank": torch.where(has_next, rank, torch.zeros_like(rank)),
-                    "tracked_logit": z.new_empty(r, 0),
-                    "tracked_prob": z.new_empty(r, 0),
-                    "tracked_rank": torch.empty(r, 0, dtype=torch.int32),
-                    "nonfinite": nonfinite,
-                    "kl": neg_h_final[:n_pos].repeat_interleave(group) - cross,
-                }
-            return out
-
-    return ProtoReducer
-
-
-def _lens_once(hm, ids, reducer_cls, T: _Timer, budget: int):
-    """One ``LogitLens.run`` with ``reducer_cls`` patched in and the forward / store timed."""
-    import lens_widget.lens as L
-    from lens_widget import LogitLens
-
-    orig_cls, orig_put, orig_rws = L.ChunkReducer, L._ResultStore.put, hm.run_with_sites
-
-    def put(self, *a, **kw):
-        with T("store.put"):
-            return orig_put(self, *a, **kw)
-
-    def rws(*a, **kw):
-        with T("forward"):
-            return orig_rws(*a, **kw)
-
-    reducer_cls.rows_for_budget = staticmethod(orig_cls.rows_for_budget)
-    L.ChunkReducer, L._ResultStore.put, hm.run_with_sites = reducer_cls, put, rws
-    try:
-        text = _ids_model(hm, ids)
-        t0 = time.perf_counter()
-        res = LogitLens(hm, memory_budget=budget).run(text, k=K, progress=False)
-        wall = time.perf_counter() - t0
-    finally:
-        L.ChunkReducer, L._ResultStore.put = orig_cls, orig_put
-        del hm.run_with_sites
-    return res, wall
-
-
-def _agree(a, b) -> dict:
-    import numpy as np
-
-    has = a.next_ids[0] >= 0
-    return {
-        "topk_ids_equal": bool((a.topk_ids == b.topk_ids).all()),
-        "rank_equal_frac": float((a.next_rank[0][:, has] == b.next_rank[0][:, has]).mean()),
-        "kl_max_abs_diff": float(np.nanmax(np.abs(a.kl - b.kl))),
-        "entropy_max_abs_diff": float(np.nanmax(np.abs(a.entropy - b.entropy))),
-        "topk_probs_max_abs_diff": float(np.nanmax(np.abs(a.topk_probs - b.topk_probs))),
-    }
-
-
-def _gemm_check(hm, ids) -> dict:
-    """Timing and accuracy of the float32 unembedding GEMM under each fp32_precision setting."""
-    import torch
-
-    from lens_widget.hooked import _select_matrix
-    from lens_widget.lens import Decoder
-
-    dec = Decoder(hm)
-    sites = hm.default_sites()
-    acts, _ = hm.run_with_sites(hm.pad([ids]), sites, _select_matrix([list(range(len(ids)))])[0])
-    with torch.inference_mode():
-        x = torch.cat([dec.prepare(acts[s][0]) for s in sites])[:840]
-        ref = (x.double() @ dec.weight.double().T)
-        out = {}
-        for prec in ("none", "bf16", "tf32"):
-            try:
-                torch.backends.mkldnn.matmul.fp32_precision = prec
-            except Exception as e:  # noqa: BLE001
-                out[prec] = {"error": str(e)}
-                continue
-            buf = torch.empty(x.shape[0], dec.vocab)
-            torch.matmul(x, dec.weight.T, out=buf)
-            t0 = time.perf_counter()
-            for _ in range(3):
-                torch.matmul(x, dec.weight.T, out=buf)
-            dt = (time.perf_counter() - t0) / 3
-            err = (buf.double() - ref).abs()
-            rank_ref = (ref > ref[:, :1]).sum(-1)
-            rank = (buf > buf[:, :1]).sum(-1)
-            out[prec] = {"gflops": 2 * x.shape[0] * x.shape[1] * dec.vocab / dt / 1e9, "max_abs_err": float(err.max()),
-                         "mean_abs_err": float(err.mean()), "rank_of_token0_equal_frac": float((rank == rank_ref).float().mean())}
-        torch.backends.mkldnn.matmul.fp32_precision = "none"
-    return out
-
-
-def main_profile(args) -> None:
-    import torch
-
-    from lens_widget import HookedModel
-    from lens_widget.lens import DEFAULT_MEMORY_BUDGET
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    hm = HookedModel.default()
-    n = args.profile
-    ids = prompt_ids(hm, n)
-    report: dict = {"n": n, "threads": torch.get_num_threads(), "torch": torch.__version__,
-                    "cpu_flags_amx": "amx_tile" in open("/proc/cpuinfo").read()}
-    print(f"profile at {n} tokens, {torch.get_num_threads()} threads")
-    report["gemm"] = _gemm_check(hm, ids)
-    for prec, g in report["gemm"].items():
-        print(f"  GEMM fp32_precision={prec:5s} {g}")
-    report["micro"] = m = _micro(hm, ids)
-    print(f"\nper pass on one {m['rows']}-row chunk (min of 5):")
-    for k_, v in m["passes_s"].items():
-        print(f"  {k_:28s} {v * 1e3:8.1f} ms  {m['ns_per_element'][k_]:6.2f} ns/element")
-    for k_, v in m["accuracy_vs_float64"].items():
-        print(f"  accuracy {k_:24s} {v}")
-
-    configs = [
-        ("library", lambda T: _timed_reducer(T), "none", DEFAULT_MEMORY_BUDGET),
-        ("library+bf16flag", lambda T: _timed_reducer(T), "bf16", DEFAULT_MEMORY_BUDGET),
-        ("fused-eager", lambda T: _proto_reducer(T, compiled=False), "none", DEFAULT_MEMORY_BUDGET),
-        ("fused-compiled", lambda T: _proto_reducer(T), "none", DEFAULT_MEMORY_BUDGET),
-        ("fused-compiled 128MB", lambda T: _proto_reducer(T), "none", 128 * 2**20),
-        ("fused-compiled 1GB", lambda T: _proto_reducer(T), "none", 1024 * 2**20),
-        ("fused-compiled+bf16flag", lambda T: _proto_reducer(T), "bf16", DEFAULT_MEMORY_BUDGET),
-    ]
-    if args.profile_configs == "micro":
-        configs = []
-    elif args.profile_configs:
-        keep = set(args.profile_configs.split(","))
-        configs = [c for c in configs if c[0] in keep or c[0] == "library"]
-    reference = None
-    report["configs"] = {}
-    for name, make, prec, budget in configs:
-        torch.backends.mkldnn.matmul.fp32_precision = prec
-        Tw = _Timer()
-        t0 = time.perf_counter()
-        _lens_once(hm, ids[:WARM_TOKENS], make(Tw), Tw, budget)  # warm-up (and compile)
-        warm = time.perf_counter() - t0
-        walls, timers, res = [], [], None
-        for _ in range(args.repeats):
-            T = _Timer()
-            res, wall = _lens_once(hm, ids, make(T), T, budget)
-            walls.append(wall)
-            timers.append(T.t)
-        torch.backends.mkldnn.matmul.fp32_precision = "none"
-        best = min(range(len(walls)), key=walls.__getitem__)
-        t = dict(timers[best])
-        t["other"] = walls[best] - sum(t.values())
-        entry = {"wall_s": _stats(walls), "warmup_s": warm, "breakdown_s": t}
-        if reference is None:
-            reference = res
-        else:
-            entry["agreement_vs_library"] = _agree(res, reference)
-        report["configs"][name] = entry
-        parts = ", ".join(f"{k} {v:.2f}" for k, v in sorted(t.items(), key=lambda kv: -kv[1]))
-        print(f"\n{name}: wall {entry['wall_s']['median']:.2f} s [{entry['wall_s']['min']:.2f}-{entry['wall_s']['max']:.2f}]"
-              f" (warm-up {warm:.1f} s)\n  fastest run: {parts}")
-        if "agreement_vs_library" in entry:
-            print(f"  vs library: {entry['agreement_vs_library']}")
-    OUT_DIR.mkdir(parents=True, exist_ok=True)
-    out = Path(args.out) if args.out else OUT_DIR / "lens_profile.json"
-    out.write_text(json.dumps(report, indent=1, default=float))
-    print(f"\nwrote {out}")
-
-
 def parse(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--lengths", default="128,512,1024", help="comma-separated prompt lengths in tokens")
@@ -917,8 +502,6 @@ def parse(argv=None):
     ap.add_argument("--naive-cap-gb", type=float, default=12.0, help="memory the naive baseline may materialise")
     ap.add_argument("--rss-kill-frac", type=float, default=0.85, help="kill a child whose RSS passes this share of RAM")
     ap.add_argument("--out", default="", help="JSON path (default bench/out/lens_bench.json)")
-    ap.add_argument("--profile", type=int, default=0, metavar="N", help="profile the lens's passes at N tokens")
-    ap.add_argument("--profile-configs", default="", help="comma-separated subset of the --profile configurations")
     ap.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
     ap.add_argument("--n", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--save", default="", help=argparse.SUPPRESS)
@@ -933,8 +516,6 @@ def main(argv=None) -> None:
     if args.child:
         args.variant = args.child
         print(json.dumps(child(args)))
-    elif args.profile:
-        main_profile(args)
     else:
         main_bench(args)
 
