@@ -86,7 +86,6 @@ def _geometry(S: int, vocab: int, budget: int, n_pos: int) -> dict[str, int]:
 
 def _lens_run(hm, text: str, sites: str, budget: int, k: int, track: list[str]) -> dict[str, Any]:
     import numpy as np
-    import torch
     from lens_widget.hooked import _select_matrix
     from lens_widget.lens import LogitLens
 
@@ -135,77 +134,6 @@ def _lens_run(hm, text: str, sites: str, budget: int, k: int, track: list[str]) 
     }
 
 
-# -- the proposed fix, as a monkeypatch (--patch-exp) ----------------------------------------
-# torch's CPU exp goes through MKL VML (vmsExp with VML_FTZDAZ_OFF), which is ~15-40x slower for
-# inputs below about -87 (results that underflow). Gemma's logits span hundreds of nats, so
-# torch.logsumexp (exp(z - max)) and exp(logp) over [rows, 262144] cost 10x the unembedding
-# matmul. Clamping a copy at -87 before exp changes p only where p < 2e-38 (entropy and KL move by
-# < 1e-30) and the exp of (z - max) serves both the log-sum-exp and the probabilities: one pass.
-_EXP_FLOOR = -87.0
-
-
-def patched_reduce(self, h, next_ids, tracked, final=None, group=1, apply_norm=True):
-    import torch
-
-    r = h.shape[0]
-    z = self.decoder.logits(h, apply_norm, out=self.z[:r])
-    has_next = next_ids >= 0
-    nidx = next_ids.clamp(min=0).to(z.device)[:, None]
-    next_logit = z.gather(1, nidx)
-    next_rank = self._rank(z, next_logit)
-    M = int(tracked.numel())
-    tracked_logit = z[:, tracked.to(z.device)] if M else z.new_empty(r, 0)
-    tracked_rank = torch.stack([self._rank(z, tracked_logit[:, m : m + 1]) for m in range(M)], -1) if M else torch.empty(r, 0, dtype=torch.int32, device=z.device)
-    top_logits, top_ids = torch.topk(z, self.k, dim=-1)
-    scratch = self.p[:r]
-    zmax = z.amax(-1)
-    torch.sub(z, zmax[:, None], out=scratch).clamp_(min=_EXP_FLOOR).exp_()
-    total = scratch.sum(-1)
-    lse = zmax + total.log()
-    nonfinite = ~torch.isfinite(lse) | ~torch.isfinite(h).all(-1).to(z.device)
-    logp = z.sub_(lse[:, None])
-    probs = scratch.div_(total[:, None])
-    neg_entropy = torch.mul(probs, logp, out=scratch).sum(-1)
-    out = {
-        "topk_ids": top_ids, "topk_logits": top_logits, "topk_probs": (top_logits - lse[:, None]).exp(),
-        "entropy": -neg_entropy, "next_logit": next_logit[:, 0], "next_prob": (next_logit[:, 0] - lse).exp(),
-        "next_rank": next_rank, "tracked_logit": tracked_logit, "tracked_prob": (tracked_logit - lse[:, None]).exp(),
-        "tracked_rank": tracked_rank, "nonfinite": nonfinite,
-    }
-    if final is not None:
-        p_final, neg_h_final = final
-        n_pos = r // group
-        prod = torch.mul(logp.view(n_pos, group, -1), p_final[:n_pos, None, :], out=scratch.view(n_pos, group, -1))
-        out["kl"] = neg_h_final[:n_pos].repeat_interleave(group) - prod.sum(-1).view(-1)
-    nan = torch.tensor(float("nan"), device=z.device)
-    for key in ("next_logit", "next_prob"):
-        out[key] = torch.where(has_next.to(z.device), out[key], nan)
-    out["next_rank"] = torch.where(has_next.to(z.device), out["next_rank"], torch.zeros_like(out["next_rank"]))
-    if bool(nonfinite.any()):
-        for key in ("topk_probs", "topk_logits", "entropy", "next_prob", "next_logit", "tracked_prob", "tracked_logit", "kl"):
-            if key in out:
-                v = out[key]
-                out[key] = torch.where(nonfinite.view(-1, *([1] * (v.dim() - 1))), nan, v)
-    return out
-
-
-def patched_final_distribution(self, h, apply_norm=True):
-    import torch
-
-    logp = torch.log_softmax(self.decoder.logits(h, apply_norm), dim=-1)
-    p = torch.clamp(logp, min=_EXP_FLOOR).exp_()
-    return p, (p * logp).sum(-1)
-
-
-def apply_exp_patch() -> None:
-    import torch
-    from lens_widget.lens import ChunkReducer
-
-    ChunkReducer.reduce = torch.inference_mode()(patched_reduce)
-    ChunkReducer.final_distribution = torch.inference_mode()(patched_final_distribution)
-
-
-# -- children -------------------------------------------------------------------------------
 def child_gemma(args: argparse.Namespace) -> dict[str, Any]:
     import torch
     from test_gemma3_scale import gemma3_gguf, prompt_of_tokens
@@ -302,17 +230,13 @@ def main() -> None:
     ap.add_argument("--smol-sites", default="resid")
     ap.add_argument("--child", choices=["gemma", "smol"], help=argparse.SUPPRESS)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    ap.add_argument("--patch-exp", action="store_true", help="monkeypatch the proposed exp/log-sum-exp fix")
     args = ap.parse_args()
     if args.child:
         import torch
 
         if args.threads:
             torch.set_num_threads(args.threads)
-        if args.patch_exp:
-            apply_exp_patch()
         out = child_gemma(args) if args.child == "gemma" else child_smol(args)
-        out["exp_patch"] = bool(args.patch_exp)
         print(json.dumps(out))
         return
 
