@@ -22,7 +22,7 @@ function get<T>(model: AnyModel, key: string, fallback: T): T {
   return v === undefined || v === null ? fallback : v;
 }
 
-export function render({ model, el }: Pick<RenderProps, "model" | "el">): () => void {
+function render({ model, el }: Pick<RenderProps, "model" | "el">): () => void {
   const t0 = performance.now();
   const disposers: (() => void)[] = [];
   const on = (ev: string, cb: () => void) => {
@@ -352,4 +352,5 @@ export function render({ model, el }: Pick<RenderProps, "model" | "el">): () => 
   };
 }
 
+// Only the default export: anywidget deprecates a module-level `render` export.
 export default { render };

@@ -1,6 +1,8 @@
 import { describe, expect, it } from "vitest";
-import { render } from "../../src/widget";
+import widget from "../../src/widget";
 import { FakeModel, makeData } from "../fixture";
+
+const { render } = widget;
 
 function nonBlankPixels(c: HTMLCanvasElement): number {
   const d = c.getContext("2d")!.getImageData(0, 0, c.width, c.height).data;

@@ -1,9 +1,11 @@
 import { describe, expect, it } from "vitest";
-import { render } from "../../src/widget";
+import widget from "../../src/widget";
 import { Grid } from "../../src/grid";
 import { decodeLens } from "../../src/data";
 import { metricView } from "../../src/color";
 import { FakeModel, makeData, wire } from "../fixture";
+
+const { render } = widget;
 
 const tick = () => new Promise((r) => setTimeout(r, 0));
 

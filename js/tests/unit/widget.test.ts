@@ -1,7 +1,9 @@
 import { describe, expect, it, vi } from "vitest";
-import widget, { render } from "../../src/widget";
+import widget from "../../src/widget";
 import { Requester } from "../../src/requests";
 import { FakeModel, makeData } from "../fixture";
+
+const { render } = widget;
 
 describe("render", () => {
   it("renders under one namespaced root, and cleanup releases every listener", () => {
