@@ -513,7 +513,6 @@ class LogitLens:
             "top_probs": logp[top.indices].exp().cpu().numpy().astype(np.float32),
             "entropy": float(-(logp.exp() * logp).sum()),
             "token_stats": stats,
-            "z": z,
         }
 
 

@@ -215,14 +215,7 @@ class LensWidget(anywidget.AnyWidget):
             return
         if self._result.prompts and change["new"] == self._result.prompts[0]:
             return
-        try:
-            self._guarded(lambda: self._compute(change["new"], list(self.tracked)))
-        except Exception:
-            self._syncing = True
-            try:
-                self.prompt = change["old"]
-            finally:
-                self._syncing = False
+        self._recompute_or_revert("prompt", change["old"], lambda: self._compute(change["new"], list(self.tracked)))
 
     @t.observe("tracked")
     def _tracked_changed(self, change: dict) -> None:
@@ -230,13 +223,18 @@ class LensWidget(anywidget.AnyWidget):
             return
         if [int(i) for i in change["new"]] == self._result.tracked_ids.tolist():
             return
+        self._recompute_or_revert(
+            "tracked", list(change["old"]), lambda: self._compute(self.prompt, [self._token_id(i) for i in change["new"]])
+        )
+
+    def _recompute_or_revert(self, trait: str, old: Any, work: Callable[[], None]) -> None:
+        """A trait set from Python or the front end: recompute, or put the old value back."""
         try:
-            ids = [self._token_id(i) for i in change["new"]]
-            self._guarded(lambda: self._compute(self.prompt, ids))
+            self._guarded(work)
         except Exception:
             self._syncing = True
             try:
-                self.tracked = list(change["old"])
+                setattr(self, trait, old)
             finally:
                 self._syncing = False
 
@@ -250,12 +248,8 @@ class LensWidget(anywidget.AnyWidget):
 
     def _cell(self, site: Any, col: Any) -> tuple[int, int]:
         r = self.result
-        if not isinstance(site, int) or isinstance(site, bool) or not 0 <= site < r.n_sites:
-            raise RequestError(f"site must be an int in 0..{r.n_sites - 1}, got {site!r}")
         n_cols = int((r.positions[0] >= 0).sum())
-        if not isinstance(col, int) or isinstance(col, bool) or not 0 <= col < n_cols:
-            raise RequestError(f"col must be an int in 0..{n_cols - 1}, got {col!r}")
-        return site, col
+        return _int_in("site", site, 0, r.n_sites - 1), _int_in("col", col, 0, n_cols - 1)
 
     def _need_model(self) -> LogitLens:
         if self._lens is None or not self._acts:
@@ -264,18 +258,14 @@ class LensWidget(anywidget.AnyWidget):
 
     def _cell_detail(self, site: Any, col: Any, k: Any = 50, token_ids: Any = ()) -> dict[str, Any]:
         site, col = self._cell(site, col)
-        if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= _MAX_K:
-            raise RequestError(f"k must be an int in 1..{_MAX_K}")
+        k = _int_in("k", k, 1, _MAX_K)
         ids = [self._token_id(i) for i in (token_ids or [])]
         lens = self._need_model()
         r = self.result
-        h = self._acts[r.sites[site]][col]
-        detail = lens.cell_detail(h, k, ids)
         next_id = int(r.next_ids[0, col])
-        z = detail.pop("z")
-        next_stats = None
-        if next_id >= 0:
-            next_stats = lens.cell_detail(h, 1, [next_id])["token_stats"][0]
+        # one decode of the row answers the top-k, the asked tokens and the next token
+        detail = lens.cell_detail(self._acts[r.sites[site]][col], k, ids + ([next_id] if next_id >= 0 else []))
+        next_stats = detail["token_stats"].pop() if next_id >= 0 else None
         return {
             "site": site,
             "col": col,
@@ -289,7 +279,7 @@ class LensWidget(anywidget.AnyWidget):
             "next_rank": 0 if next_stats is None else next_stats["rank"],
             "tokens": {str(i): self._model.tokens.decode(i) for i in set(detail["top_ids"].tolist()) | set(ids)},  # type: ignore[union-attr]
             "token_stats": detail["token_stats"],
-            "vocab_size": int(z.numel()),
+            "vocab_size": lens.decoder.vocab,
         }
 
     def _search(self, query: Any, limit: Any = 20) -> dict[str, Any]:
@@ -297,9 +287,7 @@ class LensWidget(anywidget.AnyWidget):
             raise RequestError("no model attached: vocabulary search needs the tokenizer")
         if not isinstance(query, str):
             raise RequestError("query must be a string")
-        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= _MAX_K:
-            raise RequestError(f"limit must be an int in 1..{_MAX_K}")
-        matches, pieces = self._model.tokens.search(query, limit)
+        matches, pieces = self._model.tokens.search(query, _int_in("limit", limit, 1, _MAX_K))
         return {
             "matches": [{"id": m.id, "text": m.text, "display": m.display, "exact": m.exact} for m in matches],
             "pieces": None if pieces is None else [[i, s] for i, s in pieces],
@@ -362,6 +350,13 @@ class LensWidget(anywidget.AnyWidget):
             reply = {"type": "reply", "request_id": request_id, "ok": False, "error": f"{type(exc).__name__}: {exc}"}
         content_out, buffers = _lift_arrays(reply)
         self.send(content_out, buffers)
+
+
+def _int_in(name: str, value: Any, lo: int, hi: int) -> int:
+    """``value`` if it is an int (not a bool) in ``lo..hi``, else a :class:`RequestError`."""
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+        raise RequestError(f"{name} must be an int in {lo}..{hi}, got {value!r}")
+    return value
 
 
 # The wire carries int32, uint32, float32 and uint8 only (docs/wire.md).
