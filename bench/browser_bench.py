@@ -24,7 +24,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from fakes import make_result  # noqa: E402
 
-from lens_widget.export import standalone_html  # noqa: E402
+from lens_widget.widget.export import standalone_html  # noqa: E402
+from lens_widget.wire import result_to_wire  # noqa: E402
 
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]
@@ -78,7 +79,7 @@ def main() -> int:
     a = ap.parse_args()
 
     r = make_result(n_sites=a.sites, n_positions=a.positions, k=a.k, vocab=a.vocab, seed=0)
-    wire = r.to_wire()
+    wire = result_to_wire(r)
     per_cell_keys = ["topk_ids", "topk_probs", "entropy", "next_prob", "next_rank", "kl"]
     cells = a.sites * a.positions
     core_bytes = sum(len(wire[key]["buffer"]) for key in per_cell_keys)

@@ -39,7 +39,7 @@ def exactness(dev: str) -> dict:
         gpu_model = T.AutoModelForCausalLM.from_config(cpu.model.config, attn_implementation="eager")
         gpu_model.load_state_dict(cpu.model.state_dict())
         hm = HookedModel.from_model(gpu_model.to(dev).eval(), cpu.tokenizer)
-        row = {"check_lens": hm.check_lens(PROMPT)}
+        row = {"check_lens": LogitLens(hm).check_lens(PROMPT)}
         for compiled in (True, False):
             r = LogitLens(hm, compile=compiled).run(PROMPT, track=[5, 17], progress=False)
             tag = "fused" if compiled else "eager"
@@ -63,7 +63,7 @@ def bf16(dev: str) -> dict:
     return {
         "dtype_of_stats": str(r.topk_probs.dtype),
         "finite": bool(np.isfinite(r.entropy).all() and np.isfinite(r.kl).all()),
-        "check_lens_bf16": hm.check_lens(PROMPT),
+        "check_lens_bf16": LogitLens(hm).check_lens(PROMPT),
         "unembed_still_bf16": str(hm.model.get_output_embeddings().weight.dtype),
     }
 

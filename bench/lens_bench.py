@@ -209,13 +209,14 @@ def _forward_full_logits(hm, ids) -> float:
 def run_floor(hm, ids, args):
     import torch
 
-    from lens_widget.lens import DEFAULT_MEMORY_BUDGET, ChunkReducer
+    from lens_widget.engine import DEFAULT_MEMORY_BUDGET
+    from lens_widget.reduce import rows_for_budget
 
     W = hm.model.get_output_embeddings().weight
     V, d = W.shape
     S = hm.num_layers + 1
     n = S * len(ids)
-    R = ChunkReducer.rows_for_budget(V, DEFAULT_MEMORY_BUDGET)
+    R = rows_for_budget(V, DEFAULT_MEMORY_BUDGET)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(n, d, generator=g)
     buf = torch.empty(R, V)

@@ -74,9 +74,9 @@ def wire_bytes(obj: Any) -> int:
 
 def _geometry(S: int, vocab: int, budget: int, n_pos: int) -> dict[str, int]:
     """What LogitLens.run does with a budget: rows per chunk and the number of chunks."""
-    from lens_widget.lens import ChunkReducer
+    from lens_widget.reduce import rows_for_budget
 
-    max_rows = ChunkReducer.rows_for_budget(vocab, budget)
+    max_rows = rows_for_budget(vocab, budget)
     group = min(S, max_rows)
     block = max(1, max_rows // group)
     chunks = -(-n_pos // block) * -(-S // group)
@@ -86,8 +86,8 @@ def _geometry(S: int, vocab: int, budget: int, n_pos: int) -> dict[str, int]:
 
 def _lens_run(hm, text: str, sites: str, budget: int, k: int, track: list[str]) -> dict[str, Any]:
     import numpy as np
-    from lens_widget.hooked import _select_matrix
-    from lens_widget.lens import LogitLens
+    from lens_widget.sites import select_matrix as _select_matrix
+    from lens_widget.engine import LogitLens
 
     batch = hm.encode(text)
     n = int(batch.lengths[0])
@@ -105,7 +105,7 @@ def _lens_run(hm, text: str, sites: str, budget: int, k: int, track: list[str]) 
     # the lens so that heap it leaves with the allocator does not hide the lens's own growth
     select, _ = _select_matrix([list(range(n))])
     t = time.perf_counter()
-    acts, _ = hm.run_with_sites(batch, record, select)
+    acts = hm.record(batch, record, select).acts
     forward_s = time.perf_counter() - t
     del acts
     gc.collect()
@@ -139,7 +139,7 @@ def child_gemma(args: argparse.Namespace) -> dict[str, Any]:
     from test_gemma3_scale import gemma3_gguf, prompt_of_tokens
 
     from lens_widget.hooked import HookedModel
-    from lens_widget.lens import LogitLens
+    from lens_widget.engine import LogitLens
 
     t = time.perf_counter()
     path = gemma3_gguf()
@@ -162,7 +162,7 @@ def child_gemma(args: argparse.Namespace) -> dict[str, Any]:
         "rss_after_load_bytes": _rss(),
     }
     t = time.perf_counter()
-    out["check_lens"] = hm.check_lens()
+    out["check_lens"] = LogitLens(hm).check_lens()
     out["check_lens_s"] = round(time.perf_counter() - t, 3)
     q = "The capital of France is"
     res = LogitLens(hm).run(q, positions="last", k=5, progress=False)
@@ -184,6 +184,7 @@ def child_smol(args: argparse.Namespace) -> dict[str, Any]:
     from test_gemma3_scale import prompt_of_tokens
 
     from lens_widget.hooked import HookedModel
+    from lens_widget.wire import result_to_wire
 
     t = time.perf_counter()
     hm = HookedModel.default()
@@ -195,7 +196,7 @@ def child_smol(args: argparse.Namespace) -> dict[str, Any]:
     r = _lens_run(hm, text, args.smol_sites, int(args.smol_budget_mib * 2**20), 10, [])
     res = r.pop("_result")
     t = time.perf_counter()
-    wire = res.to_wire()
+    wire = result_to_wire(res)
     r["to_wire_s"] = round(time.perf_counter() - t, 3)
     total = wire_bytes(wire)
     r["payload_bytes"] = total

@@ -1,10 +1,12 @@
 """lens_widget: the logit lens of any Hugging Face causal LM, as a notebook widget."""
 
 from ._version import __version__
-from .extraction import ActivationCache, ExtractionConfig
-from .hooked import HookedModel, PromptError
-from .lens import Decoder, LogitLens
-from .models import ARCHITECTURES, ArchSpec, UnknownArchitectureError
+from .arch import ARCHITECTURES, ArchSpec, UnknownArchitectureError
+from .cache import ActivationCache, ExtractionConfig
+from .decoders import Decoder, UnsupportedSiteError
+from .engine import LogitLens
+from .hooked import HookedModel
+from .inputs import PromptError
 from .result import LensResult
 from .tokens import MultiTokenError, TokenLookupError, display_token
 
@@ -23,6 +25,7 @@ __all__ = [
     "PromptError",
     "TokenLookupError",
     "UnknownArchitectureError",
+    "UnsupportedSiteError",
     "display_token",
 ]
 

@@ -39,7 +39,9 @@ from bokeh.palettes import Category10_10, Inferno256, Viridis256
 from bokeh.plotting import figure
 from bokeh.resources import INLINE
 
-from .result import LensResult, site_label
+from .metrics import RESULT_METRICS, TRAJECTORY_METRICS
+from .result import LensResult
+from .sites import site_label
 from .tokens import TokenLookupError, display_token
 
 __all__ = [
@@ -51,12 +53,8 @@ __all__ = [
     "save",
     "to_html",
     "output_notebook_inline",
-    "TRACKED_METRICS",
-    "GRID_METRICS",
 ]
 
-TRACKED_METRICS = ("prob", "logit", "rank")
-GRID_METRICS = ("top1_prob", "next_prob", "next_rank", "entropy", "kl")
 _METRIC_TITLES = {
     "prob": "probability",
     "logit": "logit",
@@ -191,7 +189,7 @@ def _token_id(result: LensResult, token: int | str) -> int:
             )
         return hits[0]
     tid = int(token)
-    result._tracked_index(tid)  # raises a TokenLookupError that names `track=`
+    result.tracked_index(tid)  # raises a TokenLookupError that names `track=`
     return tid
 
 
@@ -265,7 +263,7 @@ def heatmap(
     ``"prob"`` or ``"logit"``), ``"rank"`` counts strictly larger entries, any token id works and
     ``tokenizer`` (optional) names the columns.
     """
-    _check_metric(metric, TRACKED_METRICS)
+    _check_metric(metric, TRAJECTORY_METRICS)
     if isinstance(result, LensResult):
         col = result.position_index(position, prompt)
         if tokens is None:
@@ -337,7 +335,7 @@ def trajectory(
     metric: str = "prob",
 ) -> figure:
     """Lines of tracked tokens' probability / logit / rank across layers, at one or more positions."""
-    _check_metric(metric, TRACKED_METRICS)
+    _check_metric(metric, TRAJECTORY_METRICS)
     ids = [_token_id(result, t) for t in _as_list(tokens)]
     cols = [result.position_index(p, prompt) for p in _as_list(positions)]
     names = _labels(ids, result.display)
@@ -474,7 +472,7 @@ def lens_grid(
     sequential scale); the top axis shows the actual next token. ``positions`` (a slice of the
     prompt's tokens, or a list of positions) limits the columns. Static: saved HTML needs no kernel.
     """
-    _check_metric(metric, GRID_METRICS)
+    _check_metric(metric, RESULT_METRICS)
     cols = _grid_columns(result, prompt, positions)
     S, C = result.n_sites, len(cols)
     pos = result.positions[prompt, cols]

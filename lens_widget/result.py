@@ -13,25 +13,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .sites import site_label
 from .tokens import TokenLookupError, display_token
 
-__all__ = ["LensResult", "encode_array", "site_label"]
-
-
-def site_label(site: str) -> str:
-    """Short axis label: ``embed`` -> ``emb``, ``resid_out_3`` -> ``3``, ``attn_out_3`` -> ``a3``."""
-    if site == "embed":
-        return "emb"
-    for prefix, tag in (("resid_out_", ""), ("resid_mid_", "m"), ("attn_out_", "a"), ("mlp_out_", "f")):
-        if site.startswith(prefix):
-            return f"{tag}{site[len(prefix):]}"
-    return site
-
-
-def encode_array(array: np.ndarray, dtype: str) -> dict[str, Any]:
-    """One array for the wire: little-endian C-contiguous bytes with its dtype and shape."""
-    a = np.ascontiguousarray(np.asarray(array).astype(np.dtype(dtype).newbyteorder("<"), copy=False))
-    return {"dtype": dtype, "shape": list(a.shape), "buffer": a.tobytes()}
+__all__ = ["LensResult"]
 
 
 @dataclass
@@ -54,6 +39,7 @@ class LensResult:
         nonfinite: ``[B, S, P]`` True where the activation or its logits held NaN/inf.
         token_strings: decoded text of every id that appears in the arrays above.
         model_name: what the model was loaded from.
+        lens_name: the decoder that produced it (``"logit lens"``, ``"tuned lens"``).
     """
 
     prompts: list[str]
@@ -77,6 +63,7 @@ class LensResult:
     nonfinite: np.ndarray
     token_strings: dict[int, str] = field(default_factory=dict)
     model_name: str = ""
+    lens_name: str = "logit lens"
 
     # -- shape ----------------------------------------------------------------------------
     @property
@@ -112,6 +99,13 @@ class LensResult:
         return display_token(self.token(token_id))
 
     # -- indexing helpers -----------------------------------------------------------------
+    def columns(self, prompt: int = 0) -> np.ndarray:
+        """Indices of the computed (non-padding) columns of one prompt."""
+        return np.nonzero(self.positions[prompt] >= 0)[0]
+
+    def n_columns(self, prompt: int = 0) -> int:
+        return int((self.positions[prompt] >= 0).sum())
+
     def site_index(self, site: int | str) -> int:
         """Index of a site given by name (``"resid_out_3"``), label (``"3"``, ``"emb"``) or index."""
         if isinstance(site, (int, np.integer)):
@@ -139,7 +133,8 @@ class LensResult:
             raise IndexError(f"position {position} was not computed for prompt {prompt}; have {have}")
         return int(hits[0])
 
-    def _tracked_index(self, token_id: int) -> int:
+    def tracked_index(self, token_id: int) -> int:
+        """Index of a tracked token in ``tracked_ids`` (a clear error when it was not tracked)."""
         hits = np.nonzero(self.tracked_ids == int(token_id))[0]
         if hits.size == 0:
             raise TokenLookupError(
@@ -154,7 +149,7 @@ class LensResult:
         arrays = {"prob": self.tracked_prob, "logit": self.tracked_logit, "rank": self.tracked_rank}
         if metric not in arrays:
             raise ValueError(f"metric must be one of {sorted(arrays)}, got {metric!r}")
-        return arrays[metric][..., self._tracked_index(token_id)]
+        return arrays[metric][..., self.tracked_index(token_id)]
 
     def logit_diff(self, token_a: int, token_b: int) -> np.ndarray:
         """``[B, S, P]`` logit(a) - logit(b) at every cell (both must be tracked)."""
@@ -230,48 +225,3 @@ class LensResult:
                 break
             first = s
         return first
-
-    # -- wire -----------------------------------------------------------------------------
-    def to_wire(self, prompt: int = 0) -> dict[str, Any]:
-        """The widget's ``data`` trait for one prompt (see ``docs/wire.md``).
-
-        Layout is site-major: ``[S, P, ...]``. Per cell: k int32 ids + k float32 probs +
-        entropy, next-token prob, next-token rank, KL (4 bytes each) = 8k + 16 bytes.
-        """
-        length = int(self.lengths[prompt])
-        cols = np.nonzero(self.positions[prompt] >= 0)[0]
-        ids_in = self.input_ids[prompt, :length]
-        used = set(ids_in.tolist()) | set(self.topk_ids[prompt][:, cols].ravel().tolist())
-        used |= set(int(i) for i in self.tracked_ids.tolist())
-        used |= {int(i) for i in self.next_ids[prompt, cols].tolist() if i >= 0}
-        vocab_ids = np.array(sorted(i for i in used if i >= 0), dtype=np.int32)
-
-        def cells(a: np.ndarray) -> np.ndarray:  # [B, S, P, ...] -> [S, P', ...] for this prompt
-            return a[prompt][:, cols]
-
-        return {
-            "version": 1,
-            "model_name": self.model_name,
-            "prompt": self.prompts[prompt] if prompt < len(self.prompts) else "",
-            "sites": list(self.sites),
-            "site_labels": self.site_labels,
-            "k": self.k,
-            "n_sites": self.n_sites,
-            "n_positions": int(cols.size),
-            "positions": encode_array(self.positions[prompt, cols], "int32"),
-            "input_ids": encode_array(ids_in, "int32"),
-            "next_ids": encode_array(self.next_ids[prompt, cols], "int32"),
-            "topk_ids": encode_array(cells(self.topk_ids), "int32"),
-            "topk_probs": encode_array(cells(self.topk_probs), "float32"),
-            "entropy": encode_array(cells(self.entropy), "float32"),
-            "next_prob": encode_array(cells(self.next_prob), "float32"),
-            "next_rank": encode_array(cells(self.next_rank), "int32"),
-            "kl": encode_array(cells(self.kl), "float32"),
-            "nonfinite": encode_array(cells(self.nonfinite), "uint8"),
-            "tracked_ids": encode_array(self.tracked_ids, "int32"),
-            "tracked_prob": encode_array(cells(self.tracked_prob), "float32"),
-            "tracked_logit": encode_array(cells(self.tracked_logit), "float32"),
-            "tracked_rank": encode_array(cells(self.tracked_rank), "int32"),
-            "vocab_ids": encode_array(vocab_ids, "int32"),
-            "vocab_strings": [self.token_strings.get(int(i), "") for i in vocab_ids.tolist()],
-        }

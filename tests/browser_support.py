@@ -31,7 +31,7 @@ def free_port() -> int:
 
 
 def require_bundle() -> None:
-    from lens_widget.export import BUNDLE_PATH
+    from lens_widget.widget.export import BUNDLE_PATH
 
     if not BUNDLE_PATH.exists():
         pytest.fail(

@@ -17,7 +17,7 @@ from lens_widget import (
     TokenLookupError,
     UnknownArchitectureError,
 )
-from lens_widget.extraction import resolve_positions
+from lens_widget.sites import resolve_positions
 from zoo import char_tokenizer, tiny
 
 PROMPT = "The capital of France is"
@@ -141,7 +141,7 @@ def test_unknown_architecture_names_the_override():
     with pytest.raises(UnknownArchitectureError, match="arch=ArchSpec"):
         HookedModel.from_model(model, char_tokenizer())
     hm = HookedModel.from_model(model, char_tokenizer(), arch=ArchSpec(blocks="transformer.h", final_norm="transformer.ln_f", attn_out="attn", mlp_out="mlp"))
-    assert hm.check_lens("abc") <= 1e-4
+    assert LogitLens(hm).check_lens("abc") <= 1e-4
     with pytest.raises(UnknownArchitectureError, match="does not match"):
         HookedModel.from_model(model, char_tokenizer(), arch=ArchSpec(blocks="model.layers", final_norm="model.norm"))
 
@@ -163,7 +163,7 @@ def test_local_folder_round_trip(tmp_path):
     hm.model.save_pretrained(tmp_path)
     hm.tokenizer.save_pretrained(tmp_path)
     loaded = HookedModel.from_pretrained(tmp_path)
-    assert loaded.check_lens("hello") <= 1e-4
+    assert LogitLens(loaded).check_lens("hello") <= 1e-4
     a = LogitLens(hm).run("hello", progress=False)
     b = LogitLens(loaded).run("hello", progress=False)
     np.testing.assert_array_equal(a.topk_ids, b.topk_ids)

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from lens_widget.__main__ import main
+from lens_widget.cli import main
 
 pytestmark = pytest.mark.slow
 

@@ -7,14 +7,14 @@ import pytest
 import torch
 
 from lens_widget import LogitLens
-from lens_widget.models import default_model_path, embedded_gguf, load_pretrained
+from lens_widget.loading import default_model_path, embedded_gguf, load_pretrained
 
 pytestmark = pytest.mark.slow
 
 
 def test_paris_wins_at_the_last_layer(smollm):
     assert smollm.num_layers == 30 and smollm.model_config.vocab_size == 49152
-    assert smollm.check_lens("The capital of France is") <= 1e-4
+    assert LogitLens(smollm).check_lens("The capital of France is") <= 1e-4
     paris, london = smollm.tokens.token_id(" Paris"), smollm.tokens.token_id(" London")
     assert smollm.tokens.decode(paris) == " Paris"
     r = LogitLens(smollm).run("The capital of France is", track=[paris, london], progress=False)

@@ -148,12 +148,14 @@ def test_architecture(gemma):
 
 
 def test_check_lens(gemma):
-    assert gemma.check_lens() <= 1e-4
-    assert gemma.check_lens("Paris is the capital of") <= 1e-4
+    from lens_widget.engine import LogitLens
+
+    assert LogitLens(gemma).check_lens() <= 1e-4
+    assert LogitLens(gemma).check_lens("Paris is the capital of") <= 1e-4
 
 
 def test_final_layer_answers(gemma):
-    from lens_widget.lens import LogitLens
+    from lens_widget.engine import LogitLens
 
     lens = LogitLens(gemma)
     paris, france = gemma.tokens.token_id(" Paris"), gemma.tokens.token_id(" France")
@@ -168,7 +170,8 @@ def test_final_layer_answers(gemma):
 
 
 def test_lens_256_tokens_within_budget(gemma):
-    from lens_widget.lens import ChunkReducer, LogitLens
+    from lens_widget.engine import LogitLens
+    from lens_widget.reduce import rows_for_budget
 
     L = gemma.num_layers
     # every site kind, at the first and last block, plus all block outputs: 25 rows per position
@@ -177,7 +180,7 @@ def test_lens_256_tokens_within_budget(gemma):
     sites += [f"{kind}_{i}" for i in (0, L - 1) for kind in ("resid_mid", "attn_out", "mlp_out")]
     budget = 256 * 2**20
     lens = LogitLens(gemma, memory_budget=budget)
-    assert ChunkReducer.rows_for_budget(262144, budget) >= 75  # 25 sites x 3 positions per chunk
+    assert rows_for_budget(262144, budget) >= 75  # 25 sites x 3 positions per chunk
     text = prompt_of_tokens(gemma.tokenizer, 256)
     measured = sys.platform.startswith("linux") and _reset_peak()
     before = _rss()

@@ -81,4 +81,4 @@ def test_remote_code_stays_off_and_safetensors_are_preferred(monkeypatch, tmp_pa
     assert (tmp_path / "model.safetensors").exists() and not (tmp_path / "pytorch_model.bin").exists()
     loaded = HookedModel.from_pretrained(tmp_path)
     assert seen["tokenizer"]["trust_remote_code"] is False and seen["model"]["trust_remote_code"] is False
-    assert loaded.check_lens("abc") <= 1e-4
+    assert LogitLens(loaded).check_lens("abc") <= 1e-4

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from lens_widget import LogitLens
+from lens_widget.arch import get_path
 from zoo import CONFIGS, SEQUENTIAL, VOCAB, tiny
 
 ARCHS = sorted(CONFIGS)
@@ -19,17 +20,21 @@ def naive_lens(hm, prompt: str) -> tuple[np.ndarray, list[str]]:
     with torch.no_grad():
         out = hm.model(**enc, output_hidden_states=True)
     hs = out.hidden_states  # embeddings, block 0 .. block L-2 outputs, then the normed last
-    dec = LogitLens(hm).decoder
+    model, arch = hm.model, hm.arch
+    norm = get_path(model, arch.final_norm)
+    post = getattr(get_path(model, arch.post_norm.rsplit(".", 1)[0]), arch.post_norm.rsplit(".", 1)[1], None) if arch.post_norm else None
+    head = model.get_output_embeddings()
+    cap = getattr(model.config, "final_logit_softcapping", None)
     rows = []
     for h in hs[:-1]:
-        h = h.detach()
         with torch.no_grad():
-            x = dec.prepare(h[0]).double()
-        z = x @ dec.weight.double().T
-        if dec.bias is not None:
-            z = z + dec.bias.double()
-        if dec.softcap:
-            z = torch.tanh(z / dec.softcap) * dec.softcap
+            x = norm(h[0].detach())
+            x = post(x) if post is not None else x
+        z = x.double() @ head.weight.detach().double().T
+        if getattr(head, "bias", None) is not None:
+            z = z + head.bias.detach().double()
+        if cap:
+            z = torch.tanh(z / cap) * cap
         rows.append(z)
     rows.append(out.logits[0].double())  # the model's own final logits
     sites = hm.default_sites()
@@ -38,7 +43,7 @@ def naive_lens(hm, prompt: str) -> tuple[np.ndarray, list[str]]:
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_last_layer_reproduces_model_logits(arch):
-    assert tiny(arch).check_lens(PROMPT) <= 1e-4
+    assert LogitLens(tiny(arch)).check_lens(PROMPT) <= 1e-4
 
 
 @pytest.mark.parametrize("compiled", [True, False], ids=["fused", "eager"])
@@ -47,7 +52,8 @@ def test_every_layer_matches_naive_lens(arch, compiled):
     hm = tiny(arch)
     enc_ids = hm.tokenizer(PROMPT)["input_ids"]
     ref, sites = naive_lens(hm, PROMPT)
-    r = LogitLens(hm, compile=compiled).run(PROMPT, k=5, track=[5, 17], progress=False)
+    lens = LogitLens(hm, compile="always" if compiled else "never")
+    r = lens.run(PROMPT, k=5, track=[5, 17], progress=False)
     assert r.sites == sites
     logp = ref - np.logaddexp.reduce(ref, axis=-1, keepdims=True)
     p = np.exp(logp)
@@ -79,7 +85,7 @@ def test_ranks_are_exact_counts_of_strictly_larger_logits():
     lens = LogitLens(hm)
     r, acts = lens.run(PROMPT, track=list(range(0, VOCAB, 7)), progress=False, return_activations=True)
     for s, site in enumerate(r.sites):
-        z = lens.decoder.logits(acts[0][site])  # the same float32 logits the reducer saw
+        z = lens.decoder.logits(acts[0][site], site)  # the same float32 logits the reducer saw
         for m, tid in enumerate(r.tracked_ids):
             expect = 1 + (z > z[:, tid : tid + 1]).sum(-1)
             np.testing.assert_array_equal(r.tracked_rank[0, s, : z.shape[0], m], expect.numpy())
@@ -121,7 +127,7 @@ def test_contributions_add_up_to_the_residual(arch):
     sites = ["embed"] + [f"{k}_{i}" for i in range(L) for k in ("resid_mid", "attn_out", "mlp_out", "resid_out")]
     batch = hm.encode(PROMPT)
     select = torch.arange(int(batch.lengths[0]))[None]
-    acts, _ = hm.run_with_sites(batch, sites, select)
+    acts = hm.record(batch, sites, select).acts
     prev = acts["embed"]
     for i in range(L):
         torch.testing.assert_close(prev + acts[f"attn_out_{i}"], acts[f"resid_mid_{i}"], atol=1e-4, rtol=1e-4)
@@ -152,7 +158,7 @@ def test_half_precision_model_gets_float32_statistics():
 
 
 def test_blocked_topk_equals_torch_topk():
-    from lens_widget.lens import _TOPK_BLOCK, blocked_topk
+    from lens_widget.reduce import TOPK_BLOCK as _TOPK_BLOCK, blocked_topk
 
     torch.manual_seed(0)
     z = torch.randn(50, 64 * _TOPK_BLOCK) * torch.linspace(0.1, 30, 50)[:, None]
@@ -167,7 +173,7 @@ def test_blocked_topk_equals_torch_topk():
 
 
 def test_vocab_not_a_multiple_of_the_block_uses_plain_topk():
-    from lens_widget.lens import _TOPK_BLOCK
+    from lens_widget.reduce import TOPK_BLOCK as _TOPK_BLOCK
 
     assert VOCAB % _TOPK_BLOCK != 0  # the tiny models run the plain top-k path
     r = LogitLens(tiny("llama"), compile=True).run(PROMPT, progress=False)

@@ -12,6 +12,7 @@ from bokeh.resources import INLINE
 from fakes import HOSTILE_STRINGS, make_result
 
 from lens_widget import plots
+from lens_widget.metrics import RESULT_METRICS, TRAJECTORY_METRICS
 from lens_widget.result import LensResult
 from lens_widget.tokens import TokenLookupError, display_token
 
@@ -74,7 +75,7 @@ def test_heatmap_default_tokens_are_final_topk_with_exact_values():
     html_of(fig)
 
 
-@pytest.mark.parametrize("metric", plots.TRACKED_METRICS)
+@pytest.mark.parametrize("metric", TRAJECTORY_METRICS)
 def test_heatmap_tracked_tokens_each_metric(metric):
     array = f"tracked_{metric}"
     r = make_result(n_positions=4, tracked=(3, 7, 11))
@@ -195,7 +196,7 @@ def test_logit_diff_plain_values():
 
 
 # -- lens grid ------------------------------------------------------------------------------------
-@pytest.mark.parametrize("metric", plots.GRID_METRICS)
+@pytest.mark.parametrize("metric", RESULT_METRICS)
 def test_lens_grid_cells_match_result(metric):
     r = make_result(n_sites=6, n_positions=7, seed=3)
     fig = plots.lens_grid(r, metric=metric)

@@ -1,4 +1,4 @@
-"""Browser tests: headless Debian Chromium on pages written by `lens_widget.export.standalone_html`."""
+"""Browser tests: headless Debian Chromium on pages written by `lens_widget.widget.export.standalone_html`."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def open_page(browser, tmp_path):
     pages = []
 
     def _open(state: dict[str, Any], title: str = "lens_widget", viewport=(1100, 900), scale: float = 1):
-        from lens_widget.export import standalone_html
+        from lens_widget.widget.export import standalone_html
 
         path = tmp_path / f"page{len(pages)}.html"
         path.write_text(standalone_html(state, title=title), encoding="utf-8")

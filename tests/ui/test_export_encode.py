@@ -1,4 +1,4 @@
-"""`lens_widget.export` without a browser: state encoding, safe inline JSON, the missing-bundle error."""
+"""`lens_widget.widget.export` without a browser: state encoding, safe inline JSON, the missing-bundle error."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ import pytest
 from fakes import make_result
 
 from lens_widget import export
-from lens_widget.export import _script_json, encode_state, standalone_html
+from lens_widget.wire import json_state as encode_state
+from lens_widget.widget.export import script_json as _script_json, standalone_html
+from lens_widget.wire import result_to_wire
 
 
 def test_bytes_become_base64_with_dtype_and_shape():
@@ -36,7 +38,7 @@ def test_bytes_become_base64_with_dtype_and_shape():
 
 def test_wire_round_trip_of_a_result():
     r = make_result(hostile=True)
-    out = encode_state({"data": r.to_wire()})["data"]
+    out = encode_state({"data": result_to_wire(r)})["data"]
     ids = np.frombuffer(base64.b64decode(out["topk_ids"]["b64"]), "<i4").reshape(out["topk_ids"]["shape"])
     assert (ids == r.topk_ids[0]).all()
     assert out["vocab_strings"][:2] == [r.token_strings[0], r.token_strings[1]]

@@ -9,7 +9,7 @@ import pytest
 from ui_support import cell_xy, widget_state
 from fakes import make_result
 
-from lens_widget.export import standalone_html
+from lens_widget.widget.export import standalone_html
 from lens_widget.tokens import display_token
 
 pytestmark = pytest.mark.browser

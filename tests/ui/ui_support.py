@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from browser_support import CELL_H, CELL_W, HEAD_H, HEAD_W
+from lens_widget.wire import result_to_wire
 
 
 def widget_state(result: Any, **over: Any) -> dict[str, Any]:
     state = {
-        "data": result.to_wire(),
+        "data": result_to_wire(result),
         "prompt": result.prompts[0],
         "metric": "top1_prob",
         "metric_token": -1,

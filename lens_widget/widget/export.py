@@ -2,24 +2,22 @@
 
 The page needs no kernel, no network and no CDN: it inlines ``lens_widget/static/widget.js`` and a
 small in-memory model (``get``/``set``/``on``/``off``/``save_changes``/``send``). Arrays travel as
-``{"dtype", "shape", "b64"}`` (see ``docs/wire.md``). Requests that need the kernel are answered
+``{"dtype", "shape", "b64"}`` (:func:`lens_widget.wire.json_state`, ``docs/wire.md``). Requests that need the kernel are answered
 ``ok: false, error: "no kernel (exported page)"``.
 """
 
 from __future__ import annotations
 
-import base64
 import html
 import json
-import math
 from pathlib import Path
 from typing import Any
 
-__all__ = ["standalone_html", "bundle_source", "BUNDLE_PATH", "encode_state"]
+from ..wire import json_state
 
-BUNDLE_PATH = Path(__file__).parent / "static" / "widget.js"
+__all__ = ["standalone_html", "bundle_source", "script_json", "BUNDLE_PATH"]
 
-_NP_DTYPES = {"int32": "int32", "uint32": "uint32", "float32": "float32", "uint8": "uint8"}
+BUNDLE_PATH = Path(__file__).parent.parent / "static" / "widget.js"
 
 
 def bundle_source() -> str:
@@ -33,45 +31,7 @@ def bundle_source() -> str:
         ) from None
 
 
-def _b64(data: bytes | bytearray | memoryview) -> str:
-    return base64.b64encode(bytes(data)).decode("ascii")
-
-
-def encode_state(value: Any) -> Any:
-    """JSON-ready copy of a trait value: bytes become base64, non-finite floats ``None``."""
-    if isinstance(value, dict):
-        buf = value.get("buffer")
-        if isinstance(buf, (bytes, bytearray, memoryview)) and "dtype" in value:
-            out = {k: encode_state(v) for k, v in value.items() if k != "buffer"}
-            out["b64"] = _b64(buf)
-            return out
-        return {str(k): encode_state(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [encode_state(v) for v in value]
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        data = bytes(value)
-        return {"dtype": "uint8", "shape": [len(data)], "b64": _b64(data)}
-    if isinstance(value, bool) or value is None or isinstance(value, (int, str)):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    try:  # numpy scalars and arrays, without importing numpy when it is not there
-        import numpy as np
-
-        if isinstance(value, np.ndarray):
-            name = _NP_DTYPES.get(value.dtype.name)
-            if name is None:
-                name = "float32" if value.dtype.kind == "f" else "int32"
-            a = np.ascontiguousarray(value.astype(np.dtype(name).newbyteorder("<"), copy=False))
-            return {"dtype": name, "shape": list(a.shape), "b64": _b64(a.tobytes())}
-        if isinstance(value, np.generic):
-            return encode_state(value.item())
-    except ImportError:  # pragma: no cover
-        pass
-    raise TypeError(f"cannot put a {type(value).__name__} in an exported page")
-
-
-def _script_json(obj: Any) -> str:
+def script_json(obj: Any) -> str:
     """JSON that is safe inside a <script> element: no '<', '>', '&' or line separators survive."""
     text = json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     return (
@@ -137,8 +97,8 @@ def standalone_html(state: dict[str, Any], title: str = "lens_widget") -> str:
         f"<title>{html.escape(str(title), quote=True)}</title>\n"
         "<style>body{margin:8px;background:#fff}@media (prefers-color-scheme: dark){body{background:#1e1e1e}}</style>\n"
         "</head>\n<body>\n<div id=\"lw-root\"></div>\n"
-        f"<script type=\"application/json\" id=\"lw-state\">{_script_json(encode_state(state))}</script>\n"
-        f"<script type=\"application/json\" id=\"lw-bundle\">{_script_json(bundle)}</script>\n"
+        f"<script type=\"application/json\" id=\"lw-state\">{script_json(json_state(state))}</script>\n"
+        f"<script type=\"application/json\" id=\"lw-bundle\">{script_json(bundle)}</script>\n"
         f"<script type=\"module\">{_BOOT}</script>\n"
         "</body>\n</html>\n"
     )

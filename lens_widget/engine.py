@@ -1,0 +1,431 @@
+"""`LogitLens`, the runner: one forward pass per batch through the model's activation source,
+each site's rows through the decoder, reductions per cell, a :class:`LensResult` at the end.
+
+It also answers what the widget asks of one cell or one column (full-vocabulary detail, exact
+ranks along the layers) and checks itself (the last block decodes to the model's logits).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .cache import ActivationCache
+from .decoders import Decoder
+from .hooked import HookedModel, as_hooked_model
+from .inputs import Batch
+from .reduce import FUSE_MIN_WORK, FUSED, ChunkReducer, rows_for_budget, token_stats
+from .result import LensResult
+from .sites import resolve_positions, select_matrix
+
+__all__ = ["LogitLens", "DEFAULT_MEMORY_BUDGET", "COMPUTE_METRICS"]
+
+#: Bytes of scratch memory the reducer may use for its logits buffers.
+DEFAULT_MEMORY_BUDGET = 512 * 2**20
+#: ``compute``'s metrics (the reference tutorial's names).
+COMPUTE_METRICS = ("logit_lens", "logit_diff")
+
+
+@dataclass
+class _Plan:
+    """What one ``run`` computes and how it is chunked."""
+
+    batch: Batch
+    sites: list[str]
+    record: list[str]
+    final_site: str
+    positions: list[list[int]]
+    tracked: torch.Tensor
+    k: int
+    max_rows: int
+    group: int  # sites per chunk
+    block: int  # positions per chunk
+
+    @property
+    def n_chunks(self) -> int:
+        S = len(self.sites)
+        return sum(math.ceil(len(p) / self.block) * math.ceil(S / self.group) for p in self.positions)
+
+
+class LogitLens:
+    """The lens over a model: the tutorial's ``compute`` and the grid's ``run``.
+
+    ``model`` is a :class:`HookedModel` or a ``transformers`` causal LM (with ``tokenizer=``,
+    or the tokenizer saved beside it); ``decoder`` a :class:`~lens_widget.decoders.Decoder`
+    (default: the plain logit lens; e.g. a :class:`~lens_widget.tuned_lens.TunedLens`).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        memory_budget: int = DEFAULT_MEMORY_BUDGET,
+        compile: bool | str = "auto",
+        *,
+        decoder: Decoder | None = None,
+        tokenizer: Any = None,
+    ):
+        """``memory_budget``: bytes of scratch for logits chunks. ``compile``: ``"auto"`` (or
+        ``True``) uses the fused compiled reductions for large runs once they are compiled (in
+        the background, so no grid waits for the compiler); ``"always"`` compiles before the
+        first run and fuses every run, raising if compiling fails (tests, benchmarks);
+        ``"never"`` (or ``False``) stays eager. ``LENS_WIDGET_COMPILE=0`` turns compiling off
+        everywhere."""
+        self.model: HookedModel = as_hooked_model(model, tokenizer)
+        self.decoder = decoder if decoder is not None else Decoder(self.model)
+        if self.decoder.model is not self.model and self.decoder.model.model is not self.model.model:
+            raise ValueError("the decoder was built for another model")
+        self.memory_budget = int(memory_budget)
+        modes = {True: "auto", False: "never", "auto": "auto", "always": "always", "never": "never"}
+        if compile not in modes:
+            raise ValueError(f"compile must be 'auto', 'always' or 'never', got {compile!r}")
+        self.compile: str = modes[compile]
+
+    @classmethod
+    def from_model(cls, model: Any, **kwargs: Any) -> "LogitLens":
+        return cls(model, **kwargs)
+
+    @classmethod
+    def from_model_name(cls, name_or_path: str, **hf_kwargs: Any) -> "LogitLens":
+        """Load a model (see :meth:`HookedModel.from_pretrained`) and build its lens."""
+        return cls(HookedModel.from_pretrained(name_or_path, **hf_kwargs))
+
+    def with_decoder(self, decoder: Decoder | None) -> "LogitLens":
+        """The same lens settings over another decoder (``None``: the logit lens)."""
+        return LogitLens(self.model, self.memory_budget, self.compile, decoder=decoder)
+
+    def token_ids(self, tokens: Iterable[int | str]) -> torch.Tensor:
+        """Ids of tokens given as ids or single-token strings."""
+        return torch.tensor([self.model.tokens.token_id(t) for t in tokens], dtype=torch.long)
+
+    # -- the reference tutorial's call -----------------------------------------------------
+    @torch.inference_mode()
+    def compute(
+        self,
+        activations: ActivationCache | dict[str, torch.Tensor],
+        target_key: str,
+        apply_norm: bool = True,
+        apply_softmax: bool = False,
+        token_directions: Sequence[Any] | None = None,
+        metric: str | None = None,
+        progress: bool = True,
+    ) -> dict[str, torch.Tensor]:
+        """Decode cached activations.
+
+        ``target_key`` is a cache key (``"resid_out_3"``) or a pattern with ``{i}``
+        (``"resid_out_{i}"``: every layer in the cache). Without a metric the result is
+        ``{"logit_lens_<key>": [batch, positions, vocab]}`` (logits, or probabilities with
+        ``apply_softmax``). With ``metric="logit_diff"`` and ``token_directions=[(a, b), ...]``
+        (ids or single-token strings) it is ``{"logit_diff_<key>": [batch, positions]}`` for one
+        pair, ``[batch, positions, pairs]`` for several. Padded positions are NaN.
+        """
+        if metric is None:
+            metric = "logit_diff" if token_directions else "logit_lens"
+        if metric not in COMPUTE_METRICS:
+            raise ValueError(f"unknown metric {metric!r}: use one of {', '.join(COMPUTE_METRICS)} (or None)")
+        if metric == "logit_diff" and not token_directions:
+            raise ValueError("metric='logit_diff' needs token_directions=[(token_a, token_b), ...]")
+        keys = _expand_key(activations, target_key)
+        self.decoder.check_sites([k for k in keys if k not in ("logits", "last_layernorm")])
+        pairs = self._pairs(token_directions) if metric == "logit_diff" else None
+        out: dict[str, torch.Tensor] = {}
+        with self.decoder.loaded():
+            for key in tqdm(keys, desc=f"Computing Logit Lens of {target_key}", disable=not progress or len(keys) < 2):
+                h = activations[key]
+                if pairs is not None:
+                    z = self.decoder.logits_of(h, pairs.reshape(-1), key, apply_norm).view(*h.shape[:-1], -1, 2)
+                    value = z[..., 0] - z[..., 1]
+                    value, name = (value[..., 0] if pairs.shape[0] == 1 else value), f"logit_diff_{key}"
+                else:
+                    value, name = self._full(h, key, apply_norm, apply_softmax), f"logit_lens_{key}"
+                out[name] = _mask_padding(value, getattr(activations, "positions", None), h)
+        return out
+
+    def _full(self, h: torch.Tensor, site: str, apply_norm: bool, apply_softmax: bool) -> torch.Tensor:
+        flat = h.reshape(-1, h.shape[-1])
+        out = torch.empty(flat.shape[0], self.decoder.vocab, dtype=torch.float32, device=self.decoder.device)
+        step = rows_for_budget(self.decoder.vocab, self.memory_budget)
+        for i in range(0, flat.shape[0], step):
+            z = self.decoder.logits(flat[i : i + step], site, apply_norm)
+            out[i : i + step] = torch.softmax(z, -1) if apply_softmax else z
+        return out.view(*h.shape[:-1], -1)
+
+    def _pairs(self, directions: Sequence[Any]) -> torch.Tensor:
+        pairs = []
+        for d in directions:
+            if not isinstance(d, (tuple, list)) or len(d) != 2:
+                raise ValueError(f"each token direction must be a pair (token_a, token_b), got {d!r}")
+            pairs.append([self.model.tokens.token_id(d[0]), self.model.tokens.token_id(d[1])])
+        return torch.tensor(pairs, dtype=torch.long)
+
+    # -- the grid's call -------------------------------------------------------------------
+    def run(
+        self,
+        prompts: Any,
+        *,
+        sites: str | Sequence[str] | None = None,
+        positions: Any = "all",
+        k: int = 10,
+        track: Iterable[int | str] = (),
+        track_top: int = 0,
+        batch_size: int = 4,
+        progress: bool = True,
+        return_activations: bool = False,
+    ) -> LensResult | tuple[LensResult, list[dict[str, torch.Tensor]]]:
+        """The lens of every (site, position) cell of one or more prompts, reduced.
+
+        Args:
+            prompts: one prompt or a list (different lengths are fine), or token ids / a
+                tokenizer output (see :meth:`HookedModel.as_batch`).
+            sites: ``None``/``"resid"`` (embeddings + every block output), ``"all"``, or names.
+            positions: see :func:`~lens_widget.sites.resolve_positions`.
+            k: top tokens kept per cell.
+            track: token ids or single-token strings whose probability, logit and exact rank
+                are kept at every cell.
+            track_top: also track the final layer's top-N tokens at each prompt's last position.
+            batch_size: prompts per forward pass.
+            return_activations: also return, per prompt, ``{site: [P, d]}`` on the decoder's
+                device (what the widget keeps to answer clicks exactly).
+        """
+        plan = self._plan(prompts, sites, positions, k, track, track_top)
+        reducer = ChunkReducer(self.decoder, plan.max_rows, plan.k, fused=self._use_fused(plan), strict=self.compile == "always")
+        store = _ResultStore(len(plan.positions), len(plan.sites), max(len(p) for p in plan.positions), plan.k, int(plan.tracked.numel()))
+        kept: list[dict[str, torch.Tensor]] = []
+        bar = tqdm(total=plan.n_chunks, desc=f"{self.decoder.name.capitalize()}", unit="chunk", disable=not progress)
+        try:
+            for idx in _batches(len(plan.positions), batch_size):
+                batch = plan.batch.subset(idx)
+                select, _ = select_matrix([plan.positions[i] for i in idx])
+                work = lambda acts, idx=idx, batch=batch: self._reduce_batch(plan, reducer, store, idx, batch, acts, bar, kept if return_activations else None)  # noqa: E731
+                self.model.source.reduce(batch, plan.record, select, work)
+        finally:
+            bar.close()
+        result = self._assemble(plan, store)
+        return (result, kept) if return_activations else result
+
+    def _plan(self, prompts: Any, sites: Any, positions: Any, k: int, track: Iterable[int | str], track_top: int) -> _Plan:
+        hm = self.model
+        site_names = hm.site_names(sites)
+        self.decoder.check_sites(site_names)
+        if int(k) < 1:
+            raise ValueError("k must be at least 1")
+        final_site = f"resid_out_{hm.num_layers - 1}"
+        batch = hm.as_batch(prompts)
+        pos_lists = [resolve_positions(positions, int(n)) for n in batch.lengths]
+        tracked = self.token_ids(track)
+        if track_top:
+            tracked = torch.cat([tracked, self.final_top(batch, int(track_top))])
+        tracked = torch.tensor(list(dict.fromkeys(tracked.tolist())), dtype=torch.long)
+        max_rows = rows_for_budget(self.decoder.vocab, self.memory_budget)
+        group = min(len(site_names), max_rows)
+        return _Plan(
+            batch=batch,
+            sites=site_names,
+            record=list(dict.fromkeys(site_names + [final_site])),
+            final_site=final_site,
+            positions=pos_lists,
+            tracked=tracked,
+            k=min(int(k), self.decoder.vocab),
+            max_rows=max_rows,
+            group=group,
+            block=max(1, max_rows // group),
+        )
+
+    def _use_fused(self, plan: _Plan) -> bool:
+        """Large runs use the compiled reductions once compiled (started now, in the background);
+        small runs stay eager, where compiling would cost more than it saves."""
+        if self.compile == "never" or not FUSED.enabled():
+            return False
+        kernel = ChunkReducer.kernel_for(self.decoder.vocab, plan.k)
+        if self.compile == "always":
+            FUSED.warm(kernel, self.decoder.vocab, self.decoder.device, block=True)
+            failure = FUSED.failure(kernel)
+            if failure:
+                raise RuntimeError(f"compile='always': torch.compile of the reductions failed: {failure}")
+            return True
+        work = len(plan.sites) * sum(len(p) for p in plan.positions) * self.decoder.vocab
+        if work < FUSE_MIN_WORK:
+            return False
+        FUSED.warm(kernel, self.decoder.vocab, self.decoder.device)
+        return True
+
+    @torch.inference_mode()
+    def _reduce_batch(self, plan: _Plan, reducer: ChunkReducer, store: "_ResultStore", idx: list[int], batch: Batch,
+                      acts: dict[str, torch.Tensor], bar: Any, kept: list[dict[str, torch.Tensor]] | None) -> None:
+        """Every chunk of one forward batch: final distribution per position block, then each
+        group of sites, each site's rows prepared by the decoder (its own translator)."""
+        S = len(plan.sites)
+        with self.decoder.loaded():
+            for j, b in enumerate(idx):
+                pos = plan.positions[b]
+                ids = batch.input_ids[j, : int(batch.lengths[j])]
+                pos_t = torch.as_tensor(pos)
+                nxt = torch.where(pos_t + 1 < ids.numel(), ids[(pos_t + 1).clamp(max=ids.numel() - 1)], -1)
+                for p0 in range(0, len(pos), plan.block):
+                    p1 = min(len(pos), p0 + plan.block)
+                    final = reducer.final_distribution(self.decoder.prepare(acts[plan.final_site][j, p0:p1], plan.final_site))
+                    for s0 in range(0, S, plan.group):
+                        s1 = min(S, s0 + plan.group)
+                        g = s1 - s0
+                        raw = [acts[site][j, p0:p1] for site in plan.sites[s0:s1]]
+                        x = torch.stack([self.decoder.prepare(h, site) for h, site in zip(raw, plan.sites[s0:s1])], 1)
+                        bad = ~torch.isfinite(torch.stack(raw, 1)).all(-1)
+                        stats = reducer.reduce(x.reshape(-1, x.shape[-1]), nxt[p0:p1].repeat_interleave(g), plan.tracked, final, group=g, nonfinite=bad.reshape(-1))
+                        store.put(b, slice(s0, s1), slice(p0, p1), stats, g)
+                        bar.update(1)
+                if kept is not None:
+                    kept.append({site: acts[site][j, : len(pos)] for site in plan.record})
+
+    def _assemble(self, plan: _Plan, store: "_ResultStore") -> LensResult:
+        """The result's arrays: ids and positions padded with -1, KL and entropy clamped at 0
+        against rounding, KL exactly 0 at the final site."""
+        batch, B = plan.batch, len(plan.positions)
+        input_ids = np.where(batch.attention_mask.numpy().astype(bool), batch.input_ids.numpy(), -1).astype(np.int64)
+        positions_np = np.full((B, store.P), -1, dtype=np.int64)
+        next_np = np.full((B, store.P), -1, dtype=np.int64)
+        for b, pl in enumerate(plan.positions):
+            n = int(batch.lengths[b])
+            positions_np[b, : len(pl)] = pl
+            next_np[b, : len(pl)] = [int(input_ids[b, p + 1]) if p + 1 < n else -1 for p in pl]
+        arrays = store.a
+        # KL and entropy are >= 0, KL(final || final) is 0 by definition: rounding (~1e-5) says otherwise.
+        for key in ("kl", "entropy"):
+            np.maximum(arrays[key], 0, out=arrays[key], where=~np.isnan(arrays[key]))
+        if plan.final_site in plan.sites:
+            kl_final = arrays["kl"][:, plan.sites.index(plan.final_site)]
+            kl_final[~np.isnan(kl_final)] = 0.0
+        used = set(input_ids[input_ids >= 0].tolist()) | set(np.unique(arrays["topk_ids"]).tolist()) | set(plan.tracked.tolist())
+        return LensResult(
+            prompts=list(batch.prompts),
+            input_ids=input_ids,
+            lengths=batch.lengths.numpy().astype(np.int64),
+            sites=plan.sites,
+            positions=positions_np,
+            next_ids=next_np,
+            tracked_ids=plan.tracked.numpy().astype(np.int64),
+            token_strings=self.model.tokens.table(used),
+            model_name=self.model.name,
+            lens_name=self.decoder.name,
+            **arrays,
+        )
+
+    def final_top(self, batch: Any, n: int) -> torch.Tensor:
+        """Ids of the final layer's top-``n`` tokens at each prompt's last position, ``[B * n]``."""
+        batch = self.model.as_batch(batch)
+        final_site = f"resid_out_{self.model.num_layers - 1}"
+        acts = self.model.record(batch, [final_site], (batch.lengths - 1)[:, None]).acts
+        z = self.decoder.logits(acts[final_site][:, 0], final_site)
+        return torch.topk(z, min(n, z.shape[-1]), dim=-1).indices.reshape(-1).cpu()
+
+    # -- one cell, one column, exactly ---------------------------------------------------------
+    @torch.inference_mode()
+    def cell_detail(self, h: torch.Tensor, site: str, k: int = 50, token_ids: Sequence[int] = ()) -> dict[str, Any]:
+        """Full-vocabulary detail of one residual vector ``h [d]`` of ``site``: top-k, entropy,
+        and the logit, probability and exact rank of any tokens."""
+        z = self.decoder.logits(h[None], site)
+        top = torch.topk(z[0], min(int(k), z.shape[-1]))
+        ids = torch.as_tensor(list(token_ids), dtype=torch.long)
+        st = token_stats(z, torch.cat([top.indices.cpu(), ids]))
+        n_top = top.indices.numel()
+        stats = [
+            {"id": int(t), "logit": float(st["logits"][0, n_top + j]), "prob": float(st["probs"][0, n_top + j]), "rank": int(st["ranks"][0, n_top + j])}
+            for j, t in enumerate(ids.tolist())
+        ]
+        return {
+            "top_ids": top.indices.cpu().numpy().astype(np.int32),
+            "top_logits": top.values.cpu().numpy().astype(np.float32),
+            "top_probs": st["probs"][0, :n_top].cpu().numpy().astype(np.float32),
+            "entropy": float(st["entropy"][0]),
+            "token_stats": stats,
+        }
+
+    @torch.inference_mode()
+    def trajectory(self, column: dict[str, torch.Tensor], sites: Sequence[str], token_ids: Sequence[int]) -> dict[str, np.ndarray]:
+        """Probability, logit and exact rank of ``token_ids`` at every site of one column
+        (``column[site]`` is that position's residual vector): ``[S, M]`` arrays."""
+        ids = torch.as_tensor(list(token_ids), dtype=torch.long)
+        with self.decoder.loaded():
+            z = torch.cat([self.decoder.logits(column[s][None], s) for s in sites])
+        st = token_stats(z, ids)
+        return {
+            "probs": st["probs"].cpu().numpy().astype(np.float32),
+            "logits": st["logits"].cpu().numpy().astype(np.float32),
+            "ranks": st["ranks"].cpu().numpy().astype(np.int32),
+        }
+
+    # -- self-check ----------------------------------------------------------------------------
+    @torch.inference_mode()
+    def check_lens(self, prompt: str = "The capital of France is") -> float:
+        """max |lens(last block) - model logits| over the prompt's positions (float32 ≈ 1e-5)."""
+        batch = self.model.encode(prompt)
+        select, _ = select_matrix([list(range(int(batch.lengths[0])))])
+        last = f"resid_out_{self.model.num_layers - 1}"
+        rec = self.model.record(batch, [last], select, want_logits=True)
+        assert rec.logits is not None
+        lens_logits = self.decoder.logits(rec.acts[last][0], last)
+        return float((lens_logits - rec.logits[0].to(lens_logits.device)).abs().max())
+
+
+def _batches(n: int, size: int) -> list[list[int]]:
+    step = max(1, int(size))
+    return [list(range(s, min(n, s + step))) for s in range(0, n, step)]
+
+
+def _mask_padding(value: torch.Tensor, positions: Any, h: torch.Tensor) -> torch.Tensor:
+    """NaN at the padded columns of a cache (``positions < 0``)."""
+    if not isinstance(positions, torch.Tensor) or positions.shape != h.shape[:2]:
+        return value
+    valid = (positions >= 0).view(*positions.shape, *([1] * (value.dim() - 2))).to(value.device)
+    return value.masked_fill(~valid, float("nan"))
+
+
+def _expand_key(activations: Any, target_key: str) -> list[str]:
+    """Cache keys named by ``target_key`` (``{i}`` expands over every layer in the cache)."""
+    if "{i}" in target_key:
+        prefix, suffix = target_key.split("{i}", 1)
+
+        def layer(key: str) -> str:
+            return key[len(prefix) : len(key) - len(suffix) or None]
+
+        keys = [k for k in activations.keys() if k.startswith(prefix) and k.endswith(suffix) and layer(k).isdigit()]
+        keys.sort(key=lambda k: int(layer(k)))
+        if not keys:
+            raise KeyError(f"no cache key matches {target_key!r}; the cache holds {', '.join(activations.keys())}")
+        return keys
+    if target_key not in activations:
+        raise KeyError(f"{target_key!r} is not in the cache; it holds {', '.join(activations.keys())}")
+    return [target_key]
+
+
+class _ResultStore:
+    """Output arrays ``[B, S, P, ...]`` filled chunk by chunk (rows come position-major)."""
+
+    def __init__(self, B: int, S: int, P: int, k: int, M: int):
+        f, i = np.float32, np.int64
+        nan = np.nan
+        self.P = P
+        self.a = {
+            "topk_ids": np.full((B, S, P, k), -1, i),
+            "topk_probs": np.full((B, S, P, k), nan, f),
+            "topk_logits": np.full((B, S, P, k), nan, f),
+            "entropy": np.full((B, S, P), nan, f),
+            "next_prob": np.full((B, S, P), nan, f),
+            "next_logit": np.full((B, S, P), nan, f),
+            "next_rank": np.zeros((B, S, P), i),
+            "kl": np.full((B, S, P), nan, f),
+            "tracked_prob": np.full((B, S, P, M), nan, f),
+            "tracked_logit": np.full((B, S, P, M), nan, f),
+            "tracked_rank": np.zeros((B, S, P, M), i),
+            "nonfinite": np.zeros((B, S, P), bool),
+        }
+
+    def put(self, b: int, sites: slice, pos: slice, stats: dict[str, torch.Tensor], group: int) -> None:
+        n_pos = pos.stop - pos.start
+        for key, arr in self.a.items():
+            v = stats[key].detach().cpu().numpy()
+            v = v.reshape(n_pos, group, *v.shape[1:])  # [pos, site, ...]
+            arr[b, sites, pos] = np.swapaxes(v, 0, 1)

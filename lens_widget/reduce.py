@@ -1,0 +1,305 @@
+"""Reductions of logits chunks to what a person reads per cell, without ever holding a
+``[sites, positions, vocab]`` tensor.
+
+Per chunk of ``r`` rows the work is one ``[r, d] x [d, V]`` matmul into a preallocated float32
+buffer, then passes over that buffer: exact ranks (strict ``>`` counts on the raw logits), top-k,
+log-sum-exp, entropy and KL(final ‖ site) as batched sums. The passes run fused through
+``torch.compile`` when the work is large enough to repay compiling (compiled once per process, in
+the background, while eager passes carry on); small work and a failed compile use eager passes
+over preallocated buffers. Both are exact and tested against a naive full-vocabulary lens.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from typing import Any, Callable
+
+import torch
+
+from .decoders import Decoder
+
+__all__ = [
+    "ChunkReducer",
+    "FusedKernels",
+    "FUSED",
+    "blocked_topk",
+    "token_stats",
+    "rows_for_budget",
+    "EXP_FLOOR",
+    "TOPK_BLOCK",
+]
+
+#: exp of arguments below float32's normal range is 15-40x slower on CPU; those probabilities
+#: are < 1.6e-38 either way (Gemma's early layers span hundreds of nats).
+EXP_FLOOR = -87.0
+#: Top-k reads the k best blocks of this many logits (see :func:`blocked_topk`).
+TOPK_BLOCK = 64
+#: Below this many logits per run (rows x vocab), eager passes finish before a compile would.
+FUSE_MIN_WORK = int(os.environ.get("LENS_WIDGET_FUSE_MIN_WORK", 64 * 49152 * 31))
+
+
+def rows_for_budget(vocab: int, budget: int) -> int:
+    """Rows per chunk: logits and eager scratch (4 B each), a mask (1 B), final probs (4 B)."""
+    return max(1, int(budget // (vocab * 13)))
+
+
+def cell_stats(z: torch.Tensor, targets: torch.Tensor, p_final: torch.Tensor, m: torch.Tensor | None = None):
+    """Ranks of ``targets``, log-sum-exp, negative entropy and sum(p_final * log p), per row.
+
+    ``z [n, g, V]`` logits (``g`` sites of ``n`` positions), ``targets [n, g, T]`` logits whose
+    exact ranks are counted (strictly larger logits), ``p_final [n, 1, V]`` the final layer's
+    probabilities, ``m`` the row maxima if known. Two passes over ``z`` when compiled: max and
+    ranks, then every sum at once (sum p log p = E_p[z] - lse, sum q log p = E_q[z] - lse).
+    Element-wise math is float32, sums accumulate in float64 (a vectorised float32 sum over 49k
+    terms loses ~1e-4 relative).
+    """
+    f64 = torch.float64
+    ranks = (z.unsqueeze(-2) > targets.unsqueeze(-1)).sum(-1, dtype=torch.int32) + 1
+    if m is None:
+        m = z.amax(-1, keepdim=True)
+    e = torch.exp(z - m)
+    s = e.to(f64).sum(-1)
+    mean_z = (e * z).to(f64).sum(-1) / s
+    lse = m[..., 0].to(f64) + torch.log(s)
+    cross = (p_final * z).to(f64).sum(-1) - lse * p_final.to(f64).sum(-1)
+    return ranks, lse.float(), (mean_z - lse).float(), cross.float()
+
+
+def cell_stats_blocked(z: torch.Tensor, targets: torch.Tensor, p_final: torch.Tensor):
+    """:func:`cell_stats` plus the maxima of blocks of ``TOPK_BLOCK`` logits, in the same pass,
+    so that top-k reads only k blocks per row (:func:`blocked_topk`)."""
+    block_max = z.view(*z.shape[:-1], -1, TOPK_BLOCK).amax(-1)
+    return (*cell_stats(z, targets, p_final, block_max.amax(-1, keepdim=True)), block_max)
+
+
+def blocked_topk(z: torch.Tensor, block_max: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``torch.topk(z, k)`` from per-block maxima: exact, reading only k blocks per row.
+
+    Each of the k largest logits lies in a block whose maximum is at least the k-th largest
+    logit, and at most k blocks have such a maximum (ties aside, where top-k is arbitrary anyway).
+    """
+    r, n_blocks = block_max.shape
+    blocks = torch.topk(block_max, k, dim=-1).indices  # [r, k]
+    cand = z.view(r, n_blocks, TOPK_BLOCK).gather(1, blocks[..., None].expand(r, k, TOPK_BLOCK))
+    values, local = torch.topk(cand.view(r, -1), k, dim=-1)
+    ids = blocks.gather(1, local // TOPK_BLOCK) * TOPK_BLOCK + local % TOPK_BLOCK
+    return values, ids
+
+
+def uses_blocked_topk(vocab: int, k: int) -> bool:
+    """Whether top-k of ``vocab`` logits comes from block maxima (``vocab`` a multiple of the
+    block, and at least ``k`` blocks)."""
+    return vocab % TOPK_BLOCK == 0 and k <= vocab // TOPK_BLOCK
+
+
+@torch.inference_mode()
+def token_stats(z: torch.Tensor, ids: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Logit, probability and exact 1-based rank of tokens ``ids [M]`` in each row of ``z [r, V]``,
+    and each row's entropy: the one full-vocabulary computation behind cell detail and
+    trajectories (``[r, M]`` each, entropy ``[r]``)."""
+    ids = ids.to(z.device)
+    lse = torch.logsumexp(z, -1, keepdim=True)
+    logp = z - lse
+    sel = z[:, ids]
+    ranks = torch.stack([(z > sel[:, j : j + 1]).sum(-1) + 1 for j in range(sel.shape[1])], -1) if ids.numel() else sel.long()
+    entropy = -(logp.clamp(min=EXP_FLOOR).exp() * logp).sum(-1)
+    return {"logits": sel, "probs": (sel - lse).exp(), "ranks": ranks.to(torch.int64), "entropy": entropy}
+
+
+class FusedKernels:
+    """The compiled reductions, compiled once per process in a background thread.
+
+    ``get(name)`` returns the compiled function once it is ready and ``None`` before (callers
+    then use eager passes), so compiling never blocks a grid. ``LENS_WIDGET_COMPILE=0`` turns
+    compiling off; a compile that fails warns once and leaves eager passes in charge.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ready: dict[str, Callable[..., Any]] = {}
+        self._started: set[str] = set()
+        self._failed: dict[str, str] = {}
+        self._threads: list[threading.Thread] = []
+
+    @staticmethod
+    def enabled() -> bool:
+        return os.environ.get("LENS_WIDGET_COMPILE", "1") != "0"
+
+    def get(self, name: str) -> Callable[..., Any] | None:
+        return self._ready.get(name)
+
+    def failure(self, name: str) -> str | None:
+        return self._failed.get(name)
+
+    def warm(self, name: str, vocab: int, device: torch.device, block: bool = False) -> threading.Thread | None:
+        """Start compiling kernel ``name`` for ``vocab``-wide rows on ``device`` (no-op when
+        started already or disabled). ``block=True`` waits for it (benchmarks, tests)."""
+        if not self.enabled():
+            return None
+        with self._lock:
+            if name in self._started:
+                thread = next((t for t in self._threads if t.name == f"lens-widget-compile-{name}"), None)
+            else:
+                self._started.add(name)
+                thread = threading.Thread(target=self._compile, args=(name, vocab, device), name=f"lens-widget-compile-{name}", daemon=True)
+                self._threads.append(thread)
+                thread.start()
+        if block and thread is not None:
+            thread.join()
+        return thread
+
+    def _compile(self, name: str, vocab: int, device: torch.device) -> None:
+        fn = {"cell_stats": cell_stats, "cell_stats_blocked": cell_stats_blocked}[name]
+        try:
+            compiled = torch.compile(fn, dynamic=True)
+            # Shapes with every dimension > 1, so the compiled graph stays general.
+            with torch.inference_mode():
+                z = torch.randn(2, 3, vocab, device=device)
+                compiled(z, z[..., :2].contiguous(), torch.softmax(z[:, :1], -1))
+            self._ready[name] = compiled
+        except Exception as exc:  # no C++ compiler, unsupported device, ...: eager is exact too
+            self._failed[name] = f"{type(exc).__name__}: {exc}"
+            warnings.warn(f"lens_widget: torch.compile of the reductions failed ({type(exc).__name__}); using eager passes")
+
+
+#: The process's compiled reductions.
+FUSED = FusedKernels()
+
+
+class ChunkReducer:
+    """Reduces chunks of prepared rows to per-cell statistics with reused scratch buffers.
+
+    Fresh ``[rows, V]`` tensors are served by mmap and re-faulted on every chunk; keeping the
+    logits buffer alive and writing with ``out=`` avoids that.
+    """
+
+    def __init__(self, decoder: Decoder, max_rows: int, k: int, fused: bool = True, strict: bool = False):
+        V = decoder.vocab
+        self.decoder, self.k, self.max_rows = decoder, min(k, V), max_rows
+        self.z = torch.empty(max_rows, V, dtype=torch.float32, device=decoder.device)
+        self.blocked = uses_blocked_topk(V, self.k)
+        self.kernel = self.kernel_for(V, self.k)
+        self.fused = fused
+        self.strict = strict  # a failing compiled kernel raises instead of falling back
+        self.fused_chunks = 0  # how many chunks the compiled kernel reduced (tests, benchmarks)
+        self._p: torch.Tensor | None = None
+        self._mask: torch.Tensor | None = None
+
+    @staticmethod
+    def kernel_for(vocab: int, k: int) -> str:
+        """Name of the compiled kernel that reduces ``vocab``-wide rows with top-``k``."""
+        return "cell_stats_blocked" if uses_blocked_topk(vocab, min(k, vocab)) else "cell_stats"
+
+    def _scratch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._p is None or self._mask is None:
+            self._p = torch.empty_like(self.z)
+            self._mask = torch.empty(self.z.shape, dtype=torch.bool, device=self.z.device)
+        return self._p, self._mask
+
+    @torch.inference_mode()
+    def final_distribution(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Probabilities ``[r, V]`` (a new tensor) and negative entropy ``[r]`` of prepared
+        final-layer rows."""
+        logp = torch.log_softmax(self.decoder.unembed(x), dim=-1)
+        p = logp.clamp(min=EXP_FLOOR).exp_()
+        return p, (p * logp).sum(-1)
+
+    def _eager_stats(self, z: torch.Tensor, targets: torch.Tensor, p_final: torch.Tensor, group: int):
+        """:func:`cell_stats` in passes over preallocated buffers (no ``[r, V]`` temporaries)."""
+        r = z.shape[0]
+        p, mask = self._scratch()
+        ranks = torch.stack(
+            [torch.gt(z, targets[:, j : j + 1], out=mask[:r]).view(torch.uint8).sum(-1, dtype=torch.int32) + 1 for j in range(targets.shape[1])],
+            -1,
+        )
+        zmax = z.amax(-1)
+        lse = zmax + torch.sub(z, zmax[:, None], out=p[:r]).clamp_(min=EXP_FLOOR).exp_().sum(-1).log()
+        logp = torch.sub(z, lse[:, None], out=p[:r])
+        # torch's eager sums are cascaded (accurate in float32); products reuse z, read already
+        neg_entropy = torch.mul(torch.clamp(logp, min=EXP_FLOOR, out=z).exp_(), logp, out=z).sum(-1)
+        n_pos = r // group
+        cross = torch.mul(logp.view(n_pos, group, -1), p_final[:n_pos, None, :], out=z.view(n_pos, group, -1)).sum(-1).view(-1)
+        return ranks, lse, neg_entropy, cross
+
+    def _fused_stats(self, z: torch.Tensor, targets: torch.Tensor, p_final: torch.Tensor, group: int):
+        """The compiled kernel's statistics and top-k, or ``None`` when it is not ready."""
+        fn = FUSED.get(self.kernel) if self.fused else None
+        if fn is None:
+            if self.fused and self.strict:
+                raise RuntimeError(f"the compiled kernel {self.kernel} is not ready")
+            return None
+        r, n_pos = z.shape[0], z.shape[0] // group
+        try:
+            out = fn(z.view(n_pos, group, -1), targets.view(n_pos, group, -1), p_final[:n_pos, None, :])
+        except Exception as exc:
+            if self.strict:
+                raise
+            warnings.warn(f"lens_widget: the compiled reductions failed ({type(exc).__name__}); using eager passes")
+            self.fused = False
+            return None
+        top = blocked_topk(z, out[4].view(r, -1), self.k) if self.blocked else torch.topk(z, self.k, dim=-1)
+        self.fused_chunks += 1
+        return (out[0].view(r, -1), out[1].view(r), out[2].view(r), out[3].view(r)), top
+
+    @torch.inference_mode()
+    def reduce(
+        self,
+        x: torch.Tensor,
+        next_ids: torch.Tensor,
+        tracked: torch.Tensor,
+        final: tuple[torch.Tensor, torch.Tensor],
+        group: int = 1,
+        nonfinite: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Statistics of ``r`` prepared rows ``x [r, d]``.
+
+        ``next_ids [r]`` (``-1`` = none), ``tracked [M]`` ids, ``final`` the final layer's
+        (probabilities, negative entropy) for the chunk's positions, ``nonfinite [r]`` rows whose
+        activations held NaN/inf. Rows are ordered position-major in groups of ``group`` sites:
+        row ``i`` belongs to position ``i // group``.
+        """
+        r = x.shape[0]
+        z = self.decoder.unembed(x, out=self.z[:r])
+        dev = z.device
+        next_logit = z.gather(1, next_ids.clamp(min=0).to(dev)[:, None])
+        tracked_logit = z[:, tracked.to(dev)] if tracked.numel() else z.new_empty(r, 0)
+        targets = torch.cat([next_logit, tracked_logit], 1)
+        fused = self._fused_stats(z, targets, final[0], group)
+        if fused is not None:
+            stats, (top_logits, top_ids) = fused
+        else:
+            top_logits, top_ids = torch.topk(z, self.k, dim=-1)
+            stats = self._eager_stats(z, targets, final[0], group)  # overwrites z: after top-k
+        bad = ~torch.isfinite(x).all(-1) if nonfinite is None else nonfinite.to(dev) | ~torch.isfinite(x).all(-1)
+        return _cell_outputs(stats, top_ids, top_logits, next_logit[:, 0], tracked_logit, next_ids.to(dev) >= 0, bad, final[1], group)
+
+
+def _cell_outputs(stats, top_ids, top_logits, next_logit, tracked_logit, has_next, nonfinite, neg_h_final, group: int) -> dict[str, torch.Tensor]:
+    """The per-cell arrays from the reductions' raw statistics (NaN where undefined)."""
+    ranks, lse, neg_entropy, cross = stats
+    nonfinite = nonfinite | ~torch.isfinite(lse)
+    n_pos = lse.shape[0] // group
+    nan = torch.tensor(float("nan"), device=lse.device)
+    out = {
+        "topk_ids": top_ids,
+        "topk_logits": top_logits,
+        "topk_probs": (top_logits - lse[:, None]).exp(),
+        "entropy": -neg_entropy,
+        # cells without a next token carry no next-token numbers
+        "next_logit": torch.where(has_next, next_logit, nan),
+        "next_prob": torch.where(has_next, (next_logit - lse).exp(), nan),
+        "next_rank": torch.where(has_next, ranks[:, 0], torch.zeros_like(ranks[:, 0])),
+        "tracked_logit": tracked_logit,
+        "tracked_prob": (tracked_logit - lse[:, None]).exp(),
+        "tracked_rank": ranks[:, 1:],
+        "kl": neg_h_final[:n_pos].repeat_interleave(group) - cross,
+        "nonfinite": nonfinite,
+    }
+    # rows whose activations overflowed are flagged, not drawn as data
+    if bool(nonfinite.any()):
+        for key in ("topk_probs", "topk_logits", "entropy", "next_prob", "next_logit", "tracked_prob", "tracked_logit", "kl"):
+            v = out[key]
+            out[key] = torch.where(nonfinite.view(-1, *([1] * (v.dim() - 1))), nan, v)
+    return out

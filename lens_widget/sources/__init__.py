@@ -1,0 +1,11 @@
+"""The activation-source seam: "run these inputs, record these sites at these positions".
+
+Everything that needs activations (the grid, ``extract_cache``, cell detail, trajectories, the
+widget's prompt box) asks an :class:`ActivationSource`; nothing above this seam knows whether
+local hooks or an nnsight trace produced them.
+"""
+
+from .base import ActivationSource, Recording
+from .hooks import HookSource, SiteRecorder
+
+__all__ = ["ActivationSource", "Recording", "HookSource", "SiteRecorder"]

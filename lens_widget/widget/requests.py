@@ -1,0 +1,89 @@
+"""Requests from the front end: one handler per message type, each checking its fields and
+calling the widget's public API. Malformed requests raise :class:`RequestError` and get an
+``ok: false`` reply; the widget keeps working (see ``docs/wire.md``)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:  # the widget imports this module; this is for type checkers only
+    from .widget import LensWidget
+
+__all__ = ["RequestError", "REQUESTS", "MAX_K", "int_in", "handle"]
+
+MAX_K = 200
+
+
+class RequestError(ValueError):
+    """A front-end request that cannot be answered (the reply says why)."""
+
+
+def int_in(name: str, value: Any, lo: int, hi: int) -> int:
+    """``value`` if it is an int (not a bool) in ``lo..hi``, else a :class:`RequestError`."""
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+        raise RequestError(f"{name} must be an int in {lo}..{hi}, got {value!r}")
+    return value
+
+
+def _cell_detail(w: "LensWidget", m: dict[str, Any]) -> dict[str, Any]:
+    site, col = w.check_cell(m.get("site"), m.get("col"))
+    k = int_in("k", m.get("k", 50), 1, MAX_K)
+    ids = m.get("token_ids") or []
+    if not isinstance(ids, list):
+        raise RequestError("token_ids must be a list of token ids")
+    return w.cell_detail(site, col, k, ids)
+
+
+def _search(w: "LensWidget", m: dict[str, Any]) -> dict[str, Any]:
+    query = m.get("query")
+    if not isinstance(query, str):
+        raise RequestError("query must be a string")
+    return w.search(query, int_in("limit", m.get("limit", 20), 1, MAX_K))
+
+
+def _track(w: "LensWidget", m: dict[str, Any]) -> dict[str, Any]:
+    token = m.get("token")
+    if not isinstance(token, (int, str)) or isinstance(token, bool):
+        raise RequestError("token must be an id or a string")
+    tid = w.track(token)
+    return {"token_id": tid, "text": w.result.token(tid)}
+
+
+def _untrack(w: "LensWidget", m: dict[str, Any]) -> dict[str, Any]:
+    w.untrack(int_in("token_id", m.get("token_id", -1), 0, 2**31 - 1))
+    return {"tracked": list(w.tracked)}
+
+
+def _set_prompt(w: "LensWidget", m: dict[str, Any]) -> dict[str, Any]:
+    prompt = m.get("prompt")
+    if not isinstance(prompt, str):
+        raise RequestError("prompt must be a string")
+    w.set_prompt(prompt)
+    return {"n_positions": int(w.data.get("n_positions", 0))}
+
+
+def _trajectory(w: "LensWidget", m: dict[str, Any]) -> dict[str, Any]:
+    _, col = w.check_cell(0, m.get("col"))
+    ids = m.get("token_ids")
+    if not isinstance(ids, list) or not ids or len(ids) > 64:
+        raise RequestError("token_ids must be a non-empty list of at most 64 ids")
+    return w.trajectory(col, ids)
+
+
+#: message ``type`` -> handler(widget, message) -> reply result
+REQUESTS: dict[str, Callable[["LensWidget", dict[str, Any]], dict[str, Any]]] = {
+    "cell_detail": _cell_detail,
+    "search": _search,
+    "track": _track,
+    "untrack": _untrack,
+    "set_prompt": _set_prompt,
+    "trajectory": _trajectory,
+}
+
+
+def handle(widget: "LensWidget", message: dict[str, Any]) -> dict[str, Any]:
+    """The result of one request (raises on a bad one)."""
+    handler = REQUESTS.get(message.get("type"))  # type: ignore[arg-type]
+    if handler is None:
+        raise RequestError(f"unknown request type {message.get('type')!r}; known: {', '.join(REQUESTS)}")
+    return handler(widget, message)

@@ -1,0 +1,134 @@
+"""The wire: how arrays and results travel to the front end (see ``docs/wire.md``).
+
+One dtype rule for everything that leaves the kernel — the ``data`` trait, request replies and
+the exported HTML page: booleans as ``uint8``, signed integers as ``int32``, unsigned as
+``uint32``, floats as ``float32``; little-endian, C-contiguous, with dtype and shape beside them.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from typing import Any
+
+import numpy as np
+
+from .result import LensResult
+
+__all__ = ["WIRE_VERSION", "wire_dtype", "encode_array", "result_to_wire", "lift_arrays", "json_state"]
+
+WIRE_VERSION = 1
+_BY_KIND = {"b": "uint8", "i": "int32", "u": "uint32", "f": "float32"}
+
+
+def wire_dtype(array: np.ndarray) -> str:
+    """The wire dtype of a numpy array (the one rule)."""
+    try:
+        return _BY_KIND[np.asarray(array).dtype.kind]
+    except KeyError:
+        raise TypeError(f"arrays of dtype {np.asarray(array).dtype} do not go on the wire") from None
+
+
+def encode_array(array: np.ndarray) -> dict[str, Any]:
+    """One array for the wire: ``{dtype, shape, buffer}`` (little-endian C-contiguous bytes)."""
+    a = np.asarray(array)
+    dtype = wire_dtype(a)
+    a = np.ascontiguousarray(a.astype(np.dtype(dtype).newbyteorder("<"), copy=False))
+    return {"dtype": dtype, "shape": list(a.shape), "buffer": a.tobytes()}
+
+
+def result_to_wire(result: LensResult, prompt: int = 0) -> dict[str, Any]:
+    """The widget's ``data`` trait for one prompt of ``result``.
+
+    Layout is site-major: ``[S, P, ...]``. Per cell: k int32 ids + k float32 probs +
+    entropy, next-token prob, next-token rank, KL (4 bytes each) = 8k + 16 bytes.
+    """
+    r = result
+    cols = r.columns(prompt)
+    ids_in = r.input_ids[prompt, : int(r.lengths[prompt])]
+    used = set(ids_in.tolist()) | set(r.topk_ids[prompt][:, cols].ravel().tolist())
+    used |= set(int(i) for i in r.tracked_ids.tolist())
+    used |= {int(i) for i in r.next_ids[prompt, cols].tolist() if i >= 0}
+    vocab_ids = np.array(sorted(i for i in used if i >= 0), dtype=np.int32)
+
+    def cells(a: np.ndarray) -> dict[str, Any]:  # [B, S, P, ...] -> [S, P', ...] for this prompt
+        return encode_array(a[prompt][:, cols])
+
+    return {
+        "version": WIRE_VERSION,
+        "model_name": r.model_name,
+        "lens_name": r.lens_name,
+        "prompt": r.prompts[prompt] if prompt < len(r.prompts) else "",
+        "sites": list(r.sites),
+        "site_labels": r.site_labels,
+        "k": r.k,
+        "n_sites": r.n_sites,
+        "n_positions": int(cols.size),
+        "positions": encode_array(r.positions[prompt, cols].astype(np.int32)),
+        "input_ids": encode_array(ids_in.astype(np.int32)),
+        "next_ids": encode_array(r.next_ids[prompt, cols].astype(np.int32)),
+        "topk_ids": cells(r.topk_ids),
+        "topk_probs": cells(r.topk_probs),
+        "entropy": cells(r.entropy),
+        "next_prob": cells(r.next_prob),
+        "next_rank": cells(r.next_rank),
+        "kl": cells(r.kl),
+        "nonfinite": cells(r.nonfinite),
+        "tracked_ids": encode_array(r.tracked_ids.astype(np.int32)),
+        "tracked_prob": cells(r.tracked_prob),
+        "tracked_logit": cells(r.tracked_logit),
+        "tracked_rank": cells(r.tracked_rank),
+        "vocab_ids": encode_array(vocab_ids),
+        "vocab_strings": [r.token_strings.get(int(i), "") for i in vocab_ids.tolist()],
+    }
+
+
+def lift_arrays(msg: dict[str, Any]) -> tuple[dict[str, Any], list[bytes]]:
+    """A reply for ``send``: numpy arrays become ``{dtype, shape, buffer_index}`` plus binary
+    buffers; non-finite floats become ``None`` (JSON has no NaN)."""
+    buffers: list[bytes] = []
+
+    def walk(v: Any) -> Any:
+        if isinstance(v, np.ndarray):
+            enc = encode_array(v)
+            buffers.append(enc.pop("buffer"))
+            enc["buffer_index"] = len(buffers) - 1
+            return enc
+        if isinstance(v, dict):
+            return {k: walk(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [walk(x) for x in v]
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        return v
+
+    return walk(msg), buffers
+
+
+def _b64(data: bytes | bytearray | memoryview) -> str:
+    return base64.b64encode(bytes(data)).decode("ascii")
+
+
+def json_state(value: Any) -> Any:
+    """A JSON-ready copy of a trait value for an exported page: wire arrays and numpy arrays
+    become ``{dtype, shape, b64}``, raw bytes ``uint8`` arrays, non-finite floats ``None``."""
+    if isinstance(value, np.ndarray):
+        return json_state(encode_array(value))
+    if isinstance(value, dict):
+        buf = value.get("buffer")
+        if isinstance(buf, (bytes, bytearray, memoryview)) and "dtype" in value:
+            out = {k: json_state(v) for k, v in value.items() if k != "buffer"}
+            out["b64"] = _b64(buf)
+            return out
+        return {str(k): json_state(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_state(v) for v in value]
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return json_state(encode_array(np.frombuffer(bytes(value), dtype=np.uint8)))
+    if isinstance(value, bool) or value is None or isinstance(value, (int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, np.generic):
+        return json_state(value.item())
+    raise TypeError(f"cannot put a {type(value).__name__} in an exported page")
