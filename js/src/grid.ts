@@ -1,6 +1,6 @@
 // Virtualised canvas grid: draws only the visible cells, sticky headers, frozen final-layer row.
 import type { LensData } from "./data";
-import type { MetricView } from "./color";
+import type { MetricView } from "./metrics";
 
 export interface Cell {
   site: number;

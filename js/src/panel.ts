@@ -1,7 +1,7 @@
 // Pinned cells, the detail panel (top-k, full-vocab detail) and the trajectory across layers.
 import type { LensData } from "./data";
 import type { Cell } from "./grid";
-import type { MetricView } from "./color";
+import type { MetricView } from "./metrics";
 import type { Requester } from "./requests";
 import { cellStats, cellSummary } from "./tooltip";
 import { h } from "./dom";

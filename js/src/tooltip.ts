@@ -1,8 +1,8 @@
 // Hover tooltip: top-k with probability bars, ids, entropy, next-token prob and rank.
 import type { LensData } from "./data";
 import type { Cell } from "./grid";
-import type { MetricView } from "./color";
-import { fmt } from "./color";
+import { TOKEN_METRICS, type MetricView } from "./metrics";
+import { fmt } from "./format";
 import { h } from "./dom";
 
 export function cellSummary(lens: LensData, cell: Cell): HTMLElement[] {
@@ -61,7 +61,7 @@ export function cellStats(lens: LensData, cell: Cell, view: MetricView | null): 
     );
     div.appendChild(d);
   } else line("next ", "(last token)", "lw-next");
-  if (view && !["top1_prob", "next_prob", "next_rank", "entropy", "kl"].includes(view.metric))
+  if (view && TOKEN_METRICS.includes(view.metric))
     line(`${view.label} `, fmt(view.values[i]), "lw-metric");
   return div;
 }

@@ -2,7 +2,8 @@
 import type { AnyModel, RenderProps } from "@anywidget/types";
 import css from "./style.css";
 import { decodeLens, type LensData } from "./data";
-import { METRICS, metricView, renderLegend, type MetricView } from "./color";
+import { METRIC_LABELS, METRIC_NAMES, metricView, type MetricView } from "./metrics";
+import { renderLegend } from "./legend";
 import { Grid, type Cell } from "./grid";
 import { Tooltip } from "./tooltip";
 import { Panel } from "./panel";
@@ -42,7 +43,7 @@ function render({ model, el }: Pick<RenderProps, "model" | "el">): () => void {
   // -- controls -------------------------------------------------------------------------
   const bar = h("div", "lw-controls");
   const metricSel = h("select", "lw-metric", undefined, { "aria-label": "metric" });
-  for (const m of METRICS) metricSel.appendChild(h("option", "", m.label, { value: m.value }));
+  for (const m of METRIC_NAMES) metricSel.appendChild(h("option", "", METRIC_LABELS[m], { value: m }));
   const tokenSel = h("select", "lw-metric-token", undefined, { "aria-label": "tracked token" });
   const diffA = h("select", "lw-diff-a", undefined, { "aria-label": "logit diff token a" });
   const diffB = h("select", "lw-diff-b", undefined, { "aria-label": "logit diff token b" });
@@ -190,8 +191,7 @@ function render({ model, el }: Pick<RenderProps, "model" | "el">): () => void {
     view = lens ? metricView(lens, get(model, "metric", "top1_prob"), get(model, "metric_token", -1), get<number[]>(model, "diff_tokens", [])) : null;
     grid.setData(lens, view);
     panel.setData(lens, view);
-    if (view) renderLegend(legend, view);
-    else legend.replaceChildren();
+    renderLegend(legend, view);
     root.dataset.metric = view?.metric ?? "";
     tooltip.current?.hide();
   };

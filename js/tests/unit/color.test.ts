@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { diverging, logRank, metricView, N_COLORS, ramp, sequential } from "../../src/color";
+import { diverging, N_COLORS, ramp, sequential } from "../../src/color";
+import { metricView, rankScale } from "../../src/metrics";
 import { decodeLens } from "../../src/data";
 import { makeData } from "../fixture";
 
@@ -15,7 +16,7 @@ describe("scales", () => {
     expect(s.colors).toHaveLength(N_COLORS);
   });
   it("log rank: rank 1 brightest, log spaced, 0 = none", () => {
-    const s = logRank(1000);
+    const s = rankScale(1000);
     expect(s.index(1)).toBe(N_COLORS - 1);
     expect(s.index(1000)).toBe(0);
     expect(s.index(Math.sqrt(1000))).toBe(Math.round(0.5 * (N_COLORS - 1)));

@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import widget from "../../src/widget";
 import { Grid } from "../../src/grid";
 import { decodeLens } from "../../src/data";
-import { metricView } from "../../src/color";
+import { metricView } from "../../src/metrics";
 import { FakeModel, makeData, wire } from "../fixture";
 
 const { render } = widget;
