@@ -99,9 +99,10 @@ describe("trajectory metric", () => {
     const cleanup = render({ model: model as never, el });
     const chart = el.querySelector<HTMLCanvasElement>("canvas.lw-chart")!;
     const sel = el.querySelector<HTMLSelectElement>("select.lw-traj-metric")!;
-    expect(Array.from(sel.options).map((o) => o.value)).toEqual(["probability", "logit", "rank"]);
-    expect(sel.value).toBe("probability");
-    expect(chart.dataset.metric).toBe("probability");
+    expect(Array.from(sel.options).map((o) => o.value)).toEqual(["prob", "logit", "rank"]);
+    expect(sel.value).toBe("prob");
+    expect(chart.dataset.metric).toBe("prob");
+    expect(el.querySelector(".lw-traj-title")!.textContent).toBe("probability across layers");
     const col = (a: ArrayLike<number>) => Array.from({ length: S }, (_, s) => a[(s * P + 0) * lens.M + 0]);
     expect(seriesOf(el)).toEqual([{ id: 3, partial: false, values: col(lens.trackedProb) }]);
 
@@ -114,7 +115,7 @@ describe("trajectory metric", () => {
     expect(chart.dataset.metric).toBe("rank");
     expect(seriesOf(el)).toEqual([{ id: 3, partial: false, values: col(lens.trackedRank) }]);
 
-    setTrajMetric(el, "probability");
+    setTrajMetric(el, "prob");
     expect(seriesOf(el)[0].values).toEqual(col(lens.trackedProb));
     await tick();
     expect(model.sent.filter((m) => m.type === "trajectory")).toHaveLength(0);
