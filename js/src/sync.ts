@@ -29,6 +29,8 @@ const THEME_ATTRIBUTES = ["data-jp-theme-name", "data-jp-theme-light", "class", 
 export class TraitSync {
   lens: LensData | null = null;
   view: MetricView | null = null;
+  /** why `data` could not be decoded ("" when it could) */
+  private dataError = "";
 
   constructor(private model: LensModel, private v: Views) {}
 
@@ -72,11 +74,12 @@ export class TraitSync {
     const v = this.v;
     try {
       this.lens = decodeLens(this.model.get("data"));
-      v.notices.setError("");
+      this.dataError = "";
     } catch (e) {
       this.lens = null;
-      v.notices.setError(`cannot read data: ${(e as Error).message}`);
+      this.dataError = `cannot read data: ${(e as Error).message}`;
     }
+    this.syncError();
     const lens = this.lens;
     v.title.textContent = lens ? `${lens.modelName} — ${lens.S} sites × ${lens.P} tokens` : "no lens data";
     this.syncControls();
@@ -89,8 +92,9 @@ export class TraitSync {
     this.v.root.classList.toggle("lw-is-busy", this.v.prompt.syncBusy());
   }
 
+  /** The `error` trait, else why `data` cannot be read (the latter is not hidden by an empty trait). */
   syncError(): void {
-    this.v.notices.setError(this.model.get("error") ?? "");
+    this.v.notices.setError(this.model.get("error") || this.dataError);
   }
 
   /** Host theme switches (JupyterLab sets data-jp-theme-* on <body>): re-read the colours. */

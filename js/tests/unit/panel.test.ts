@@ -59,21 +59,6 @@ describe("detail panel", () => {
     expect(el.querySelector(".lw-full script")).toBeNull();
     cleanup();
   });
-
-  it("an ok:false reply shows its error and keeps the grid", async () => {
-    const model = new FakeModel({ data: makeData() });
-    const el = document.createElement("div");
-    const cleanup = render({ model: model as never, el });
-    el.querySelector<HTMLInputElement>(".lw-prompt-input")!.value = "new";
-    el.querySelector("form.lw-prompt")!.dispatchEvent(new Event("submit", { cancelable: true }));
-    const msg = model.sent.find((m) => m.type === "set_prompt")!;
-    expect(msg.prompt).toBe("new");
-    model.emit("msg:custom", { type: "reply", request_id: msg.request_id, ok: false, error: "prompt too long" }, []);
-    await tick();
-    expect(el.querySelector(".lw-error")!.textContent).toBe("prompt too long");
-    expect(el.querySelector("canvas.lw-canvas")).toBeTruthy();
-    cleanup();
-  });
 });
 
 type Series = { id: number; partial: boolean; values: (number | null)[] };
