@@ -25,10 +25,13 @@ export class Disposers {
     this.list.push(fn);
   }
 
-  /** A DOM listener. */
-  listen(target: EventTarget, type: string, fn: (ev: Event) => void, opts?: AddEventListenerOptions): void {
-    target.addEventListener(type, fn, opts);
-    this.add(() => target.removeEventListener(type, fn, opts));
+  /** A DOM listener (typed by the event's name on elements). */
+  listen<K extends keyof HTMLElementEventMap>(target: HTMLElement, type: K, fn: (ev: HTMLElementEventMap[K]) => void, opts?: AddEventListenerOptions): void;
+  listen(target: EventTarget, type: string, fn: (ev: Event) => void, opts?: AddEventListenerOptions): void;
+  listen(target: EventTarget, type: string, fn: (ev: never) => void, opts?: AddEventListenerOptions): void {
+    const f = fn as EventListener;
+    target.addEventListener(type, f, opts);
+    this.add(() => target.removeEventListener(type, f, opts));
   }
 
   /** A model event (e.g. "change:metric"). */

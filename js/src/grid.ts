@@ -1,6 +1,7 @@
 // Virtualised canvas grid: draws only the visible cells, sticky headers, frozen final-layer row.
 import type { LensData } from "./data";
 import type { MetricView } from "./metrics";
+import { Disposers } from "./dom";
 
 export interface Cell {
   site: number;
@@ -71,7 +72,7 @@ export class Grid {
   private cssW = 0;
   private cssH = 0;
   private dpr = 1;
-  private disposers: (() => void)[] = [];
+  private disposers = new Disposers();
   /** performance hook: duration of the last draw (ms) */
   lastDrawMs = 0;
   onDrawn: (() => void) | null = null;
@@ -101,16 +102,16 @@ export class Grid {
     parent.appendChild(this.viewport);
     this.ctx = this.canvas.getContext ? (this.canvas.getContext("2d") as CanvasRenderingContext2D | null) : null;
 
-    const listen = <K extends keyof HTMLElementEventMap>(
-      el: HTMLElement,
-      type: K,
-      fn: (ev: HTMLElementEventMap[K]) => void,
-      opts?: AddEventListenerOptions,
-    ) => {
-      el.addEventListener(type, fn as EventListener, opts);
-      this.disposers.push(() => el.removeEventListener(type, fn as EventListener, opts));
-    };
-    // One delegated listener per event type on the canvas (never one per cell).
+    this.listenPointer();
+    if (typeof ResizeObserver !== "undefined") {
+      this.ro = new ResizeObserver(() => this.resize());
+      this.ro.observe(this.viewport);
+    }
+  }
+
+  /** One delegated listener per event type on the canvas (never one per cell). */
+  private listenPointer(): void {
+    const listen = this.disposers.listen.bind(this.disposers);
     listen(this.canvas, "pointermove", (ev) => {
       const cell = this.cellAt(ev.offsetX, ev.offsetY);
       if (!sameCell(cell, this.hover)) {
@@ -130,10 +131,6 @@ export class Grid {
     });
     listen(this.viewport, "scroll", () => this.requestDraw(), { passive: true });
     listen(this.viewport, "keydown", (ev) => this.cb.onKey(ev));
-    if (typeof ResizeObserver !== "undefined") {
-      this.ro = new ResizeObserver(() => this.resize());
-      this.ro.observe(this.viewport);
-    }
   }
 
   setHeight(px: number): void {
@@ -539,7 +536,7 @@ export class Grid {
     this.raf = 0;
     this.ro?.disconnect();
     this.ro = null;
-    for (const d of this.disposers.splice(0)) d();
+    this.disposers.dispose();
     this.onDrawn = null;
     this.viewport.remove();
   }

@@ -1,7 +1,7 @@
 // anywidget entry: builds the parts and wires the model's traits and messages to them.
 import type { RenderProps } from "@anywidget/types";
 import css from "./style.css";
-import type { LensModel, LensTraits } from "./model";
+import type { LensTraits } from "./model";
 import { Grid } from "./grid";
 import { Tooltip } from "./tooltip";
 import { Panel } from "./panel";
@@ -26,7 +26,7 @@ function makeRoot(): HTMLDivElement {
   return root;
 }
 
-function render({ model, el }: { model: LensModel; el: HTMLElement }): () => void {
+function render({ model, el }: Pick<RenderProps<LensTraits>, "model" | "el">): () => void {
   const t0 = performance.now();
   const d = new Disposers();
   const root = makeRoot();
@@ -80,4 +80,4 @@ function render({ model, el }: { model: LensModel; el: HTMLElement }): () => voi
 }
 
 // Only the default export: anywidget deprecates a module-level `render` export.
-export default { render: render as (props: Pick<RenderProps<LensTraits>, "model" | "el">) => () => void };
+export default { render };
