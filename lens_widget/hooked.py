@@ -149,9 +149,10 @@ class HookedModel:
     def pad(self, rows: Sequence[Sequence[int]], prompts: Sequence[str] | None = None) -> Batch:
         return self.inputs.pad(rows, prompts)
 
-    def as_batch(self, item: Any) -> Batch:
-        """A right-padded :class:`Batch` from text, token ids or a tokenizer output."""
-        return self.inputs.as_batch(item)
+    def as_batch(self, item: Any, add_generation_prompt: bool = False) -> Batch:
+        """A right-padded :class:`Batch` from text, token ids, a chat or a tokenizer output
+        (see :meth:`PromptEncoder.as_batch <lens_widget.inputs.PromptEncoder.as_batch>`)."""
+        return self.inputs.as_batch(item, add_generation_prompt)
 
     # -- recording -----------------------------------------------------------------------------
     def record(self, batch: Batch, sites: Sequence[str], select: torch.Tensor, **kwargs: Any) -> Recording:

@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 import torch
 
-__all__ = ["Batch", "PromptError", "PromptEncoder"]
+__all__ = ["Batch", "PromptError", "PromptEncoder", "is_chat"]
 
 
 class PromptError(ValueError):
@@ -40,8 +40,17 @@ class Batch:
         )
 
 
+def is_chat(item: Any) -> bool:
+    """A chat: a list of ``{"role": ..., "content": ...}`` messages."""
+    return isinstance(item, (list, tuple)) and bool(item) and all(isinstance(m, dict) and "role" in m for m in item)
+
+
 class PromptEncoder:
-    """Turns prompts into :class:`Batch` es for one tokenizer, vocabulary and context length."""
+    """Turns prompts into :class:`Batch` es for one tokenizer, vocabulary and context length.
+
+    A prompt is text, token ids, or a chat (a list of ``{"role", "content"}`` messages, run
+    through the tokenizer's chat template, whose tokens the grid shows as they are).
+    """
 
     def __init__(self, tokenizer: Any, vocab_size: int, max_length: int | None):
         self.tokenizer = tokenizer
@@ -86,16 +95,35 @@ class PromptEncoder:
         texts = list(prompts) if prompts is not None else [""] * len(rows)
         return Batch(input_ids, mask, mask.sum(1), texts)
 
-    def as_batch(self, item: Any) -> Batch:
-        """A right-padded :class:`Batch` from text, token ids or a tokenizer output.
+    def chat_ids(self, messages: Sequence[dict[str, Any]], add_generation_prompt: bool = False) -> list[int]:
+        """Token ids of a chat through the tokenizer's own chat template."""
+        if getattr(self.tokenizer, "chat_template", None) is None:
+            raise PromptError("this tokenizer has no chat template: give the prompt as text or token ids")
+        for m in messages:
+            if not isinstance(m.get("content"), str):
+                raise PromptError(f"a chat message needs string 'content', got {m!r}")
+        out = self.tokenizer.apply_chat_template(list(messages), add_generation_prompt=add_generation_prompt, tokenize=True)
+        ids = out["input_ids"] if hasattr(out, "keys") else out
+        return [int(i) for i in ids]
 
-        Accepts a string or list of strings, a list of ids or a list of id lists, a 1-D / 2-D
-        tensor of ids, or ``{"input_ids": ..., "attention_mask": ...}`` (right-padded).
+    def as_batch(self, item: Any, add_generation_prompt: bool = False) -> Batch:
+        """A right-padded :class:`Batch` from text, token ids, a chat or a tokenizer output.
+
+        Accepts a string or list of strings, a chat (list of messages) or a list of chats, a
+        list of ids or a list of id lists, a 1-D / 2-D tensor of ids, or
+        ``{"input_ids": ..., "attention_mask": ...}`` (right-padded). ``add_generation_prompt``
+        applies to chats (the template's cue for the assistant's turn).
         """
         if isinstance(item, Batch):
             return item
         if isinstance(item, (list, tuple)) and not item:
             raise PromptError("no prompts given")
+        if is_chat(item):
+            item = [item]
+        if isinstance(item, (list, tuple)) and all(is_chat(c) for c in item):
+            return self._checked_pad([self.chat_ids(c, add_generation_prompt) for c in item])
+        if isinstance(item, (list, tuple)) and any(isinstance(x, dict) for x in item):
+            raise PromptError("a chat is a list of {'role': ..., 'content': ...} messages")
         if isinstance(item, str) or (isinstance(item, (list, tuple)) and all(isinstance(x, str) for x in item)):
             return self.encode(item)
         if hasattr(item, "keys") and "input_ids" in item:
