@@ -8,37 +8,11 @@ import torch
 
 from lens_widget import LogitLens
 from lens_widget.arch import get_path
+from reference import naive_lens
 from zoo import CONFIGS, SEQUENTIAL, VOCAB, tiny
 
 ARCHS = sorted(CONFIGS)
 PROMPT = "The capital of France is Paris."
-
-
-def naive_lens(hm, prompt: str) -> tuple[np.ndarray, list[str]]:
-    """float64 logits [sites, T, V] from hidden_states, the model's modules applied by hand."""
-    enc = hm.tokenizer(prompt, return_tensors="pt")
-    with torch.no_grad():
-        out = hm.model(**enc, output_hidden_states=True)
-    hs = out.hidden_states  # embeddings, block 0 .. block L-2 outputs, then the normed last
-    model, arch = hm.model, hm.arch
-    norm = get_path(model, arch.final_norm)
-    post = getattr(get_path(model, arch.post_norm.rsplit(".", 1)[0]), arch.post_norm.rsplit(".", 1)[1], None) if arch.post_norm else None
-    head = model.get_output_embeddings()
-    cap = getattr(model.config, "final_logit_softcapping", None)
-    rows = []
-    for h in hs[:-1]:
-        with torch.no_grad():
-            x = norm(h[0].detach())
-            x = post(x) if post is not None else x
-        z = x.double() @ head.weight.detach().double().T
-        if getattr(head, "bias", None) is not None:
-            z = z + head.bias.detach().double()
-        if cap:
-            z = torch.tanh(z / cap) * cap
-        rows.append(z)
-    rows.append(out.logits[0].double())  # the model's own final logits
-    sites = hm.default_sites()
-    return torch.stack(rows).numpy(), sites
 
 
 @pytest.mark.parametrize("arch", ARCHS)
