@@ -3,6 +3,7 @@ import { playwright } from "@vitest/browser-playwright";
 import { readFileSync } from "node:fs";
 import { resolve, dirname } from "node:path";
 import type { Plugin } from "vite";
+import { CHROMIUM_ARGS, CHROMIUM_PATH } from "./tests/browser/chromium.ts";
 
 // esbuild bundles .css as text; do the same under vitest (vite would otherwise treat it as a stylesheet).
 const cssAsText: Plugin = {
@@ -18,15 +19,6 @@ const cssAsText: Plugin = {
   },
 };
 
-const CHROMIUM_ARGS = [
-  "--headless",
-  "--no-sandbox",
-  "--disable-gpu",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-  "--no-first-run",
-];
 
 export default defineConfig({
   plugins: [cssAsText],
@@ -51,7 +43,7 @@ export default defineConfig({
             screenshotFailures: false,
             provider: playwright({
               launchOptions: {
-                executablePath: process.env.CHROMIUM_PATH ?? "/usr/bin/chromium",
+                executablePath: CHROMIUM_PATH,
                 args: CHROMIUM_ARGS,
               },
             }),

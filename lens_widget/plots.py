@@ -532,7 +532,7 @@ def lens_grid(
         cells=True,
     )
     hover = fig.select_one(HoverTool)
-    hover.formatters = {f"@{f}": "printf" for f in ("top1_prob", "next_prob", "entropy", "kl")}
+    hover.formatters = {f"@{f}": "printf" for f in RESULT_METRICS if f != "next_rank"}  # the float columns
     fill = {"field": "value", "transform": mapper}
     rects = fig.rect("x", "y", 1, 1, source=source, fill_color=fill, line_color="white")
     fig.text("x", "y", text="cell", source=source, text_color="text_color", text_font_size="9px",

@@ -1,8 +1,8 @@
 """The wire: how arrays and results travel to the front end (see ``docs/wire.md``).
 
 One dtype rule for everything that leaves the kernel — the ``data`` trait, request replies and
-the exported HTML page: booleans as ``uint8``, signed integers as ``int32``, unsigned as
-``uint32``, floats as ``float32``; little-endian, C-contiguous, with dtype and shape beside them.
+the exported HTML page: booleans and bytes as ``uint8``, signed integers as ``int32``, other
+unsigned integers as ``uint32``, floats as ``float32``; little-endian, C-contiguous, with dtype and shape beside them.
 """
 
 from __future__ import annotations
@@ -23,8 +23,11 @@ _BY_KIND = {"b": "uint8", "i": "int32", "u": "uint32", "f": "float32"}
 
 def wire_dtype(array: np.ndarray) -> str:
     """The wire dtype of a numpy array (the one rule)."""
+    dt = np.asarray(array).dtype
+    if dt == np.uint8:
+        return "uint8"
     try:
-        return _BY_KIND[np.asarray(array).dtype.kind]
+        return _BY_KIND[dt.kind]
     except KeyError:
         raise TypeError(f"arrays of dtype {np.asarray(array).dtype} do not go on the wire") from None
 

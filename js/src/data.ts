@@ -110,8 +110,6 @@ export interface LensData {
   trackedLogit: Float32Array;
   trackedRank: Int32Array;
   vocab: Map<number, string>;
-  /** decoded text of an id ("" if unknown) */
-  text(id: number): string;
   /** display form of an id (cached) */
   display(id: number): string;
   /** token id at column c */
@@ -130,10 +128,16 @@ function arr<T extends TypedArray>(raw: Record<string, unknown>, key: string, dt
   return decodeArray(w) as T;
 }
 
+/** The `data` layout this front end reads (docs/wire.md). */
+export const WIRE_VERSION = 1;
+
+/** Decode the `data` trait; null when it holds no lens yet; throws on another wire version. */
 export function decodeLens(raw: unknown): LensData | null {
   if (!raw || typeof raw !== "object") return null;
   const r = raw as Record<string, unknown>;
   if (!isWireArray(r.topk_ids)) return null;
+  if (r.version !== WIRE_VERSION)
+    throw new Error(`data has wire version ${JSON.stringify(r.version ?? null)}; this front end reads version ${WIRE_VERSION} (rebuild the widget bundle or upgrade lens_widget)`);
   const S = Number(r.n_sites ?? (r.topk_ids as WireArray).shape[0]);
   const P = Number(r.n_positions ?? (r.topk_ids as WireArray).shape[1]);
   const k = Number(r.k ?? (r.topk_ids as WireArray).shape[2]);
@@ -175,7 +179,6 @@ export function decodeLens(raw: unknown): LensData | null {
     trackedLogit: arr(r, "tracked_logit", "float32", SP * M),
     trackedRank: arr(r, "tracked_rank", "int32", SP * M),
     vocab,
-    text: (id: number) => (id < 0 ? "" : vocab.get(id) ?? ""),
     display: (id: number) => {
       let d = cache.get(id);
       if (d === undefined) {

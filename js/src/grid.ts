@@ -1,6 +1,7 @@
 // Virtualised canvas grid: draws only the visible cells, sticky headers, frozen final-layer row.
 import type { LensData } from "./data";
-import type { MetricView } from "./color";
+import type { MetricView } from "./metrics";
+import { Disposers } from "./dom";
 
 export interface Cell {
   site: number;
@@ -25,6 +26,31 @@ interface Theme {
 const CELL_H = 20;
 const CELL_W = 56;
 const HEAD_H = 22;
+/** entries of the text-fitting cache before it starts over */
+const FIT_CACHE_MAX = 20000;
+
+/** One draw's context: what is visible, where the frozen bands end. */
+interface Frame {
+  ctx: CanvasRenderingContext2D;
+  lens: LensData;
+  view: MetricView;
+  th: Theme;
+  W: number;
+  H: number;
+  /** scroll offsets */
+  st: number;
+  sl: number;
+  /** visible scrolled rows r0..r1 and columns c0..c1 */
+  r0: number;
+  r1: number;
+  c0: number;
+  c1: number;
+  /** where the scrolled body starts (right of / below the frozen bands) */
+  bodyX: number;
+  bodyY: number;
+  showText: boolean;
+  hatch: CanvasPattern | null;
+}
 
 export class Grid {
   readonly viewport: HTMLDivElement;
@@ -40,15 +66,15 @@ export class Grid {
   private raf = 0;
   private ro: ResizeObserver | null = null;
   private theme: Theme | null = null;
-  private fitCache = new Map<number, string>();
+  /** fitted text by max width and string */
+  private fitCache = new Map<string, string>();
   private hatch: CanvasPattern | null = null;
   private cssW = 0;
   private cssH = 0;
   private dpr = 1;
-  private disposers: (() => void)[] = [];
-  /** performance hook: duration of the last draw (ms) and number of draws */
+  private disposers = new Disposers();
+  /** performance hook: duration of the last draw (ms) */
   lastDrawMs = 0;
-  draws = 0;
   onDrawn: (() => void) | null = null;
 
   // geometry
@@ -76,16 +102,16 @@ export class Grid {
     parent.appendChild(this.viewport);
     this.ctx = this.canvas.getContext ? (this.canvas.getContext("2d") as CanvasRenderingContext2D | null) : null;
 
-    const listen = <K extends keyof HTMLElementEventMap>(
-      el: HTMLElement,
-      type: K,
-      fn: (ev: HTMLElementEventMap[K]) => void,
-      opts?: AddEventListenerOptions,
-    ) => {
-      el.addEventListener(type, fn as EventListener, opts);
-      this.disposers.push(() => el.removeEventListener(type, fn as EventListener, opts));
-    };
-    // One delegated listener per event type on the canvas (never one per cell).
+    this.listenPointer();
+    if (typeof ResizeObserver !== "undefined") {
+      this.ro = new ResizeObserver(() => this.resize());
+      this.ro.observe(this.viewport);
+    }
+  }
+
+  /** One delegated listener per event type on the canvas (never one per cell). */
+  private listenPointer(): void {
+    const listen = this.disposers.listen.bind(this.disposers);
     listen(this.canvas, "pointermove", (ev) => {
       const cell = this.cellAt(ev.offsetX, ev.offsetY);
       if (!sameCell(cell, this.hover)) {
@@ -105,10 +131,6 @@ export class Grid {
     });
     listen(this.viewport, "scroll", () => this.requestDraw(), { passive: true });
     listen(this.viewport, "keydown", (ev) => this.cb.onKey(ev));
-    if (typeof ResizeObserver !== "undefined") {
-      this.ro = new ResizeObserver(() => this.resize());
-      this.ro.observe(this.viewport);
-    }
   }
 
   setHeight(px: number): void {
@@ -127,7 +149,6 @@ export class Grid {
   setTranspose(t: boolean): void {
     if (t === this.transpose) return;
     this.transpose = t;
-    this.fitCache.clear();
     this.layout();
   }
 
@@ -148,6 +169,7 @@ export class Grid {
 
   refreshTheme(): void {
     this.theme = null;
+    this.fitCache.clear(); // the font may have changed
     this.requestDraw();
   }
 
@@ -294,12 +316,14 @@ export class Grid {
     return this.hatch;
   }
 
-  /** Text that fits the cell width, cached per token id. */
-  private fit(ctx: CanvasRenderingContext2D, id: number, max: number): string {
-    let s = this.fitCache.get(id);
-    if (s !== undefined) return s;
-    s = this.lens!.display(id);
+  /** `s`, cut with "…" to fit `max` pixels in the current font (cached; cleared with the theme). */
+  private fit(ctx: CanvasRenderingContext2D, s: string, max: number): string {
+    const key = `${max}\u0000${s}`;
+    let out = this.fitCache.get(key);
+    if (out !== undefined) return out;
+    out = s;
     if (ctx.measureText(s).width > max) {
+      // longest prefix that fits with the ellipsis (binary search)
       let lo = 0;
       let hi = s.length;
       while (lo < hi) {
@@ -307,115 +331,156 @@ export class Grid {
         if (ctx.measureText(s.slice(0, mid) + "…").width <= max) lo = mid;
         else hi = mid - 1;
       }
-      s = s.slice(0, lo) + "…";
+      out = s.slice(0, lo) + "…";
     }
-    this.fitCache.set(id, s);
-    return s;
+    if (this.fitCache.size > FIT_CACHE_MAX) this.fitCache.clear();
+    this.fitCache.set(key, out);
+    return out;
   }
 
-  draw(): void {
-    const ctx = this.ctx;
-    const lens = this.lens;
-    const view = this.view;
-    if (!ctx || this.cssW === 0 || this.cssH === 0) return;
-    const t0 = performance.now();
-    const th = this.getTheme();
+  /** Everything one draw needs: the visible rows and columns and where the bands start. */
+  private frame(ctx: CanvasRenderingContext2D, lens: LensData, view: MetricView): Frame {
     const { cssW: W, cssH: H, cellW: cw, cellH: ch, headW: hw, headH: hh } = this;
-    ctx.setTransform(this.dpr, 0, 0, this.dpr, 0, 0);
-    ctx.fillStyle = th.bg;
-    ctx.fillRect(0, 0, W, H);
-    if (!lens || !view) return;
     const st = this.viewport.scrollTop;
     const sl = this.viewport.scrollLeft;
     const fr = this.frozenRows;
     const fc = this.frozenCols;
-    const r0 = Math.max(fr, Math.floor(st / ch));
-    const r1 = Math.min(this.nRows - 1, Math.floor((st + H - hh) / ch));
-    const c0 = Math.max(fc, Math.floor(sl / cw));
-    const c1 = Math.min(this.nCols - 1, Math.floor((sl + W - hw) / cw));
-    const showText = cw >= 24 && ch >= 12;
+    return {
+      ctx, lens, view, th: this.getTheme(), W, H, st, sl,
+      r0: Math.max(fr, Math.floor(st / ch)),
+      r1: Math.min(this.nRows - 1, Math.floor((st + H - hh) / ch)),
+      c0: Math.max(fc, Math.floor(sl / cw)),
+      c1: Math.min(this.nCols - 1, Math.floor((sl + W - hw) / cw)),
+      bodyX: hw + fc * cw,
+      bodyY: hh + fr * ch,
+      showText: cw >= 24 && ch >= 12,
+      hatch: this.getHatch(ctx),
+    };
+  }
+
+  private rowY(f: Frame, r: number): number {
+    return this.headH + r * this.cellH - (r < this.frozenRows ? 0 : f.st);
+  }
+
+  private colX(f: Frame, c: number): number {
+    return this.headW + c * this.cellW - (c < this.frozenCols ? 0 : f.sl);
+  }
+
+  private clip(f: Frame, x: number, y: number, w: number, h: number): void {
+    f.ctx.save();
+    f.ctx.beginPath();
+    f.ctx.rect(x, y, w, h);
+    f.ctx.clip();
+  }
+
+  draw(): void {
+    const ctx = this.ctx;
+    if (!ctx || this.cssW === 0 || this.cssH === 0) return;
+    const t0 = performance.now();
+    const th = this.getTheme();
+    ctx.setTransform(this.dpr, 0, 0, this.dpr, 0, 0);
+    ctx.fillStyle = th.bg;
+    ctx.fillRect(0, 0, this.cssW, this.cssH);
+    if (!this.lens || !this.view) return;
+    const f = this.frame(ctx, this.lens, this.view);
+    this.drawCells(f);
+    this.drawOutlines(f);
+    this.drawHeaders(f);
+    this.drawSeparators(f);
+    this.drawCorner(f);
+    this.lastDrawMs = performance.now() - t0;
+    if (this.onDrawn) this.onDrawn();
+  }
+
+  /** The scrolled body, then the frozen rows (final layer) or frozen columns (final layer, transposed). */
+  private drawCells(f: Frame): void {
+    const { ctx, th, W, H, r0, r1, c0, c1, bodyX, bodyY } = f;
+    const { headW: hw, headH: hh, cellW: cw, cellH: ch, frozenRows: fr, frozenCols: fc } = this;
     ctx.font = `11px ${th.font}`;
     ctx.textBaseline = "middle";
     ctx.textAlign = "center";
-    const hatch = this.getHatch(ctx);
-    const { values, scale } = view;
-    const P = lens.P;
-    const k = lens.k;
+    const band = (rows: [number, number], cols: [number, number], clip: [number, number, number, number]) => {
+      this.clip(f, ...clip);
+      for (let r = rows[0]; r <= rows[1]; r++) for (let c = cols[0]; c <= cols[1]; c++) this.drawCell(f, r, c);
+      ctx.restore();
+    };
+    band([r0, r1], [c0, c1], [bodyX, bodyY, W - bodyX, H - bodyY]);
+    if (fr) band([0, fr - 1], [c0, c1], [bodyX, hh, W - bodyX, fr * ch]);
+    if (fc) band([r0, r1], [0, fc - 1], [hw, bodyY, fc * cw, H - bodyY]);
+  }
 
-    const drawCell = (r: number, c: number, x: number, y: number) => {
-      const cell = this.cellOf(r, c);
-      const i = cell.site * P + cell.col;
-      const bad = lens.nonfinite[i] !== 0;
-      const ci = bad ? -1 : scale.index(values[i]);
-      if (bad) ctx.fillStyle = hatch ?? "#999";
-      else ctx.fillStyle = ci < 0 ? th.head : scale.colors[ci];
+  /** One cell: its colour (hatched when non-finite), its top-1 token, a mark when top-1 is the next token. */
+  private drawCell(f: Frame, r: number, c: number): void {
+    const { ctx, lens, th } = f;
+    const { colors, text } = f.view.scale;
+    const { cellW: cw, cellH: ch } = this;
+    const x = this.colX(f, c);
+    const y = this.rowY(f, r);
+    const cell = this.cellOf(r, c);
+    const i = cell.site * lens.P + cell.col;
+    if (lens.nonfinite[i] !== 0) {
+      ctx.fillStyle = f.hatch ?? "#999";
       ctx.fillRect(x, y, cw - 1, ch - 1);
-      if (bad) return;
-      const top = lens.topkIds[i * k];
-      if (showText) {
-        ctx.fillStyle = ci < 0 ? th.fg : scale.text[ci];
-        ctx.fillText(this.fit(ctx, top, cw - 6), x + cw / 2, y + ch / 2);
-      }
-      const nxt = lens.nextIds[cell.col];
-      if (nxt >= 0 && top === nxt) {
-        // mark: top-1 is the actual next token
-        ctx.fillStyle = th.accent;
-        ctx.beginPath();
-        ctx.moveTo(x + cw - 8, y);
-        ctx.lineTo(x + cw - 1, y);
-        ctx.lineTo(x + cw - 1, y + 7);
-        ctx.closePath();
-        ctx.fill();
-      }
-    };
-    const clip = (x: number, y: number, w: number, h: number) => {
-      ctx.save();
+      return;
+    }
+    const ci = f.view.scale.index(f.view.values[i]);
+    ctx.fillStyle = ci < 0 ? th.head : colors[ci];
+    ctx.fillRect(x, y, cw - 1, ch - 1);
+    const top = lens.topkIds[i * lens.k];
+    if (f.showText) {
+      ctx.fillStyle = ci < 0 ? th.fg : text[ci];
+      ctx.fillText(this.fit(ctx, lens.display(top), cw - 6), x + cw / 2, y + ch / 2);
+    }
+    const nxt = lens.nextIds[cell.col];
+    if (nxt >= 0 && top === nxt) {
+      // mark: top-1 is the actual next token
+      ctx.fillStyle = th.accent;
       ctx.beginPath();
-      ctx.rect(x, y, w, h);
-      ctx.clip();
-    };
-    const rowY = (r: number) => hh + r * ch - (r < fr ? 0 : st);
-    const colX = (c: number) => hw + c * cw - (c < fc ? 0 : sl);
-    const bodyX = hw + fc * cw;
-    const bodyY = hh + fr * ch;
+      ctx.moveTo(x + cw - 8, y);
+      ctx.lineTo(x + cw - 1, y);
+      ctx.lineTo(x + cw - 1, y + 7);
+      ctx.closePath();
+      ctx.fill();
+    }
+  }
 
-    // scrolled body
-    clip(bodyX, bodyY, W - bodyX, H - bodyY);
-    for (let r = r0; r <= r1; r++) for (let c = c0; c <= c1; c++) drawCell(r, c, colX(c), rowY(r));
-    ctx.restore();
-    // frozen rows (the final layer when not transposed)
-    if (fr) {
-      clip(bodyX, hh, W - bodyX, fr * ch);
-      for (let r = 0; r < fr; r++) for (let c = c0; c <= c1; c++) drawCell(r, c, colX(c), rowY(r));
-      ctx.restore();
-    }
-    // frozen columns (the final layer when transposed)
-    if (fc) {
-      clip(hw, bodyY, fc * cw, H - bodyY);
-      for (let r = r0; r <= r1; r++) for (let c = 0; c < fc; c++) drawCell(r, c, colX(c), rowY(r));
-      ctx.restore();
-    }
-    // outlines: pinned, selected, hover
-    const outline = (cell: Cell, color: string, width: number, dash: number[]) => {
-      const [r, c] = this.rcOf(cell);
-      const x = colX(c);
-      const y = rowY(r);
-      clip(c < fc ? hw : bodyX, r < fr ? hh : bodyY, W, H);
-      ctx.strokeStyle = color;
-      ctx.lineWidth = width;
-      ctx.setLineDash(dash);
-      ctx.strokeRect(x + width / 2, y + width / 2, cw - 1 - width, ch - 1 - width);
-      ctx.setLineDash([]);
-      ctx.restore();
-    };
+  /** Outlines: pinned, selected, hover. */
+  private drawOutlines(f: Frame): void {
+    const { lens, th } = f;
+    const P = lens.P;
     for (const key of this.pinned) {
       const cell = { site: Math.floor(key / P), col: key % P };
-      if (cell.site < lens.S) outline(cell, th.fg, 2, []);
+      if (cell.site < lens.S) this.outline(f, cell, th.fg, 2, []);
     }
-    if (this.selected && this.selected.site < lens.S && this.selected.col < P) outline(this.selected, th.accent, 2, [3, 2]);
-    if (this.hover) outline(this.hover, th.fg, 1, []);
+    const sel = this.selected;
+    if (sel && sel.site < lens.S && sel.col < P) this.outline(f, sel, th.accent, 2, [3, 2]);
+    if (this.hover) this.outline(f, this.hover, th.fg, 1, []);
+  }
 
-    // headers
+  private outline(f: Frame, cell: Cell, color: string, width: number, dash: number[]): void {
+    const { ctx, W, H } = f;
+    const [r, c] = this.rcOf(cell);
+    this.clip(f, c < this.frozenCols ? this.headW : f.bodyX, r < this.frozenRows ? this.headH : f.bodyY, W, H);
+    ctx.strokeStyle = color;
+    ctx.lineWidth = width;
+    ctx.setLineDash(dash);
+    ctx.strokeRect(this.colX(f, c) + width / 2, this.rowY(f, r) + width / 2, this.cellW - 1 - width, this.cellH - 1 - width);
+    ctx.setLineDash([]);
+    ctx.restore();
+  }
+
+  /** Frozen indices first, then the visible range. */
+  private static visible(frozen: number, from: number, to: number): number[] {
+    const out: number[] = [];
+    for (let i = 0; i < frozen; i++) out.push(i);
+    for (let i = from; i <= to; i++) out.push(i);
+    return out;
+  }
+
+  /** Column headers (tokens, or layers when transposed), row headers, and the corner. */
+  private drawHeaders(f: Frame): void {
+    const { ctx, lens, th, W, H } = f;
+    const { headW: hw, headH: hh, cellW: cw, cellH: ch } = this;
     ctx.fillStyle = th.head;
     ctx.fillRect(0, 0, W, hh);
     ctx.fillRect(0, 0, hw, H);
@@ -424,47 +489,46 @@ export class Grid {
     const colLabel = (c: number) => (this.transpose ? lens.siteLabels[lens.S - 1 - c] : lens.display(lens.tokenAt(c)));
     const rowLabel = (r: number) =>
       this.transpose ? `${lens.positions[r]} ${lens.display(lens.tokenAt(r))}` : lens.siteLabels[lens.S - 1 - r];
-    // column headers
-    clip(hw, 0, W - hw, hh);
+
+    this.clip(f, hw, 0, W - hw, hh);
     ctx.textAlign = "center";
-    const headCols: number[] = [];
-    for (let c = 0; c < fc; c++) headCols.push(c);
-    for (let c = c0; c <= c1; c++) headCols.push(c);
-    for (const c of headCols) {
-      const x = colX(c);
-      if (c >= fc && x < bodyX - cw) continue;
-      if (c >= fc && x < bodyX) continue;
-      ctx.fillText(clipText(ctx, colLabel(c), cw - 4), x + cw / 2, hh / 2);
+    for (const c of Grid.visible(this.frozenCols, f.c0, f.c1)) {
+      const x = this.colX(f, c);
+      if (c >= this.frozenCols && x < f.bodyX) continue; // partly under the frozen band
+      ctx.fillText(this.fit(ctx, colLabel(c), cw - 4), x + cw / 2, hh / 2);
     }
     ctx.restore();
-    // row headers
-    clip(0, hh, hw, H - hh);
+
+    this.clip(f, 0, hh, hw, H - hh);
     ctx.textAlign = "left";
-    const headRows: number[] = [];
-    for (let r = 0; r < fr; r++) headRows.push(r);
-    for (let r = r0; r <= r1; r++) headRows.push(r);
-    for (const r of headRows) {
-      const y = rowY(r);
-      if (r >= fr && y < bodyY) continue;
-      ctx.fillText(clipText(ctx, rowLabel(r), hw - 8), 4, y + ch / 2);
+    for (const r of Grid.visible(this.frozenRows, f.r0, f.r1)) {
+      const y = this.rowY(f, r);
+      if (r >= this.frozenRows && y < f.bodyY) continue;
+      ctx.fillText(this.fit(ctx, rowLabel(r), hw - 8), 4, y + ch / 2);
     }
     ctx.restore();
-    // separators under headers and frozen band
+  }
+
+  /** Lines under the headers and along the frozen band. */
+  private drawSeparators(f: Frame): void {
+    const { ctx, th, W, H, bodyX, bodyY } = f;
+    const { headW: hw, headH: hh } = this;
     ctx.fillStyle = th.line;
     ctx.fillRect(0, hh - 1, W, 1);
     ctx.fillRect(hw - 1, 0, 1, H);
-    if (fr) ctx.fillRect(hw, bodyY - 1, W - hw, 1);
-    if (fc) ctx.fillRect(bodyX - 1, hh, 1, H - hh);
-    // corner
+    if (this.frozenRows) ctx.fillRect(hw, bodyY - 1, W - hw, 1);
+    if (this.frozenCols) ctx.fillRect(bodyX - 1, hh, 1, H - hh);
+  }
+
+  /** The top-left corner, over the separators. */
+  private drawCorner(f: Frame): void {
+    const { ctx, th } = f;
+    const { headW: hw, headH: hh } = this;
     ctx.fillStyle = th.head;
     ctx.fillRect(0, 0, hw - 1, hh - 1);
     ctx.fillStyle = th.fg;
     ctx.textAlign = "left";
     ctx.fillText(this.transpose ? "pos \\ layer" : "layer", 4, hh / 2);
-
-    this.lastDrawMs = performance.now() - t0;
-    this.draws++;
-    if (this.onDrawn) this.onDrawn();
   }
 
   destroy(): void {
@@ -472,26 +536,10 @@ export class Grid {
     this.raf = 0;
     this.ro?.disconnect();
     this.ro = null;
-    for (const d of this.disposers.splice(0)) d();
+    this.disposers.dispose();
     this.onDrawn = null;
     this.viewport.remove();
   }
-}
-
-const labelCache = new Map<string, string>();
-function clipText(ctx: CanvasRenderingContext2D, s: string, max: number): string {
-  const key = `${max}\u0000${s}`;
-  let out = labelCache.get(key);
-  if (out !== undefined) return out;
-  out = s;
-  if (ctx.measureText(s).width > max) {
-    let n = s.length;
-    while (n > 0 && ctx.measureText(s.slice(0, n) + "…").width > max) n--;
-    out = s.slice(0, n) + "…";
-  }
-  if (labelCache.size > 20000) labelCache.clear();
-  labelCache.set(key, out);
-  return out;
 }
 
 export function sameCell(a: Cell | null, b: Cell | null): boolean {

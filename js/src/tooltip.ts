@@ -1,9 +1,10 @@
 // Hover tooltip: top-k with probability bars, ids, entropy, next-token prob and rank.
 import type { LensData } from "./data";
 import type { Cell } from "./grid";
-import type { MetricView } from "./color";
-import { fmt } from "./color";
+import { TOKEN_METRICS, type MetricView } from "./metrics";
+import { fmt } from "./format";
 import { h } from "./dom";
+import { tokenRow } from "./tokenrow";
 
 export function cellSummary(lens: LensData, cell: Cell): HTMLElement[] {
   const i = cell.site * lens.P + cell.col;
@@ -24,18 +25,8 @@ export function topkTable(lens: LensData, cell: Cell, cls = "lw-topk"): HTMLTabl
   const nxt = lens.nextIds[cell.col];
   for (let j = 0; j < lens.k; j++) {
     const id = lens.topkIds[i * lens.k + j];
-    const p = lens.topkProbs[i * lens.k + j];
-    const tr = h("tr", "lw-tip-row", undefined, { "data-id": String(id), "data-prob": String(p) });
+    const tr = tokenRow({ id, prob: lens.topkProbs[i * lens.k + j], display: lens.display(id), rowClass: "lw-tip-row" });
     if (id === nxt) tr.classList.add("lw-is-next");
-    const bar = h("span", "lw-bar");
-    bar.style.width = `${Math.max(0, Math.min(1, p)) * 100}%`;
-    tr.append(
-      h("td", "lw-tok", lens.display(id)),
-      h("td", "lw-barcell"),
-      h("td", "lw-prob", p.toFixed(4)),
-      h("td", "lw-id", `#${id}`),
-    );
-    (tr.children[1] as HTMLElement).appendChild(bar);
     table.appendChild(tr);
   }
   return table;
@@ -61,8 +52,7 @@ export function cellStats(lens: LensData, cell: Cell, view: MetricView | null): 
     );
     div.appendChild(d);
   } else line("next ", "(last token)", "lw-next");
-  if (view && !["top1_prob", "next_prob", "next_rank", "entropy", "kl"].includes(view.metric))
-    line(`${view.label} `, fmt(view.values[i]), "lw-metric");
+  if (view && TOKEN_METRICS.includes(view.metric)) line(`${view.label} `, fmt(view.values[i]), "lw-metric");
   return div;
 }
 

@@ -90,3 +90,25 @@ export class FakeModel {
   }
   widget_manager = {} as never;
 }
+
+/** Render the widget on a FakeModel; `attach` puts it in the document (focus, layout). */
+export async function mount(state: Record<string, unknown>, attach = false) {
+  const { default: widget } = await import("../src/widget");
+  const model = new FakeModel(state);
+  const el = document.createElement("div");
+  if (attach) document.body.appendChild(el);
+  const cleanup = widget.render({ model: model as never, el });
+  return { model, el, cleanup };
+}
+
+/** Type `value` into a form's input and submit the form (as pressing its button does). */
+export function submit(el: HTMLElement, form: "prompt" | "search", value: string): void {
+  el.querySelector<HTMLInputElement>(`.lw-${form}-input`)!.value = value;
+  el.querySelector(`form.lw-${form}`)!.dispatchEvent(new Event("submit", { cancelable: true }));
+}
+
+/** The kernel's reply to one sent request: a result, or an error (ok:false). */
+export function answer(model: FakeModel, msg: Record<string, unknown>, outcome: { result: unknown } | { error: string }, buffers: DataView[] = []): void {
+  const body = "error" in outcome ? { ok: false, error: outcome.error } : { ok: true, result: outcome.result };
+  model.emit("msg:custom", { type: "reply", request_id: msg.request_id, ...body }, buffers);
+}

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from fakes import make_result
 
-from lens_widget import export
+from lens_widget.widget import export
 from lens_widget.wire import json_state as encode_state
 from lens_widget.widget.export import script_json as _script_json, standalone_html
 from lens_widget.wire import result_to_wire

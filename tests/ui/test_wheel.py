@@ -25,4 +25,4 @@ def test_wheel_contains_bundle(tmp_path):
     assert len(wheels) == 1, wheels
     names = zipfile.ZipFile(wheels[0]).namelist()
     assert "lens_widget/static/widget.js" in names
-    assert "lens_widget/export.py" in names
+    assert "lens_widget/widget/export.py" in names

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { diverging, logRank, metricView, N_COLORS, ramp, sequential } from "../../src/color";
+import { diverging, N_COLORS, ramp, sequential } from "../../src/color";
+import { metricView, rankScale } from "../../src/metrics";
 import { decodeLens } from "../../src/data";
 import { makeData } from "../fixture";
 
@@ -15,7 +16,7 @@ describe("scales", () => {
     expect(s.colors).toHaveLength(N_COLORS);
   });
   it("log rank: rank 1 brightest, log spaced, 0 = none", () => {
-    const s = logRank(1000);
+    const s = rankScale(1000);
     expect(s.index(1)).toBe(N_COLORS - 1);
     expect(s.index(1000)).toBe(0);
     expect(s.index(Math.sqrt(1000))).toBe(Math.round(0.5 * (N_COLORS - 1)));
@@ -26,7 +27,12 @@ describe("scales", () => {
     expect(s.index(0)).toBe(Math.round(0.5 * (N_COLORS - 1)));
     expect(s.index(-4)).toBe(0);
     expect(s.index(4)).toBe(N_COLORS - 1);
-    expect(s.index(2) - s.index(0)).toBe(s.index(0) - s.index(-2) + (s.index(2) + s.index(-2) - 2 * s.index(0)));
+    // mirror values get mirror colours: index(x) + index(-x) = N_COLORS - 1 (within rounding)
+    for (const x of [0, 0.01, 0.3, 1, 1.7, 2, 3.99, 4, 9]) {
+      const sum = s.index(x) + s.index(-x);
+      expect(Math.abs(sum - (N_COLORS - 1)), `x = ${x}: ${s.index(x)} + ${s.index(-x)}`).toBeLessThanOrEqual(1);
+    }
+    expect(s.index(2)).toBeGreaterThan(s.index(0));
     expect(s.colors[Math.round(0.5 * (N_COLORS - 1))]).toMatch(/rgb\(24[0-9],24[0-9],24[0-9]\)/);
   });
   it("ramp hits the first and last stop", () => {

@@ -55,8 +55,14 @@ describe("decodeLens", () => {
     expect(Number.isNaN(lens.nextProb[5])).toBe(true);
     expect(lens.display(1)).toBe("␣Paris");
     expect(lens.display(4)).toBe("∅");
-    expect(lens.text(0)).toBe("<img src=x onerror=alert(1)>");
+    expect(lens.vocab.get(0)).toBe("<img src=x onerror=alert(1)>");
     expect(lens.display(999)).toBe("#999");
+  });
+  it("reads wire version 1 and refuses any other with a clear error", () => {
+    expect(decodeLens({ ...makeData(), version: 1 })).not.toBeNull();
+    expect(() => decodeLens({ ...makeData(), version: 2 })).toThrow(/wire version 2; this front end reads version 1/);
+    expect(() => decodeLens({ ...makeData(), version: undefined })).toThrow(/wire version null/);
+    expect(() => decodeLens({ ...makeData(), version: "1" })).toThrow(/wire version "1"/);
   });
   it("returns null for empty data", () => {
     expect(decodeLens({})).toBeNull();

@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import widget from "../../src/widget";
 import { Grid } from "../../src/grid";
 import { decodeLens } from "../../src/data";
-import { metricView } from "../../src/color";
+import { metricView } from "../../src/metrics";
 import { FakeModel, makeData, wire } from "../fixture";
 
 const { render } = widget;
@@ -59,21 +59,6 @@ describe("detail panel", () => {
     expect(el.querySelector(".lw-full script")).toBeNull();
     cleanup();
   });
-
-  it("an ok:false reply shows its error and keeps the grid", async () => {
-    const model = new FakeModel({ data: makeData() });
-    const el = document.createElement("div");
-    const cleanup = render({ model: model as never, el });
-    el.querySelector<HTMLInputElement>(".lw-prompt-input")!.value = "new";
-    el.querySelector("form.lw-prompt")!.dispatchEvent(new Event("submit", { cancelable: true }));
-    const msg = model.sent.find((m) => m.type === "set_prompt")!;
-    expect(msg.prompt).toBe("new");
-    model.emit("msg:custom", { type: "reply", request_id: msg.request_id, ok: false, error: "prompt too long" }, []);
-    await tick();
-    expect(el.querySelector(".lw-error")!.textContent).toBe("prompt too long");
-    expect(el.querySelector("canvas.lw-canvas")).toBeTruthy();
-    cleanup();
-  });
 });
 
 type Series = { id: number; partial: boolean; values: (number | null)[] };
@@ -99,9 +84,10 @@ describe("trajectory metric", () => {
     const cleanup = render({ model: model as never, el });
     const chart = el.querySelector<HTMLCanvasElement>("canvas.lw-chart")!;
     const sel = el.querySelector<HTMLSelectElement>("select.lw-traj-metric")!;
-    expect(Array.from(sel.options).map((o) => o.value)).toEqual(["probability", "logit", "rank"]);
-    expect(sel.value).toBe("probability");
-    expect(chart.dataset.metric).toBe("probability");
+    expect(Array.from(sel.options).map((o) => o.value)).toEqual(["prob", "logit", "rank"]);
+    expect(sel.value).toBe("prob");
+    expect(chart.dataset.metric).toBe("prob");
+    expect(el.querySelector(".lw-traj-title")!.textContent).toBe("probability across layers");
     const col = (a: ArrayLike<number>) => Array.from({ length: S }, (_, s) => a[(s * P + 0) * lens.M + 0]);
     expect(seriesOf(el)).toEqual([{ id: 3, partial: false, values: col(lens.trackedProb) }]);
 
@@ -114,7 +100,7 @@ describe("trajectory metric", () => {
     expect(chart.dataset.metric).toBe("rank");
     expect(seriesOf(el)).toEqual([{ id: 3, partial: false, values: col(lens.trackedRank) }]);
 
-    setTrajMetric(el, "probability");
+    setTrajMetric(el, "prob");
     expect(seriesOf(el)[0].values).toEqual(col(lens.trackedProb));
     await tick();
     expect(model.sent.filter((m) => m.type === "trajectory")).toHaveLength(0);

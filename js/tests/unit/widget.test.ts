@@ -1,7 +1,9 @@
 import { describe, expect, it, vi } from "vitest";
 import widget from "../../src/widget";
 import { Requester } from "../../src/requests";
-import { FakeModel, makeData } from "../fixture";
+import { answer, FakeModel, makeData, mount, submit } from "../fixture";
+
+const tick = () => new Promise((r) => setTimeout(r, 0));
 
 const { render } = widget;
 
@@ -71,20 +73,23 @@ describe("render", () => {
   });
 
   it("search sends a tagged request and renders matches and multi-token pieces as text", async () => {
-    const model = new FakeModel({ data: makeData() });
-    const el = document.createElement("div");
-    const cleanup = render({ model: model as never, el });
-    el.querySelector<HTMLInputElement>(".lw-search-input")!.value = "New York";
-    el.querySelector("form.lw-search")!.dispatchEvent(new Event("submit", { cancelable: true }));
+    const { model, el, cleanup } = await mount({ data: makeData() });
+    submit(el, "search", "New York");
     const msg = model.sent.find((m) => m.type === "search")!;
     expect(msg.query).toBe("New York");
-    model.emit("msg:custom", {
-      type: "reply", request_id: msg.request_id, ok: true,
-      result: { matches: [{ id: 5, text: " New", display: "␣New", exact: true }], pieces: [[5, " New"], [6, " York"]] },
-    }, []);
-    await new Promise((r) => setTimeout(r, 0));
+    answer(model, msg, { result: { matches: [{ id: 5, text: " New", display: "␣New", exact: true }], pieces: [[5, " New"], [6, " York"]] } });
+    await tick();
     expect(el.querySelector(".lw-multi")!.textContent).toContain("2 tokens");
     expect(el.querySelector(".lw-match")!.textContent).toContain("␣New");
+    cleanup();
+  });
+
+  it("data of another wire version shows why it cannot be read", async () => {
+    const { el, cleanup } = await mount({ data: { ...makeData(), version: 2 } });
+    const box = el.querySelector<HTMLElement>(".lw-error")!;
+    expect(box.hidden).toBe(false);
+    expect(box.textContent).toMatch(/^cannot read data: data has wire version 2/);
+    expect(el.querySelector(".lw-title")!.textContent).toBe("no lens data");
     cleanup();
   });
 });

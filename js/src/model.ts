@@ -1,0 +1,61 @@
+// The typed anywidget model: the traits of docs/wire.md ("Other traits"), and the reply types.
+import type { AnyModel } from "@anywidget/types";
+
+/** The widget's synced traits, as `lens_widget.widget.LensWidget` declares them. */
+export interface LensTraits {
+  [key: string]: unknown;
+  /** `LensResult.to_wire()` (decoded by data.ts) */
+  data: unknown;
+  prompt: string;
+  /** one of METRIC_NAMES (metrics.ts) */
+  metric: string;
+  /** tracked token id used by `tracked_prob`; -1 = first tracked */
+  metric_token: number;
+  /** [a, b] for `logit_diff` */
+  diff_tokens: number[];
+  tracked: number[];
+  /** [site, col] pairs */
+  pinned: unknown[];
+  selected: { site?: number; col?: number; position?: number };
+  transpose: boolean;
+  busy: boolean;
+  error: string;
+  height: number;
+}
+
+export type LensModel = AnyModel<LensTraits>;
+
+/** Set a trait and send it to the kernel. */
+export function setTrait<K extends keyof LensTraits & string>(model: LensModel, key: K, value: LensTraits[K]): void {
+  model.set(key, value);
+  model.save_changes();
+}
+
+// -- replies (docs/wire.md "Messages"), arrays already decoded ------------------------------------
+
+export interface TrackResult {
+  token_id: number;
+  text: string;
+}
+
+export interface SearchResult {
+  matches: { id: number; text: string; display: string; exact: boolean }[];
+  pieces: [number, string][] | null;
+}
+
+export interface CellDetailResult {
+  top_ids: Int32Array;
+  top_probs: Float32Array;
+  tokens: Record<string, string>;
+  entropy: number;
+}
+
+export interface TrajectoryResult {
+  probs: Float32Array;
+  logits?: Float32Array;
+  ranks?: Int32Array;
+}
+
+export interface SetPromptResult {
+  n_positions: number;
+}

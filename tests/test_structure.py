@@ -1,0 +1,159 @@
+"""The house keeps its shape: dependencies between lens_widget modules run one way, no module
+reaches into another's private names, and each fact (metric names) has one home per language
+that agree with each other."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+from lens_widget import metrics
+
+ROOT = Path(__file__).resolve().parent.parent
+PKG = ROOT / "lens_widget"
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(ROOT).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def _runtime_imports(path: Path) -> list[tuple[str, list[str]]]:
+    """(module imported, names taken) for every import that runs when ``path`` is imported or
+    its functions run (imports under ``if TYPE_CHECKING:`` are for type checkers only)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    here = _module_name(path)
+    package = here if path.name == "__init__.py" else here.rpartition(".")[0]
+    skip: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            skip.update(id(n) for n in ast.walk(node))
+    out = []
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            out.append((target, [a.name for a in node.names]))
+        elif isinstance(node, ast.Import):
+            out.extend((a.name, []) for a in node.names)
+    return out
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = {_module_name(p): p for p in PKG.rglob("*.py")}
+    graph: dict[str, set[str]] = {m: set() for m in modules}
+    for mod, path in modules.items():
+        for target, names in _runtime_imports(path):
+            # `from . import x` names a submodule; `from .a import b` the module a
+            for cand in [f"{target}.{n}" for n in names] + [target]:
+                if cand in modules and cand != mod:
+                    graph[mod].add(cand)
+                    break
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every strongly connected component with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                found.append(sorted(comp))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_import_cycles_between_modules():
+    graph = _graph()
+    # packages' __init__ re-export their children: an edge child -> package is the cycle to find
+    assert _cycles(graph) == []
+
+
+def test_the_cycle_detector_finds_a_cycle():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == [["a", "b", "c"]]
+
+
+def test_layers_depend_one_way():
+    """loading/arch -> inputs/sites -> sources -> decoders -> reduce -> engine -> result -> wire -> widget | plots."""
+    graph = _graph()
+    order = [
+        ["lens_widget.arch", "lens_widget.loading", "lens_widget.devices", "lens_widget.tokens", "lens_widget.metrics"],
+        ["lens_widget.inputs", "lens_widget.sites"],
+        ["lens_widget.sources", "lens_widget.sources.base", "lens_widget.sources.hooks", "lens_widget.cache", "lens_widget.hooked"],
+        ["lens_widget.decoders"],
+        ["lens_widget.reduce"],
+        ["lens_widget.result"],
+        ["lens_widget.engine"],
+        ["lens_widget.wire"],
+        ["lens_widget.widget", "lens_widget.widget.widget", "lens_widget.widget.requests", "lens_widget.widget.export", "lens_widget.plots", "lens_widget.cli"],
+    ]
+    rank = {m: i for i, layer in enumerate(order) for m in layer}
+    upward = [(a, b) for a, deps in graph.items() for b in deps if a in rank and b in rank and rank[b] > rank[a]]
+    assert upward == [], f"imports against the layering: {upward}"
+
+
+def test_no_private_names_across_modules():
+    """``from .x import _name`` and ``module._name`` of another lens_widget module are knots."""
+    offenders = []
+    for path in PKG.rglob("*.py"):
+        for target, names in _runtime_imports(path):
+            if target.startswith("lens_widget"):
+                offenders += [f"{path.relative_to(ROOT)}: from {target} import {n}" for n in names if n.startswith("_") and n != "__version__"]
+        text = path.read_text(encoding="utf-8")
+        offenders += [f"{path.relative_to(ROOT)}: {m}" for m in re.findall(r"\b(?:lens|hooked|result|reduce|engine|decoders|wire|plots)\._[a-z]\w*", text)]
+    assert offenders == []
+
+
+def _ts_const(name: str) -> list[str]:
+    text = (ROOT / "js" / "src" / "metrics.ts").read_text(encoding="utf-8")
+    m = re.search(rf"export const {name} = \[([^\]]*)\] as const;", text)
+    assert m, f"{name} not found on one line in js/src/metrics.ts"
+    return re.findall(r'"([^"]+)"', m.group(1))
+
+
+@pytest.mark.parametrize(("ts", "py"), [("METRIC_NAMES", metrics.GRID_METRICS), ("TRAJECTORY_METRICS", metrics.TRAJECTORY_METRICS)])
+def test_metric_names_are_the_same_in_python_and_js(ts, py):
+    assert tuple(_ts_const(ts)) == tuple(py)
+
+
+def test_metric_names_live_in_one_place_per_language():
+    """No other Python module spells the grid metric list out."""
+    literal = re.compile(r'"top1_prob",\s*"next_prob"')
+    spelled = [p.relative_to(ROOT) for p in PKG.rglob("*.py") if p.name != "metrics.py" and literal.search(p.read_text(encoding="utf-8"))]
+    spelled += [p.relative_to(ROOT) for p in (ROOT / "js" / "src").rglob("*.ts") if p.name != "metrics.ts" and literal.search(p.read_text(encoding="utf-8"))]
+    assert spelled == []
