@@ -126,7 +126,7 @@ def _naive_group(S: int, T: int, V: int, cap_bytes: float) -> int:
 def run_naive(hm, ids, args):
     import torch
 
-    from lens_widget.models import get_path
+    from lens_widget.arch import get_path
 
     model = hm.model
     norm = get_path(model, hm.arch.final_norm)

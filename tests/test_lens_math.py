@@ -253,6 +253,7 @@ def test_half_precision_model_gets_float32_statistics(arch):
     twin = LogitLens(hm).run(PROMPT, track=[5, 17], progress=False)  # the same weights in float32
     for key in ("topk_probs", "entropy", "kl", "next_prob", "tracked_prob"):
         assert getattr(r, key).dtype == np.float32, key
+    assert np.isfinite(r.entropy).all() and (r.kl >= -1e-4).all()
     # top-1 agrees wherever float32's top-1 is clear of its runner-up
     clear = twin.topk_logits[..., 0] - twin.topk_logits[..., 1] > 0.1
     assert clear.mean() > 0.5
