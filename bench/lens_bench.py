@@ -20,7 +20,7 @@ neighbour on the shared cores hits all variants alike):
 
 Time: wall clock of the measured call after a warm-up call of the same variant at 16 tokens.
 Memory: the peak resident set size is reset (``/proc/self/clear_refs`` = 5) after loading and
-warm-up; ``growth`` = ``ru_maxrss`` after the call minus RSS at the reset.
+warm-up; ``growth`` = ``VmHWM`` after the call minus RSS at the reset (``tests/memory.py``; MB = MiB).
 
     python bench/lens_bench.py [--lengths 128,512,1024] [--repeats 3] [--quick]
 
@@ -33,7 +33,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -41,6 +40,9 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from memory import MiB, peak_bytes, reset_peak, rss_bytes  # noqa: E402  (the one memory meter, bytes)
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT_DIR = ROOT / "bench" / "out"
@@ -64,28 +66,6 @@ When in the Course of human events, it becomes necessary for one people to disso
 # ------------------------------------------------------------------------------------------
 # process-level measurement helpers
 # ------------------------------------------------------------------------------------------
-def _status_mb(key: str) -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def _maxrss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
-
-def _reset_peak() -> bool:
-    """Reset the kernel's RSS high-water mark (and so ru_maxrss) to the current RSS."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
 def _mem_total_mb() -> float:
     with open("/proc/meminfo") as f:
         for line in f:
@@ -98,10 +78,8 @@ def _watchdog(limit_mb: float) -> None:
     """Kill this process before it can take the machine down."""
 
     def loop() -> None:
-        page = os.sysconf("SC_PAGE_SIZE") / 2**20
         while True:
-            with open("/proc/self/statm") as f:
-                rss = int(f.read().split()[1]) * page
+            rss = rss_bytes() / MiB
             if rss > limit_mb:
                 sys.stderr.write(f"watchdog: RSS {rss:.0f} MB > {limit_mb:.0f} MB, killing the child\n")
                 sys.stderr.flush()
@@ -148,7 +126,7 @@ def _naive_group(S: int, T: int, V: int, cap_bytes: float) -> int:
 def run_naive(hm, ids, args):
     import torch
 
-    from lens_widget.models import get_path
+    from lens_widget.arch import get_path
 
     model = hm.model
     norm = get_path(model, hm.arch.final_norm)
@@ -248,22 +226,23 @@ def child(args) -> dict:
     t0 = time.perf_counter()
     hm = HookedModel.default()
     load_s = time.perf_counter() - t0
-    rss_loaded = _status_mb("VmRSS")
+    rss_loaded = rss_bytes() / MiB
     ids = prompt_ids(hm, args.n)
     run = RUNNERS[args.variant]
     run(hm, ids[:WARM_TOKENS], args)  # warm-up: kernels, lazily mapped weights
     import gc
 
     gc.collect()
-    reset = _reset_peak()
-    rss_base = _status_mb("VmRSS")
+    reset_peak()  # raises where it cannot: a growth figure must not include the load
+    reset = True
+    rss_base = rss_bytes() / MiB
     load = os.getloadavg()[0]
     cpu0 = time.process_time()
     t0 = time.perf_counter()
     arrays, info = run(hm, ids, args)
     wall = time.perf_counter() - t0
     cpu = time.process_time() - cpu0
-    peak = _maxrss_mb()
+    peak = peak_bytes() / MiB
     if args.variant == "forward":
         info["forward_full_logits_s"] = _forward_full_logits(hm, ids)
     if arrays is not None and args.save:

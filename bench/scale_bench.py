@@ -12,8 +12,8 @@
    -> ``bench/out/scale_smollm2.json``
 
 Each measurement runs in a fresh child process. Peak RSS: after loading, the child resets the
-kernel's high-water mark (``/proc/self/clear_refs`` = 5, Linux) so ``ru_maxrss`` counts only the
-lens run; growth = ``ru_maxrss`` - RSS just before the run. Timings on 2 shared cores vary with
+kernel's high-water mark (``/proc/self/clear_refs`` = 5, Linux) so ``VmHWM`` counts only the
+lens run; growth = ``VmHWM`` - RSS just before the run (``tests/memory.py``, bytes). Timings on 2 shared cores vary with
 the neighbours' load; rerun to see the spread.
 
     python bench/scale_bench.py [--only gemma|smol] [--gemma-tokens 1024] [--gemma-budget-mib 1024]
@@ -26,7 +26,6 @@ import argparse
 import gc
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -39,27 +38,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 
-# -- memory ---------------------------------------------------------------------------------
-def _rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def _hwm() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def _reset_peak() -> None:
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-
-
-def _maxrss() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+# -- memory: tests/memory.py, the one meter of tests and bench (bytes) -------------------------
+from memory import measure_peak, peak_bytes, rss_bytes  # noqa: E402
 
 
 def wire_bytes(obj: Any) -> int:
@@ -94,13 +74,12 @@ def _lens_run(hm, text: str, sites: str, budget: int, k: int, track: list[str]) 
     names = hm.site_names(sites)
     record = list(dict.fromkeys(names + [f"resid_out_{hm.num_layers - 1}"]))
     lens = LogitLens(hm, memory_budget=budget)
-    _reset_peak()
-    before = _rss()
     load0 = os.getloadavg()[0]
-    t, c = time.perf_counter(), time.process_time()
-    res = lens.run(text, sites=sites, k=k, track=track, progress=False)
-    wall, cpu = time.perf_counter() - t, time.process_time() - c
-    peak = _maxrss()
+    with measure_peak() as mem:
+        t, c = time.perf_counter(), time.process_time()
+        res = lens.run(text, sites=sites, k=k, track=track, progress=False)
+        wall, cpu = time.perf_counter() - t, time.process_time() - c
+    before, peak = mem.base, mem.peak
     # forward alone (the same hooks and positions the lens uses), for the ratio; measured after
     # the lens so that heap it leaves with the allocator does not hide the lens's own growth
     select, _ = _select_matrix([list(range(n))])
@@ -158,8 +137,8 @@ def child_gemma(args: argparse.Namespace) -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "assemble_s": round(assemble_s, 2),
         "load_s": round(load_s, 2),
-        "load_peak_rss_bytes": _hwm(),
-        "rss_after_load_bytes": _rss(),
+        "load_peak_rss_bytes": peak_bytes(),
+        "rss_after_load_bytes": rss_bytes(),
     }
     t = time.perf_counter()
     out["check_lens"] = LogitLens(hm).check_lens()
@@ -191,7 +170,7 @@ def child_smol(args: argparse.Namespace) -> dict[str, Any]:
     load_s = time.perf_counter() - t
     gc.collect()
     out: dict[str, Any] = {"model": hm.name, "max_length": hm.max_length, "load_s": round(load_s, 2),
-                           "rss_after_load_bytes": _rss(), "torch_threads": torch.get_num_threads()}
+                           "rss_after_load_bytes": rss_bytes(), "torch_threads": torch.get_num_threads()}
     text = prompt_of_tokens(hm.tokenizer, args.smol_tokens)
     r = _lens_run(hm, text, args.smol_sites, int(args.smol_budget_mib * 2**20), 10, [])
     res = r.pop("_result")

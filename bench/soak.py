@@ -12,10 +12,12 @@ import argparse
 import gc
 import json
 import random
+import sys
 import time
 from pathlib import Path
 
-import psutil
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from memory import MiB, rss_bytes  # noqa: E402  (the one memory meter of tests and bench, bytes)
 
 from lens_widget import HookedModel
 from lens_widget.widget import LensWidget
@@ -24,7 +26,7 @@ WORDS = "the capital of France Germany Italy Spain is a city river mountain wher
 
 
 def rss_mb() -> float:
-    return psutil.Process().memory_info().rss / 2**20
+    return rss_bytes() / MiB
 
 
 def main() -> None:

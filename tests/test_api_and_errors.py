@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -72,9 +74,69 @@ def test_apply_norm_uses_each_layers_own_statistics():
     torch.testing.assert_close(raw, (h @ model.model.lm_head.weight.T).detach(), atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("arch", ["gpt2", "gemma2", "phi", "opt", "bloom"])
+def test_apply_norm_false_beyond_llama(arch):
+    """Without the norm the lens is the raw unembedding (+ bias, + soft-cap); with it, the
+    model's own final norm first. Written out by hand from the model's modules."""
+    from lens_widget.arch import get_path
+
+    model = tiny(arch)
+    lens = LogitLens(model)
+    cache = model.extract_cache([PROMPT], ["all"], ExtractionConfig(), progress=False)
+    head = model.model.get_output_embeddings()
+    cap = getattr(model.model.config, "final_logit_softcapping", None)
+    norm = get_path(model.model, model.arch.final_norm)
+
+    def by_hand(x):
+        z = x @ head.weight.T
+        if getattr(head, "bias", None) is not None:
+            z = z + head.bias
+        return (torch.tanh(z / cap) * cap if cap else z).detach()
+
+    h = cache["resid_out_1"]
+    raw = lens.compute(cache, "resid_out_1", apply_norm=False)["logit_lens_resid_out_1"]
+    normed = lens.compute(cache, "resid_out_1")["logit_lens_resid_out_1"]
+    with torch.no_grad():
+        torch.testing.assert_close(raw, by_hand(h), atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(normed, by_hand(norm(h)), atol=1e-4, rtol=1e-4)
+    assert (raw - normed).abs().max() > 1e-2  # the norm matters: the two are not the same call
+    probs = lens.compute(cache, "resid_out_1", apply_norm=False, apply_softmax=True)["logit_lens_resid_out_1"]
+    torch.testing.assert_close(probs, raw.softmax(-1), atol=1e-6, rtol=1e-5)
+
+
+def test_compute_pads_with_nan_and_takes_several_token_pairs():
+    model = tiny("llama")
+    lens = LogitLens(model)
+    prompts = ["ab", "The capital", "abcdef"]
+    cache = model.extract_cache(prompts, ["all"], ExtractionConfig(), progress=False)
+    lengths = [len(p) for p in prompts]
+    assert cache.positions.shape == (3, max(lengths))
+    full = lens.compute(cache, "resid_out_2")["logit_lens_resid_out_2"]
+    assert full.shape == (3, max(lengths), model.vocab_size)
+    for b, n in enumerate(lengths):
+        assert torch.isfinite(full[b, :n]).all() and torch.isnan(full[b, n:]).all()
+        one = model.extract_cache([prompts[b]], ["all"], ExtractionConfig(), progress=False)
+        torch.testing.assert_close(full[b, :n], lens.compute(one, "resid_out_2")["logit_lens_resid_out_2"][0], atol=1e-4, rtol=1e-4)
+    pairs = [("P", "L"), ("a", "b"), (5, 9)]
+    ids = [(model.tokens.token_id(a), model.tokens.token_id(b)) for a, b in pairs]
+    diff = lens.compute(cache, "resid_out_2", token_directions=pairs)["logit_diff_resid_out_2"]
+    assert diff.shape == (3, max(lengths), 3)
+    for j, (a, b) in enumerate(ids):
+        for i, n in enumerate(lengths):
+            torch.testing.assert_close(diff[i, :n, j], full[i, :n, a] - full[i, :n, b], atol=1e-4, rtol=1e-4)
+            assert torch.isnan(diff[i, n:, j]).all()
+    one_pair = lens.compute(cache, "resid_out_2", token_directions=pairs[:1])["logit_diff_resid_out_2"]
+    assert one_pair.shape == (3, max(lengths))
+    torch.testing.assert_close(one_pair, diff[..., 0], equal_nan=True)
+    with pytest.raises(ValueError, match="pair"):
+        lens.compute(cache, "resid_out_2", token_directions=[("P", "L", "x")])
+
+
 def test_cache_handles_batches_of_different_lengths_and_positions():
     model = tiny("gpt2")
-    tok = model.get_tokenizer()
+    shared = model.get_tokenizer()  # cached and shared by every test: never mutate it
+    side = shared.padding_side
+    tok = copy.deepcopy(shared)
     tok.padding_side = "right"
     batch = tok(["ab", "abcdef"], padding=True, return_tensors="pt")
     cache = model.extract_cache([batch, "xyz"], ["last", 0], ExtractionConfig(extract_embed=True), progress=False)
@@ -85,6 +147,7 @@ def test_cache_handles_batches_of_different_lengths_and_positions():
     left = tok(["ab", "abcdef"], padding=True, return_tensors="pt", padding_side="left")
     with pytest.raises(PromptError, match="left-padded"):
         model.extract_cache([left], ["last"], progress=False)
+    assert shared.padding_side == side and model.get_tokenizer() is shared
 
 
 def test_positions_spec():
@@ -128,11 +191,57 @@ def test_tokens_never_bos_and_refuse_multi_token_strings():
 def test_bad_input_gets_a_clear_error_and_loses_nothing(call, error, match):
     lens = LogitLens(tiny("llama"))
     before = lens.run(PROMPT, progress=False)
+    assert hook_count(lens.model.model) == 0
     with pytest.raises(error, match=match):
         call(lens)
+    assert hook_count(lens.model.model) == 0  # no hook of ours is left on the model
     after = lens.run(PROMPT, progress=False)  # the model and lens still work, same answers
     np.testing.assert_array_equal(before.topk_ids, after.topk_ids)
     np.testing.assert_allclose(before.kl, after.kl, atol=1e-6)
+
+
+def hook_count(model: torch.nn.Module) -> int:
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+
+@pytest.mark.parametrize("where", ["run", "extract_cache", "widget"])
+def test_an_error_inside_the_forward_removes_the_hooks_and_loses_nothing(monkeypatch, where):
+    """A module that raises mid-pass (an OOM, a bad kernel): every hook is gone afterwards and
+    the lens gives the same answers once the module works again."""
+    from lens_widget.widget import LensWidget
+
+    lens = LogitLens(tiny("llama"))
+    hm = lens.model
+    before = lens.run(PROMPT, sites="all", track=[7], progress=False)
+    widget = LensWidget(hm, PROMPT, progress=False) if where == "widget" else None
+    calls = []
+
+    def explode(*args, **kwargs):
+        calls.append(1)
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+    with monkeypatch.context() as m:
+        m.setattr(hm.blocks[1].mlp, "forward", explode)  # after block 0's hooks fired, before the rest
+        with pytest.raises(RuntimeError, match="simulated"):
+            if where == "run":
+                lens.run(PROMPT, sites="all", track=[7], progress=False)
+            elif where == "extract_cache":
+                hm.extract_cache([PROMPT], ["all"], ExtractionConfig(extract_attn_out=True, extract_mlp_out=True), progress=False)
+            else:
+                widget.set_prompt("another prompt")
+        assert calls and hook_count(hm.model) == 0
+    if widget is not None:  # the old grid stays, with the error shown
+        assert widget.prompt == PROMPT and "simulated" in widget.error and not widget.busy
+        np.testing.assert_array_equal(widget.result.topk_ids, lens.run(PROMPT, progress=False).topk_ids)
+        widget.set_prompt("another prompt")
+        assert widget.error == "" and widget.prompt == "another prompt"
+        widget.close()
+    after = lens.run(PROMPT, sites="all", track=[7], progress=False)
+    assert hook_count(hm.model) == 0
+    for key in ("topk_ids", "next_rank", "tracked_rank"):
+        np.testing.assert_array_equal(getattr(before, key), getattr(after, key), err_msg=key)
+    for key in ("topk_probs", "kl", "entropy", "tracked_prob"):
+        np.testing.assert_allclose(getattr(before, key), getattr(after, key), atol=1e-6, err_msg=key)
 
 
 def test_unknown_architecture_names_the_override():

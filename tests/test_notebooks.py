@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from pathlib import Path
 
+import nbclient  # a test dependency (pyproject's [test] extra): missing, these tests error, never skip
+import nbformat
 import pytest
-
-nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 NOTEBOOKS = ["logit_lens_tutorial.ipynb", "quickstart.ipynb", "analysis.ipynb"]
@@ -26,14 +24,14 @@ SCRIPT_SRC = re.compile(r"""<script[^>]*\bsrc\s*=\s*["']?https?:""", re.I)
 URL_LISTS = re.compile(r"\b(?:js|css)_urls\s*=\s*(\[[^\]]*\])")
 
 
-def _execute(name: str) -> tuple[object, float]:
+def _execute(name: str):
+    """Run a notebook in memory (timings belong in bench/, not here)."""
     nb = nbformat.read(EXAMPLES / name, as_version=4)
     client = nbclient.NotebookClient(
         nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(EXAMPLES)}}
     )
-    start = time.perf_counter()
     client.execute()  # raises CellExecutionError on the first failing cell
-    return nb, time.perf_counter() - start
+    return nb
 
 
 def _cells(nb) -> dict[str, object]:
@@ -65,9 +63,22 @@ def _assert_offline_bokeh(nb) -> None:
                 assert not SCRIPT_SRC.search(text), f"cell {cell.id}: {mime} loads a script from the network"
 
 
-def _assert_bokeh_figure(cell) -> None:
-    mimes = _mimes(cell)
-    assert BOKEH_EXEC in mimes or "text/html" in mimes, f"cell {cell.id} shows no bokeh figure: {mimes}"
+def _assert_bokeh_figure(cell, *glyphs: str) -> str:
+    """The cell shows a bokeh Figure: a root ``<div data-root-id>`` (text/html) and the BokehJS
+    exec output whose document renders a ``Figure`` with that id into that div, holding
+    ``glyphs`` (e.g. ``"Rect"``). Any other HTML does not count. Returns the document's JS."""
+    outs = [o for o in cell.get("outputs", []) if o.get("output_type") == "display_data"]
+    html = "".join(o["data"]["text/html"] for o in outs if "text/html" in o.get("data", {}))
+    js = "".join(o["data"].get("application/javascript", "") for o in outs if BOKEH_EXEC in o.get("data", {}))
+    assert js, f"cell {cell.id} has no BokehJS exec output: {_mimes(cell)}"
+    divs = re.findall(r'<div id="([^"]+)" data-root-id="([^"]+)"', html)
+    assert len(divs) == 1, f"cell {cell.id}: expected one bokeh root div, got {divs} in {html[:300]!r}"
+    div, root = divs[0]
+    assert f'"roots":{{"{root}":"{div}"}}' in js, f"cell {cell.id}: the document does not render into its div"
+    assert f'"name":"Figure","id":"{root}"' in js, f"cell {cell.id}: the root {root} is not a Figure"
+    for glyph in glyphs:
+        assert f'"name":"{glyph}"' in js, f"cell {cell.id}: the figure has no {glyph} glyph"
+    return js
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
@@ -84,22 +95,24 @@ def test_committed_notebook_is_clean(name):
 
 @pytest.mark.slow
 def test_tutorial_notebook():
-    nb, seconds = _execute("logit_lens_tutorial.ipynb")
+    nb = _execute("logit_lens_tutorial.ipynb")
     cells = _cells(nb)
     _assert_offline_bokeh(nb)
-    for cid in ("logit-diff", "heatmap", "lens-grid"):
-        _assert_bokeh_figure(cells[cid])
+    for cid, glyph in (("logit-diff", "Line"), ("heatmap", "Rect"), ("lens-grid", "Rect")):
+        _assert_bokeh_figure(cells[cid], glyph)
+    assert '"text":{"type":"field","field":"cell"}' in _assert_bokeh_figure(cells["lens-grid"], "Text")
     assert WIDGET_VIEW in _mimes(cells["widget"])
     # the BOS note shows what encode gives, and the lens finds Paris at the end
     assert "tokenizer.encode(' Paris') = [7042]" in _text(cells["token-ids"])
     assert "MultiTokenError" in _text(cells["token-ids"])
     assert "from site 30 (resid_out_29)" in _text(cells["checks"])
-    assert seconds < 120, f"took {seconds:.0f} s"
+    # the check cells ran (an assert failing there would have raised) and read the figure itself
+    assert "fig.renderers" in "".join(cells["heatmap-check"].source)
 
 
 @pytest.mark.slow
 def test_quickstart_notebook():
-    nb, seconds = _execute("quickstart.ipynb")
+    nb = _execute("quickstart.ipynb")
     cells = _cells(nb)
     ids = [c.id for c in nb.cells]
     # a real JupyterLab session (Playwright) relies on these cells and their order
@@ -109,16 +122,14 @@ def test_quickstart_notebook():
     assert _text(cells["selected"]).strip() == "{}"  # nothing clicked in a headless run
     assert "␣London" in _text(cells["track"])
     assert "lens.html" in _text(cells["save"])
-    assert seconds < 120, f"took {seconds:.0f} s"
 
 
 @pytest.mark.slow
 def test_analysis_notebook():
-    nb, seconds = _execute("analysis.ipynb")
+    nb = _execute("analysis.ipynb")
     cells = _cells(nb)
     _assert_offline_bokeh(nb)
     for cid in ("logit-diff", "mean-prob"):
-        _assert_bokeh_figure(cells[cid])
+        _assert_bokeh_figure(cells[cid], "Line")
     assert "text/html" in _mimes(cells["depth-table"])
     assert "mean probability of the answer at the final layer" in _text(cells["checks"])
-    assert seconds < 120, f"took {seconds:.0f} s"

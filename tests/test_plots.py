@@ -299,5 +299,26 @@ def test_save_show_and_notebook_are_inline(tmp_path, monkeypatch):
     assert calls == [{"resources": INLINE, "hide_banner": True}]
 
 
-def test_result_type_is_lens_result():
-    assert isinstance(make_result(), LensResult)
+def test_the_fake_has_the_shape_of_a_real_result_and_plots_read_a_real_one():
+    """The plot tests above run on fakes.make_result: it must look like what the engine returns
+    (same fields, dtypes and ranks), and a real engine result must plot with its own numbers."""
+    import dataclasses
+
+    from lens_widget import LogitLens
+    from zoo import tiny
+
+    fake = make_result()
+    real = LogitLens(tiny("llama")).run("Hello there", track=[5, 9], progress=False)
+    assert isinstance(fake, LensResult) and isinstance(real, LensResult)
+    for f in dataclasses.fields(LensResult):
+        a, b = getattr(fake, f.name), getattr(real, f.name)
+        if isinstance(b, np.ndarray):
+            assert isinstance(a, np.ndarray) and a.ndim == b.ndim and a.dtype.kind == b.dtype.kind, (f.name, a.dtype, b.dtype)
+        else:
+            assert type(a) is type(b), f.name
+    fig = plots.lens_grid(real, metric="kl")
+    d = data(glyphs(fig)["Rect"][0])
+    assert len(d["value"]) == real.n_sites * real.n_columns()
+    for i, (x, y) in enumerate(zip(d["x"], d["y"])):
+        np.testing.assert_allclose(d["value"][i], real.kl[0, y, x], rtol=1e-6)
+        assert d["top1"][i] == real.display(real.topk_ids[0, y, x, 0])

@@ -43,18 +43,38 @@ def test_traits_hold_the_wire_form_of_the_result(widget):
 
 
 def test_cell_detail_is_exact_over_the_full_vocabulary(widget):
-    reply, buffers = ask(widget, type="cell_detail", site=2, col=3, k=7, token_ids=[4, 60])
+    for tok in (4, 60):  # the grid tracks these too: its exact ranks are the reference
+        widget.track(tok)
+    r = widget.result
+    reply, buffers = ask(widget, type="cell_detail", site=2, col=3, k=7, token_ids=[4, 60, *r.tracked_ids.tolist()])
     assert reply["ok"], reply
     res = reply["result"]
     ids, probs = decode(res["top_ids"], buffers), decode(res["top_probs"], buffers)
+    logits = decode(res["top_logits"], buffers)
     assert len(ids) == 7 and np.all(np.diff(probs) <= 0)
-    r = widget.result
     np.testing.assert_array_equal(ids[: r.k], r.topk_ids[0, 2, 3, :7][: len(ids)])
     np.testing.assert_allclose(probs[: r.k], r.topk_probs[0, 2, 3, :7], rtol=1e-5)
-    z = widget._lens.decoder.logits(widget._acts[r.sites[2]][3])
+    np.testing.assert_allclose(logits, r.topk_logits[0, 2, 3, :7], rtol=1e-5, atol=1e-5)
+    # every asked token: the grid's own tracked rank, probability and logit at that cell
+    assert [st["id"] for st in res["token_stats"]] == [4, 60, *r.tracked_ids.tolist()]
+    for st in res["token_stats"]:
+        m = r.tracked_index(st["id"])
+        assert st["rank"] == r.tracked_rank[0, 2, 3, m], st
+        assert st["prob"] == pytest.approx(float(r.tracked_prob[0, 2, 3, m]), rel=1e-5, abs=1e-9)
+        assert st["logit"] == pytest.approx(float(r.tracked_logit[0, 2, 3, m]), rel=1e-5, abs=1e-5)
+    # entropy and the next token: the grid's numbers at that cell
+    assert res["entropy"] == pytest.approx(float(r.entropy[0, 2, 3]), rel=1e-4, abs=1e-5)
+    assert res["next_id"] == r.next_ids[0, 3]
+    assert res["next_prob"] == pytest.approx(float(r.next_prob[0, 2, 3]), rel=1e-5)
+    assert res["next_rank"] == r.next_rank[0, 2, 3]
+    # and by the definition, from the activations of an independent run (public API only)
+    again, acts = widget.lens.run(widget.prompt, progress=False, return_activations=True)
+    z = widget.lens.decoder.logits(acts[0][r.sites[2]][3], r.sites[2])
     for stat in res["token_stats"]:
         assert stat["rank"] == 1 + int((z > z[stat["id"]]).sum())
-    assert res["next_rank"] == r.next_rank[0, 2, 3]
+    # the last column has no next token
+    last = widget.cell_detail(2, -1, k=3)
+    assert last["next_id"] == -1 and last["next_prob"] is None and last["next_rank"] == 0
 
 
 def test_track_search_and_trajectory(widget):
@@ -71,6 +91,48 @@ def test_track_search_and_trajectory(widget):
     probs = decode(reply["result"]["probs"], buffers)[:, 0]
     m = widget.result.tracked_ids.tolist().index(eid)
     np.testing.assert_allclose(probs, widget.result.tracked_prob[0, :, 1, m], rtol=1e-5)
+
+
+def test_trajectory_replies_carry_the_grids_logits_and_ranks(widget):
+    r = widget.result
+    ids = r.tracked_ids.tolist() + [widget.model.tokens.token_id("o")]
+    widget.track("o")
+    r = widget.result
+    for col in (0, 4, r.n_columns() - 1):
+        reply, buffers = ask(widget, type="trajectory", col=col, token_ids=ids)
+        assert reply["ok"], reply
+        res = reply["result"]
+        assert res["token_ids"] == ids
+        probs, logits, ranks = (decode(res[k], buffers) for k in ("probs", "logits", "ranks"))
+        assert probs.shape == logits.shape == ranks.shape == (r.n_sites, len(ids))
+        for j, tid in enumerate(ids):
+            m = r.tracked_index(tid)
+            np.testing.assert_allclose(probs[:, j], r.tracked_prob[0, :, col, m], rtol=1e-5, atol=1e-9)
+            np.testing.assert_allclose(logits[:, j], r.tracked_logit[0, :, col, m], rtol=1e-5, atol=1e-5)
+            np.testing.assert_array_equal(ranks[:, j], r.tracked_rank[0, :, col, m])
+    # the Python call gives the same
+    direct = widget.trajectory(4, ids)
+    np.testing.assert_array_equal(direct["ranks"], decode(ask(widget, type="trajectory", col=4, token_ids=ids)[0]["result"]["ranks"], widget.replies[-1][1]))
+
+
+def test_untrack_recomputes_without_the_token(widget):
+    h, e = widget.model.tokens.token_id("H"), widget.track("e")
+    assert widget.tracked == [h, e]
+    before = widget.result
+    reply, _ = ask(widget, type="untrack", token_id=h)
+    assert reply["ok"] and reply["result"]["tracked"] == [e]
+    assert widget.tracked == [e] and widget.result.tracked_ids.tolist() == [e]
+    assert widget.result is not before and widget.result.tracked_prob.shape[-1] == 1
+    np.testing.assert_allclose(widget.result.tracked_prob[..., 0], before.tracked_prob[..., 1], rtol=1e-6)
+    np.testing.assert_array_equal(widget.result.topk_ids, before.topk_ids)  # the grid itself is unchanged
+    assert np.frombuffer(widget.data["tracked_ids"]["buffer"], "<i4").tolist() == [e]
+    same = widget.result
+    widget.untrack(h)  # not tracked (any more): nothing recomputes
+    assert widget.result is same and widget.tracked == [e]
+    reply, _ = ask(widget, type="untrack", token_id=-3)
+    assert not reply["ok"] and "token_id" in reply["error"]
+    widget.tracked = []  # the trait from the front end does the same
+    assert widget.result.tracked_ids.tolist() == []
 
 
 def test_prompt_change_recomputes_and_errors_keep_the_old_grid(widget):
@@ -120,11 +182,22 @@ def test_non_dict_message_is_ignored(widget):
     assert ask(widget, type="cell_detail", site=0, col=0)[0]["ok"]
 
 
-def test_python_reacts_to_a_click(widget):
+def test_a_click_from_the_front_end_reaches_python_and_a_shorter_prompt_drops_it(widget):
+    """The front end's click arrives as a comm state update (ipywidgets' ``set_state``). The real
+    browser round trip, a click in JupyterLab reaching the kernel's ``selected``, is in
+    tests/e2e/test_e2e_jupyterlab.py ("click reaches the kernel's `selected`") and
+    tests/ui/test_jupyterlab.py; here: what the kernel does with it."""
     seen = []
     widget.observe(lambda ch: seen.append(ch["new"]), names=["selected"])
-    widget.selected = {"site": 1, "col": 2, "position": 2}  # what the front end sets on click
-    assert seen == [{"site": 1, "col": 2, "position": 2}]
+    widget.set_state({"selected": {"site": 1, "col": 9, "position": 9}, "pinned": [[1, 9], [2, 1]]})
+    assert seen == [{"site": 1, "col": 9, "position": 9}]
+    assert widget.pinned == [[1, 9], [2, 1]]
+    widget.set_prompt("Hi!")  # 3 columns: the selected cell and the pin at column 9 are gone
+    assert widget.selected == {} and seen[-1] == {}
+    assert widget.pinned == [[2, 1]]
+    widget.set_state({"selected": {"site": 0, "col": 2, "position": 2}})
+    widget.set_prompt("Hi?")  # still inside the grid: kept
+    assert widget.selected == {"site": 0, "col": 2, "position": 2}
 
 
 def test_metric_is_validated(widget):

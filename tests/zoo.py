@@ -63,10 +63,12 @@ def char_tokenizer() -> PreTrainedTokenizerFast:
 
 
 @lru_cache(maxsize=None)
-def tiny(arch: str, seed: int = 0) -> HookedModel:
-    """A tiny random model of ``arch`` (cached; treat as read-only)."""
+def tiny(arch: str, seed: int = 0, vocab: int = VOCAB) -> HookedModel:
+    """A tiny random model of ``arch`` (cached; treat as read-only). ``vocab`` > ``VOCAB`` adds
+    rows the character tokenizer never produces (e.g. a multiple of the top-k block, 64)."""
     torch.manual_seed(seed)
     config = CONFIGS[arch]()
+    config.vocab_size = vocab
     model = T.AutoModelForCausalLM.from_config(config, attn_implementation="eager")
     with torch.no_grad():
         # Larger weights than the default init make layers disagree and soft-caps bite.

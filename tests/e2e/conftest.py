@@ -20,7 +20,8 @@ if HERE not in sys.path:
     sys.path.append(HERE)
 
 from browser_support import free_port  # noqa: E402
-from e2e_support import ROOT, Server, Steps, clean_env, write_lab_settings  # noqa: E402
+from e2e_support import ROOT, Steps  # noqa: E402
+from jupyter_server import Server, clean_env, running_jupyter  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -33,33 +34,11 @@ def e2e_artifacts(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def jupyter_server(tmp_path_factory):
-    """One Jupyter server for JupyterLab (/lab) and Notebook 7 (/notebooks): root dir `server.root`."""
-    tmp = tmp_path_factory.mktemp("jupyter")
-    root = tmp / "root"
-    root.mkdir()
-    env = clean_env(tmp)
-    write_lab_settings(Path(env["JUPYTERLAB_SETTINGS_DIR"]))
-    port = free_port()
-    cmd = [
-        sys.executable, "-m", "jupyterlab",
-        "--no-browser", "--allow-root",
-        "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
-        "--IdentityProvider.token=", "--ServerApp.password=",
-        "--ServerApp.disable_check_xsrf=True",  # lets the fixture DELETE sessions over REST (127.0.0.1, test only)
-        f"--ServerApp.root_dir={root}",
-        f"--LabApp.workspaces_dir={env['JUPYTERLAB_WORKSPACES_DIR']}",
-        f"--LabApp.user_settings_dir={env['JUPYTERLAB_SETTINGS_DIR']}",
-        "--LabApp.news_url=None",
-        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-    ]
-    server = Server("jupyter", cmd, env=env, cwd=root, log=tmp / "jupyter.log", url=f"http://127.0.0.1:{port}", ready_path="/api/status")
-    server.root = root  # type: ignore[attr-defined]
-    server.settings_dir = Path(env["JUPYTERLAB_SETTINGS_DIR"])  # type: ignore[attr-defined]
-    server.start()
-    try:
+    """One Jupyter server for JupyterLab (/lab) and Notebook 7 (/notebooks): root dir `server.root`
+    (tests/jupyter_server.py, the helper tests/ui uses too)."""
+    with running_jupyter(tmp_path_factory.mktemp("jupyter"), "jupyterlab") as server:
+        server.name = "jupyter"
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

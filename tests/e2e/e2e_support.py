@@ -8,131 +8,19 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
-import signal
-import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-ROOT = Path(__file__).resolve().parents[2]
 from browser_support import CELL_H, CELL_W, HEAD_H, HEAD_W
+from jupyter_server import ROOT, Server, clean_env, unexpected_page_errors, write_lab_settings  # noqa: F401  (the one server helper, tests/jupyter_server.py)
 
 # Bounded waits (ms). The machine has 2 shared cores: a kernel that imports torch and loads
 # SmolLM2 takes 10-40 s here.
 KERNEL_MS = 240_000
 UI_MS = 30_000
-
-
-class Server:
-    """A server process (and every child, e.g. kernels) in its own process group, with a log file."""
-
-    def __init__(self, name: str, cmd: Sequence[str], *, env: dict[str, str], cwd: Path, log: Path, url: str, ready_path: str):
-        self.name, self.cmd, self.env, self.cwd, self.log_path = name, list(cmd), env, cwd, log
-        self.url, self.ready_path = url, ready_path
-        self.proc: subprocess.Popen | None = None
-
-    def start(self, timeout: float = 90.0) -> "Server":
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(
-            self.cmd, env=self.env, cwd=self.cwd, stdout=self._log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
-        )
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode} before it was ready\n{self.log_tail()}")
-            try:
-                with urllib.request.urlopen(self.url + self.ready_path, timeout=2) as r:
-                    if r.status == 200:
-                        return self
-            except (OSError, urllib.error.URLError):
-                pass
-            time.sleep(0.25)
-        self.stop()
-        raise RuntimeError(f"{self.name} was not ready after {timeout:.0f} s\n{self.log_tail()}")
-
-    def stop(self) -> None:
-        """SIGTERM the whole process group (server and its kernels), SIGKILL what is left after 10 s."""
-        proc = self.proc
-        if proc is None:
-            return
-        try:
-            pgid = os.getpgid(proc.pid)
-        except ProcessLookupError:
-            pgid = None
-        if pgid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pgid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            pass
-        if pgid is not None:  # kernels may outlive the server: make sure the group is gone
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pgid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(5)
-        self._log.close()
-        self.proc = None
-
-    def log_tail(self, chars: int = 6000) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return f"({self.log_path} unreadable)"
-        return text[-chars:]
-
-    def shutdown_sessions(self) -> None:
-        """Jupyter only: delete every session (and its kernel)."""
-        with contextlib.suppress(OSError, ValueError):
-            for session in self.api("/api/sessions"):
-                with contextlib.suppress(OSError):
-                    self.api(f"/api/sessions/{session['id']}", method="DELETE")
-
-    def api(self, path: str, method: str = "GET") -> Any:
-        req = urllib.request.Request(self.url + path, method=method)
-        with urllib.request.urlopen(req, timeout=10) as r:
-            body = r.read()
-        return json.loads(body) if body else None
-
-
-def clean_env(tmp: Path, **extra: str) -> dict[str, str]:
-    """The test environment, with every Jupyter config/data/runtime dir in ``tmp``."""
-    env = dict(os.environ)
-    for key in ("JUPYTER_PATH", "JUPYTER_CONFIG_PATH", "JUPYTERLAB_DIR"):
-        env.pop(key, None)
-    env.update(
-        JUPYTER_CONFIG_DIR=str(tmp / "jupyter-config"),
-        JUPYTER_DATA_DIR=str(tmp / "jupyter-data"),
-        JUPYTER_RUNTIME_DIR=str(tmp / "jupyter-runtime"),
-        JUPYTERLAB_SETTINGS_DIR=str(tmp / "lab-settings"),
-        JUPYTERLAB_WORKSPACES_DIR=str(tmp / "lab-workspaces"),
-        IPYTHONDIR=str(tmp / "ipython"),
-        JUPYTER_PLATFORM_DIRS="1",
-        PYTHONUNBUFFERED="1",
-        PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
-        **extra,
-    )
-    return env
-
-
-def write_lab_settings(settings_dir: Path) -> None:
-    """User settings: save widget state with the notebook; start the kernel without asking; offline."""
-    files = {
-        "@jupyter-widgets/jupyterlab-manager/plugin.jupyterlab-settings": {"saveState": True},
-        "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false", "checkForUpdates": False},
-        # no "Select Kernel" dialog popping over the notebook at an unpredictable moment
-        "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"autoStartDefaultKernel": True},
-    }
-    for rel, value in files.items():
-        path = settings_dir / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(value))
 
 
 def code_cell(source: str, cell_id: str) -> dict[str, Any]:
@@ -214,12 +102,22 @@ class Steps:
         self.artifacts, self.servers, self.test_name = artifacts, list(servers), test_name
         self.pages: list[Any] = []
         self.console: list[str] = []
+        self.page_errors: list[str] = []
+
+    def _page_error(self, e: Any) -> None:
+        self.page_errors.append(f"{e} @ {(getattr(e, 'stack', '') or '')[:600]}")
+        self.console.append(f"pageerror: {e}")
 
     def watch(self, page) -> Any:
         self.pages.append(page)
-        page.on("pageerror", lambda e: self.console.append(f"pageerror: {e}"))
+        page.on("pageerror", self._page_error)
         page.on("console", lambda m: self.console.append(f"console.{m.type}: {m.text[:1000]}") if m.type == "error" else None)
         return page
+
+    def assert_no_page_errors(self) -> None:
+        """No uncaught exception in any watched page, ours or the host's (except the host's own
+        errors listed in ``jupyter_server.KNOWN_HOST_ERRORS``)."""
+        assert unexpected_page_errors(self.page_errors) == [], f"uncaught errors in the page: {self.page_errors}"
 
     def screenshot(self, label: str) -> list[str]:
         self.artifacts.mkdir(parents=True, exist_ok=True)

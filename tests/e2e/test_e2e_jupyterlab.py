@@ -192,3 +192,6 @@ def test_quickstart_in_jupyterlab(browser, jupyter_server, steps):
         assert shown == columns[:3], (shown, columns)
         kernels = [s["kernel"]["id"] for s in server.api("/api/sessions") if s["path"].endswith(name) and s.get("kernel")]
         assert old_kernel not in kernels, (old_kernel, kernels)
+
+    with steps("no uncaught errors in either page"):
+        steps.assert_no_page_errors()

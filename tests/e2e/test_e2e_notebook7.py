@@ -47,3 +47,6 @@ def test_widget_in_notebook7(browser, jupyter_server, steps):
         assert tip.locator(".lw-tip-head .lw-tok").inner_text() == "␣capital"
         assert tip.locator(".lw-tip-row").count() == 10  # k = 10 top tokens
         assert all(t.strip() for t in tip.locator(".lw-tip-row .lw-tok").all_inner_texts())
+
+    with steps("no uncaught errors in the page"):
+        steps.assert_no_page_errors()

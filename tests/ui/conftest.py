@@ -43,5 +43,8 @@ def open_page(browser, tmp_path):
         return page
 
     yield _open
+    errors = {i: p.errors for i, p in enumerate(pages) if p.errors}
     for p in pages:
         p.close()
+    # every page a test opened: an uncaught error fails it, even where the test did not look
+    assert not errors, f"uncaught errors in the pages: {errors}"

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import re
 
+import numpy as np
 import pytest
-from ui_support import cell_xy, widget_state
+from ui_support import assert_grid_colours, cell_xy, js_fmt, widget_state
 from fakes import make_result
 
 from lens_widget.widget.export import standalone_html
@@ -28,9 +29,14 @@ def frames(page, n: int = 2) -> None:
 
 
 def test_canvas_is_drawn(open_page):
-    page = open_page(widget_state(make_result(hostile=True)))
+    r = make_result(hostile=True)
+    page = open_page(widget_state(r))
     frames(page)
     assert page.evaluate(NONBLANK) > 2000
+    # every cell is drawn in the colour of Python's top-1 probability on the viridis scale
+    assert assert_grid_colours(page, r, "top1_prob") == r.n_sites * r.n_positions
+    with pytest.raises(AssertionError, match="palette index"):  # the check tells metrics apart
+        assert_grid_colours(page, r, "entropy")
     assert page.errors == []
 
 
@@ -56,6 +62,33 @@ def test_hover_shows_python_topk(open_page, site, col):
         assert rj.locator(".lw-tok").text_content() == display_token(r.token_strings[tid])
     stats = tip.locator(".lw-entropy").text_content()
     assert f"{float(r.entropy[0, site, col]):.3f}" in stats
+    # KL and the next token's probability and rank: Python's numbers for this cell
+    assert tip.locator(".lw-kl .lw-v").text_content() == f"{js_fmt(float(r.kl[0, site, col]))} nats"
+    nxt = int(r.next_ids[0, col])
+    if nxt >= 0:
+        assert tip.locator(".lw-next .lw-tok").text_content() == display_token(r.token_strings[nxt])
+        assert tip.locator(".lw-next .lw-v").text_content() == f" p={js_fmt(float(r.next_prob[0, site, col]))} rank {int(r.next_rank[0, site, col])}"
+    else:
+        assert "(last token)" in tip.locator(".lw-next").text_content()
+    assert page.errors == []
+
+
+@pytest.mark.parametrize("metric", ["tracked_prob", "logit_diff"])
+def test_hover_shows_the_tracked_metric_of_python(open_page, metric):
+    r = make_result(hostile=True)
+    a, b = (int(i) for i in r.tracked_ids[:2])
+    page = open_page(widget_state(r, metric=metric, metric_token=b, diff_tokens=[b, a]))
+    frames(page)
+    m = r.tracked_index(b)
+    for site, col in ((4, 0), (2, 3), (0, 5)):
+        page.mouse.move(*cell_xy(page, r.n_sites - 1 - site, col))
+        tip = page.locator(".lw-tooltip")
+        tip.wait_for(state="visible")
+        assert (tip.get_attribute("data-site"), tip.get_attribute("data-col")) == (str(site), str(col))
+        want = r.tracked_prob[0, site, col, m] if metric == "tracked_prob" else np.float32(r.tracked_logit[0, site, col, m]) - np.float32(r.tracked_logit[0, site, col, r.tracked_index(a)])
+        assert tip.locator(".lw-metric .lw-v").text_content() == js_fmt(float(want))
+    assert assert_grid_colours(page, r, metric, metric_token=b, diff_tokens=[b, a]) == r.n_sites * r.n_positions
+    assert page.errors == []
 
 
 def test_click_pins_and_selects(open_page):
@@ -75,16 +108,21 @@ def test_click_pins_and_selects(open_page):
 
 
 def test_metric_switch_recolours(open_page):
-    page = open_page(widget_state(make_result(hostile=True)))
+    r = make_result(hostile=True)
+    state = widget_state(r)
+    page = open_page(state)
     frames(page)
     before = page.evaluate("() => document.querySelector('canvas.lw-canvas').toDataURL()")
-    for metric in ["entropy", "kl", "next_rank", "tracked_prob", "logit_diff"]:
+    for metric in ["entropy", "kl", "next_rank", "next_prob", "tracked_prob", "logit_diff"]:
         page.select_option("select.lw-metric", metric)
         frames(page)
         after = page.evaluate("() => document.querySelector('canvas.lw-canvas').toDataURL()")
         assert after != before, metric
         assert page.evaluate("() => window.__lensModel.get('metric')") == metric
         assert page.locator(".lens-widget").get_attribute("data-metric") == metric
+        # each cell in the colour of Python's value on that metric's scale (no-value cells excepted)
+        n = assert_grid_colours(page, r, metric, diff_tokens=state["diff_tokens"])
+        assert n >= r.n_sites * (r.n_positions - (1 if metric.startswith("next") else 0)), (metric, n)
         before = after
     assert page.errors == []
 
@@ -112,7 +150,8 @@ def test_hostile_strings_stay_text(open_page):
     assert page.locator(".lw-error").text_content() == state["error"]
     hostile_shown = {display_token(r.token_strings[i]) for i in range(8) if i in r.topk_ids}
     assert hostile_shown and hostile_shown <= seen
-    assert "<img␣src=x␣onerror=alert(1)>" in seen or 0 not in r.topk_ids
+    assert 0 in r.topk_ids  # the <img> string is a top-k token of this result: it must have been shown
+    assert "<img␣src=x␣onerror=alert(1)>" in seen
 
 
 def test_exported_page_has_no_breakout_and_no_network():

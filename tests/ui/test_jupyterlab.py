@@ -8,15 +8,12 @@ with binary reply buffers.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
-from browser_support import CELL_H, CELL_W, HEAD_H, HEAD_W, free_port
+from browser_support import CELL_H, CELL_W, HEAD_H, HEAD_W
+from jupyter_server import running_jupyter, unexpected_page_errors
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -48,6 +45,7 @@ APPS = {
 
 @pytest.fixture(scope="module", params=sorted(APPS))
 def lab(request, tmp_path_factory):
+    """The app's server (tests/jupyter_server.py, the helper tests/e2e uses too) with lens.ipynb."""
     module, url = APPS[request.param]
     tmp = tmp_path_factory.mktemp(request.param)
     out = str(tmp / "out")
@@ -57,37 +55,9 @@ def lab(request, tmp_path_factory):
         "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
         "nbformat": 4, "nbformat_minor": 5,
     }
-    (tmp / "lens.ipynb").write_text(json.dumps(nb))
-    port = free_port()
-    env = dict(os.environ, JUPYTER_CONFIG_DIR=str(tmp / "cfg"), JUPYTERLAB_SETTINGS_DIR=str(tmp / "settings"),
-               JUPYTERLAB_WORKSPACES_DIR=str(tmp / "ws"), PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    log = open(tmp / "lab.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", module, "--no-browser", "--allow-root", f"--ServerApp.port={port}",
-         "--ServerApp.port_retries=0", "--IdentityProvider.token=", "--ServerApp.password=",
-         f"--ServerApp.root_dir={tmp}", "--ServerApp.ip=127.0.0.1"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(120):
-            try:
-                urllib.request.urlopen(base + "/api/status", timeout=1)
-                break
-            except OSError:
-                if proc.poll() is not None:
-                    raise RuntimeError((tmp / "lab.log").read_text())
-                time.sleep(0.5)
-        else:
-            raise RuntimeError("jupyter lab did not start:\n" + (tmp / "lab.log").read_text())
-        yield base + url, out
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    with running_jupyter(tmp, module) as server:
+        (server.root / "lens.ipynb").write_text(json.dumps(nb))
+        yield server.url + url, out
 
 
 def _read(path: str, timeout: float = 30.0):
@@ -186,9 +156,7 @@ def test_widget_in_jupyter(browser, lab):
         page.press(".lens-widget .lw-prompt-input", "Enter")
         page.locator(".lens-widget .lw-error:not([hidden])").wait_for(timeout=30000)
         assert "× 8 tokens" in page.locator(".lens-widget .lw-title").text_content()
-        # errors thrown by the host's own code (e.g. Notebook 7's settings loader) are not ours;
-        # the widget's ESM runs from a blob:/data: URL through anywidget
-        ours = [e for e in errors if "blob:" in e or "data:text/javascript" in e or "anywidget" in e]
-        assert ours == [], ours
+        # every uncaught error in the page fails the test, except the host's own listed ones
+        assert unexpected_page_errors(errors) == [], errors
     finally:
         page.close()

@@ -74,3 +74,43 @@ def test_hover_matches_python_and_hostile_tokens_stay_text(browser, tmp_path, sm
     assert page.evaluate("window.__pwned") is None
     assert page.dialogs == [] and page.errors == []
     assert page.locator(".lens-widget img").count() == 0 and page.locator(".lens-widget script").count() == 0
+
+
+def test_save_html_of_a_model_backed_widget_restores_metric_pins_transpose_tracked(browser, tmp_path):
+    """A widget with a model, changed as a user would, saved: the page opens in that state."""
+    from zoo import tiny
+
+    w = LensWidget(tiny("llama"), "Hello world", track=["H"], progress=False)
+    e = w.track("o")
+    w.metric, w.metric_token = "tracked_prob", e
+    w.pinned = [[2, 3], [1, 7]]
+    w.transpose = True
+    r = w.result
+    page = load(browser, w.save_html(tmp_path / "widget.html"))
+    model = "window.__lensModel"
+    assert page.evaluate(f"() => {model}.get('metric')") == "tracked_prob"
+    assert page.evaluate(f"() => {model}.get('metric_token')") == e
+    assert page.evaluate(f"() => {model}.get('pinned')") == [[2, 3], [1, 7]]
+    assert page.evaluate(f"() => {model}.get('tracked')") == [w.model.tokens.token_id("H"), e]
+    assert page.evaluate(f"() => {model}.get('busy')") is False
+    assert page.locator("select.lw-metric").input_value() == "tracked_prob"
+    assert page.locator("select.lw-metric-token").input_value() == str(e)
+    assert page.locator(".lw-transpose input").is_checked()
+    assert page.locator(".lens-widget").get_attribute("data-metric") == "tracked_prob"
+    chips = page.locator(".lw-chip")
+    assert [(chips.nth(i).get_attribute("data-site"), chips.nth(i).get_attribute("data-col")) for i in range(chips.count())] == [("2", "3"), ("1", "7")]
+    # transposed grid (rows are positions, the first column is the final layer, row header 120 px):
+    # the hovered cell is Python's cell, with its tracked probability in the tooltip
+    box = page.locator("canvas.lw-canvas").bounding_box()
+    site, col = r.n_sites - 2, 4
+    page.mouse.move(box["x"] + 120 + (r.n_sites - 1 - site) * 56 + 28, box["y"] + 22 + col * 20 + 10)
+    tip = page.locator(".lw-tooltip")
+    tip.wait_for(state="visible")
+    assert (tip.get_attribute("data-site"), tip.get_attribute("data-col")) == (str(site), str(col))
+    ids = [int(x) for x in tip.locator(".lw-tip-row").evaluate_all("rs => rs.map(r => r.dataset.id)")]
+    assert ids == r.topk_ids[0, site, col].tolist()
+    from ui_support import js_fmt
+
+    assert tip.locator(".lw-metric .lw-v").text_content() == js_fmt(float(r.tracked(e)[0, site, col]))
+    assert page.errors == [] and page.dialogs == []
+    w.close()

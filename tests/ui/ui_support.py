@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import Any, Sequence
 
+import numpy as np
 from browser_support import CELL_H, CELL_W, HEAD_H, HEAD_W
 from lens_widget.wire import result_to_wire
 
@@ -31,3 +33,124 @@ def cell_xy(page, row: int, col: int) -> tuple[float, float]:
     """Page coordinates of the centre of grid cell (display row, display column), no scroll."""
     box = page.locator("canvas.lw-canvas").bounding_box()
     return box["x"] + HEAD_W + col * CELL_W + CELL_W / 2, box["y"] + HEAD_H + row * CELL_H + CELL_H / 2
+
+
+# -- the front end's colour scales (js/src/color.ts, js/src/metrics.ts), written again in Python --
+VIRIDIS = ["#440154", "#482878", "#3e4989", "#31688e", "#26828e", "#1f9e89", "#35b779", "#6ece58", "#b5de2b", "#fde725"]
+RDBU = ["#2166ac", "#4393c3", "#92c5de", "#d1e5f0", "#f7f7f7", "#fddbc7", "#f4a582", "#d6604d", "#b2182b"]
+N_COLORS = 256
+
+
+def ramp(stops: list[str], n: int = N_COLORS) -> list[tuple[int, int, int]]:
+    """color.ts ``ramp``: n colours linearly interpolated through the stops."""
+    rgb = [tuple(int(h[i : i + 2], 16) for i in (1, 3, 5)) for h in stops]
+    out = []
+    for i in range(n):
+        t = i / (n - 1) * (len(rgb) - 1)
+        j = min(int(math.floor(t)), len(rgb) - 2)
+        f = t - j
+        a, b = rgb[j], rgb[j + 1]
+        out.append(tuple(int(math.floor(a[q] + (b[q] - a[q]) * f + 0.5)) for q in range(3)))
+    return out
+
+
+PALETTES = {"seq": ramp(VIRIDIS), "div": ramp(RDBU)}
+
+
+def _index(t: float) -> int:
+    return 0 if t <= 0 else N_COLORS - 1 if t >= 1 else int(math.floor(t * (N_COLORS - 1) + 0.5))
+
+
+def metric_colours(result: Any, metric: str, metric_token: int = -1, diff_tokens: Sequence[int] = ()) -> tuple[str, np.ndarray]:
+    """(palette, ``[S, P]`` colour index, -1 = no value) the grid should draw for prompt 0 of
+    ``result`` coloured by ``metric`` (metrics.ts ``metricView`` + the scale's ``index``)."""
+    r = result
+    cols = r.columns(0)
+    bad = r.nonfinite[0][:, cols]
+
+    def finite_max(v: np.ndarray) -> float:
+        ok = v[np.isfinite(v) & ~bad]
+        return float(ok.max()) if ok.size else 1.0
+
+    if metric == "logit_diff":
+        a = r.tracked_index(diff_tokens[0] if diff_tokens else r.tracked_ids[0])
+        b = r.tracked_index(diff_tokens[1] if len(diff_tokens) > 1 else r.tracked_ids[1])
+        v = (r.tracked_logit[0][:, cols, a].astype(np.float32) - r.tracked_logit[0][:, cols, b]).astype(float)
+        m = finite_max(np.abs(v))
+        m = m if m > 0 else 1.0
+        return "div", np.vectorize(lambda x: -1 if x != x else _index((x + m) / (2 * m)))(v)
+    if metric == "next_rank":
+        v = np.where(r.next_rank[0][:, cols] > 0, r.next_rank[0][:, cols], np.nan).astype(float)
+        top = max(finite_max(v), 2.0)
+        return "seq", np.vectorize(lambda x: -1 if not x >= 1 else _index(1 - math.log(max(1.0, x)) / math.log(top)))(v)
+    lo, hi = 0.0, 1.0
+    if metric == "top1_prob":
+        v = r.topk_probs[0][:, cols, 0]
+    elif metric == "next_prob":
+        v = r.next_prob[0][:, cols]
+    elif metric == "tracked_prob":
+        v = r.tracked_prob[0][:, cols, r.tracked_index(metric_token) if metric_token >= 0 else 0]
+    elif metric in ("entropy", "kl"):
+        v = getattr(r, metric)[0][:, cols]
+        hi = finite_max(v.astype(float))
+    else:
+        raise ValueError(metric)
+    span = hi - lo if hi > lo else 1.0
+    return "seq", np.vectorize(lambda x: -1 if x != x else _index((x - lo) / span))(v.astype(float))
+
+
+CELL_PIXELS_JS = """([cells]) => {
+  const c = document.querySelector('canvas.lw-canvas');
+  const s = c.width / c.getBoundingClientRect().width;
+  const g = c.getContext('2d');
+  return cells.map(([x, y]) => Array.from(g.getImageData(Math.round(x * s), Math.round(y * s), 1, 1).data.slice(0, 3)));
+}"""
+
+
+def grid_pixels(page, n_rows: int, n_cols: int) -> dict[tuple[int, int], tuple[int, int, int]]:
+    """The fill colour of each (display row, col) of the unscrolled, untransposed grid, sampled
+    in the cell's lower-left corner (clear of the top-1 text and the next-token mark)."""
+    cells = [(row, col) for row in range(n_rows) for col in range(n_cols)]
+    xy = [(HEAD_W + col * CELL_W + 2, HEAD_H + row * CELL_H + CELL_H - 3) for row, col in cells]
+    return {cell: tuple(px) for cell, px in zip(cells, page.evaluate(CELL_PIXELS_JS, [xy]))}
+
+
+def nearest(palette: str, rgb: Sequence[int]) -> tuple[int, float]:
+    """(index, distance) of the palette colour nearest to ``rgb``."""
+    d = [math.dist(rgb, c) for c in PALETTES[palette]]
+    i = int(np.argmin(d))
+    return i, d[i]
+
+
+def assert_grid_colours(page, result: Any, metric: str, metric_token: int = -1, diff_tokens: Sequence[int] = ()) -> int:
+    """Every cell's colour on the page is Python's value on the front end's scale (±1 of 256
+    steps, for rounding); cells without a value are not a palette colour. Returns the cells checked."""
+    palette, want = metric_colours(result, metric, metric_token, diff_tokens)
+    S, P = want.shape
+    px = grid_pixels(page, S, P)
+    checked = 0
+    for (row, col), rgb in px.items():
+        site = S - 1 - row  # the final layer is the top row
+        if result.nonfinite[0, site, col]:
+            continue
+        got, dist = nearest(palette, rgb)
+        if want[site, col] < 0:
+            assert dist > 3, f"{metric}: cell ({site}, {col}) has no value but is drawn {rgb} (palette index {got})"
+            continue
+        assert dist <= 3 and abs(got - want[site, col]) <= 1, (
+            f"{metric}: cell (site {site}, col {col}) is {rgb} = palette index {got} (distance {dist:.1f}), "
+            f"Python's value is index {want[site, col]}"
+        )
+        checked += 1
+    return checked
+
+
+def js_fmt(v: float) -> str:
+    """format.ts ``fmt``: how the tooltip prints a metric value."""
+    if not math.isfinite(v):
+        return "–"
+    a = abs(v)
+    if a != 0 and (a < 1e-3 or a >= 1e5):
+        mant, exp = f"{v:.2e}".split("e")
+        return f"{mant}e{'-' if exp[0] == '-' else '+'}{int(exp[1:])}"
+    return f"{v:.0f}" if a >= 100 else f"{v:.1f}" if a >= 10 else f"{v:.3f}"

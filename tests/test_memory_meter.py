@@ -1,0 +1,19 @@
+"""tests/memory.py, the one memory meter of tests and bench/: it sees a peak, and forgets it on reset."""
+
+from __future__ import annotations
+
+import numpy as np
+from memory import MiB, measure_peak, peak_bytes, reset_peak, rss_bytes
+
+
+def test_meter_sees_a_peak_and_reset_forgets_it():
+    with measure_peak() as big:
+        a = np.ones(96 * MiB // 8)  # touched: 96 MiB resident
+        del a
+    assert 90 * MiB <= big.growth <= 200 * MiB, big
+    reset_peak()  # the 96 MiB peak is gone after a reset (ru_maxrss would keep it forever)
+    assert peak_bytes() - rss_bytes() < 32 * MiB
+    with measure_peak() as small:
+        b = np.ones(8 * MiB // 8)
+        del b
+    assert 6 * MiB <= small.growth < 40 * MiB, small
