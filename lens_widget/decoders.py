@@ -36,8 +36,8 @@ class Decoder:
     """The logit lens, and the base of every other decoder.
 
     For a half-precision model the unembedding stays in its own dtype and is upcast to float32
-    one block of ``UPCAST_BYTES`` at a time inside :meth:`unembed` (the products are exactly
-    those of a full float32 copy, without holding one: for a tied embedding that copy would be a
+    one block of ``UPCAST_BYTES`` at a time inside :meth:`unembed` (the products of a full
+    float32 copy, to the last bit or one ulp where BLAS blocks differently, without holding one: for a tied embedding that copy would be a
     second ``V x d x 4`` bytes beside the model). With accelerate offload the weights are held
     (``align_module_device``) for the duration of :meth:`loaded`, which callers enter once per
     block of work, never per chunk; rows move to the unembedding's execution device.
@@ -164,6 +164,7 @@ class Decoder:
             if self._scratch is None or self._scratch.shape[1] != w.shape[1] or self._scratch.device != w.device:
                 self._scratch = torch.empty(min(rows, self.vocab), w.shape[1], dtype=torch.float32, device=w.device)
             block = self._scratch
+            flat = flat.detach()  # the lens never differentiates; mm(out=) refuses autograd
             for v0 in range(0, self.vocab, block.shape[0]):
                 n = min(block.shape[0], self.vocab - v0)
                 block[:n].copy_(w[v0 : v0 + n])  # exact: every half-precision value is a float32
