@@ -180,4 +180,4 @@ def test_half_precision_unembedding_is_upcast_block_by_block():
         small.UPCAST_BYTES = 7 * 32 * 4  # 7 vocabulary rows per block
         with small.loaded():
             torch.testing.assert_close(small.unembed(x), full, rtol=0, atol=1e-6)  # BLAS may round a block 1 ulp apart
-    assert r.topk_probs.dtype == np.float32 and np.isfinite(r.entropy).all()
+    assert r.topk_probs.dtype == np.float32 and np.isfinite(r.entropy[0]).all()  # [1] is padded
