@@ -22,4 +22,4 @@ if [ ! -x /usr/bin/chromium ]; then
   else echo "note: install Debian's chromium (/usr/bin/chromium) for the browser tests" >&2; fi
 fi
 # Convert the embedded GGUF once (~15 s) so every later load takes ~2 s.
-python3 -c "from lens_widget.models import default_model_path; print('default model:', default_model_path())"
+python3 -c "from lens_widget.loading import default_model_path; print('default model:', default_model_path())"
