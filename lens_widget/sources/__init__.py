@@ -5,7 +5,7 @@ widget's prompt box) asks an :class:`ActivationSource`; nothing above this seam 
 local hooks or an nnsight trace produced them.
 """
 
-from .base import ActivationSource, Recording
+from .base import ActivationRef, ActivationSource, Recording, RemoteActivations, Work
 from .hooks import HookSource, SiteRecorder
 
-__all__ = ["ActivationSource", "Recording", "HookSource", "SiteRecorder"]
+__all__ = ["ActivationSource", "Recording", "Work", "ActivationRef", "RemoteActivations", "HookSource", "SiteRecorder"]

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, Callable, Generic, Iterator, Mapping, Sequence, TypeVar
 
 import torch
 
 from ..inputs import Batch
 
-__all__ = ["ActivationSource", "Recording"]
+__all__ = ["ActivationSource", "Recording", "Work", "ActivationRef", "RemoteActivations"]
 
 T = TypeVar("T")
 
@@ -26,12 +26,72 @@ class Recording:
     last_layernorm: torch.Tensor | None = None
 
 
+@dataclass
+class Work(Generic[T]):
+    """What a caller wants done with one forward batch's activations.
+
+    ``local(acts)`` runs where the activations are (a local source; the body of a local nnsight
+    trace). A source whose model is elsewhere (``remote``) cannot run a closure over local
+    objects there: it runs the portable ``task`` of :mod:`lens_widget.sources.intrace` with the
+    plain-data ``job`` next to the model and hands the small result to ``accept(result)``.
+    """
+
+    local: Callable[[dict[str, torch.Tensor]], T] | None
+    task: str | None = None
+    job: dict[str, Any] | None = None
+    accept: Callable[[dict[str, Any]], T] | None = None
+
+
+@dataclass(frozen=True)
+class ActivationRef:
+    """A residual vector that lives with a remote model: ``site`` at token ``position`` of the
+    one prompt in ``batch``. The engine answers cell detail and trajectories of a ref by asking
+    the source again (one trace), so they stay exact without the activations coming back."""
+
+    batch: Batch
+    site: str
+    position: int
+
+
+class RemoteActivations(Mapping[str, Any]):
+    """``acts[site][col]`` for a remote source: :class:`ActivationRef` s instead of tensors (what
+    ``LogitLens.run(..., return_activations=True)`` returns per prompt when the model is remote)."""
+
+    def __init__(self, batch: Batch, sites: Sequence[str], positions: Sequence[int]):
+        self.batch, self.sites, self.positions = batch, list(sites), [int(p) for p in positions]
+
+    def __getitem__(self, site: str) -> "_RemoteSite":
+        if site not in self.sites:
+            raise KeyError(site)
+        return _RemoteSite(self, site)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.sites)
+
+    def __len__(self) -> int:
+        return len(self.sites)
+
+
+class _RemoteSite:
+    def __init__(self, acts: RemoteActivations, site: str):
+        self.acts, self.site = acts, site
+
+    def __len__(self) -> int:
+        return len(self.acts.positions)
+
+    def __getitem__(self, col: int) -> ActivationRef:
+        return ActivationRef(self.acts.batch, self.site, self.acts.positions[col])
+
+
 class ActivationSource(abc.ABC):
     """Runs a model once over a batch and records sites at chosen positions.
 
     ``select`` is a ``[B, P]`` long tensor of token indices per prompt (shorter prompts repeat a
-    valid index; the caller masks them).
+    valid index; the caller masks them). ``remote`` is True when the model's weights are not
+    (necessarily) here: decoding then goes through :meth:`reduce` with a portable :class:`Work`.
     """
+
+    remote: bool = False
 
     @abc.abstractmethod
     def record(
@@ -51,10 +111,14 @@ class ActivationSource(abc.ABC):
         model's logits there; returns the recording and the new cache."""
         raise NotImplementedError(f"{type(self).__name__} cannot generate token by token")
 
-    def reduce(self, batch: Batch, sites: Sequence[str], select: torch.Tensor, work: Callable[[dict[str, torch.Tensor]], T]) -> T:
+    def reduce(self, batch: Batch, sites: Sequence[str], select: torch.Tensor, work: "Work[T] | Callable[[dict[str, torch.Tensor]], T]") -> T:
         """Record ``sites`` and apply ``work`` to them where they live; only its result returns.
 
-        Local sources record and call ``work`` here; a remote source runs ``work`` next to the
-        model (inside the trace), so only ``work``'s small result crosses the wire.
+        Local sources record and call ``work`` (or ``work.local``) here; a remote source runs
+        ``work.task`` next to the model (inside the trace), so only its small result crosses the
+        wire (see :class:`Work`).
         """
-        return work(self.record(batch, sites, select).acts)
+        fn = work.local if isinstance(work, Work) else work
+        if fn is None:
+            raise TypeError("this work has no local form")
+        return fn(self.record(batch, sites, select).acts)

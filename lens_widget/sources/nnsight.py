@@ -1,0 +1,258 @@
+"""Activations from an nnsight trace: a local ``nnsight.LanguageModel``, or one on NDIF.
+
+The lens runs *inside* the trace. With ``remote=False`` the trace runs here and its body calls
+the engine's own reduction (the same code as the hook path) on the recorded rows. With
+``remote=True`` (NDIF) or ``remote="local"`` (nnsight's simulation of NDIF: the request is
+serialised exactly as for the server and run here), the body calls
+:func:`lens_widget.sources.intrace.in_trace`, a torch-only function shipped by value, with plain
+data; only the reduced arrays are saved and come back. The architecture registry says where the
+blocks, norm and head are: the trace reads the same module paths as the hooks.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+import torch
+
+from ..arch import ArchSpec
+from ..inputs import Batch
+from ..sites import parse_site
+from .base import ActivationSource, Recording, Work
+from .hooks import SiteRecorder
+
+__all__ = ["NNsightSource", "NDIFError", "ndif_api_key"]
+
+#: Modules whose code must travel by value to NDIF (the server does not have lens_widget).
+BY_VALUE = ("lens_widget.reduce", "lens_widget.sources.intrace")
+
+
+class NDIFError(RuntimeError):
+    """A remote (NDIF) request could not be made or was refused."""
+
+
+def ndif_api_key() -> str | None:
+    """The NDIF API key: nnsight's own config (``nnsight.CONFIG.API.APIKEY``, which
+    ``nnsight login`` / ``CONFIG.set_default_api_key`` write), else ``$NDIF_API_KEY``."""
+    try:
+        import nnsight
+
+        key = nnsight.CONFIG.API.APIKEY
+    except Exception:  # pragma: no cover - config unreadable
+        key = None
+    return key or os.environ.get("NDIF_API_KEY") or None
+
+
+def _module_name(model: torch.nn.Module, module: torch.nn.Module) -> str:
+    for name, m in model.named_modules():
+        if m is module:
+            return name
+    raise KeyError(f"{type(module).__name__} is not a submodule of the model")
+
+
+class NNsightSource(ActivationSource):
+    """Runs the model through ``language_model.trace`` (nnsight 0.8).
+
+    ``remote``: ``False`` (trace here), ``True`` (NDIF; needs an API key and a hosted model) or
+    ``"local"`` (serialise as for NDIF, run here: what CI uses to test the remote path).
+    """
+
+    def __init__(self, language_model: Any, arch: ArchSpec, remote: bool | str = False, out_device: torch.device | None = None):
+        if remote not in (False, True, "local"):
+            raise ValueError(f"remote must be False, True or 'local', got {remote!r}")
+        self.lm = language_model
+        self.model: torch.nn.Module = language_model.__dict__["_module"]
+        self.arch = arch
+        self.mode: bool | str = remote
+        self.remote = remote is not False
+        self.out_device = out_device
+        head = self.model.get_output_embeddings()
+        post = None
+        if arch.post_norm:
+            from ..arch import get_path
+
+            try:
+                post = arch.post_norm if get_path(self.model, arch.post_norm) is not None else None
+            except AttributeError:
+                post = None
+        cap = getattr(self.model.config, "final_logit_softcapping", None)
+        norm_dtype = next((p.dtype for p in self._norm_params()), head.weight.dtype)
+        #: where the in-trace lens finds the decoder's modules (plain data: it travels)
+        self.spec: dict[str, Any] = {
+            "norm": arch.final_norm,
+            "post": post,
+            "head": _module_name(self.model, head),
+            "softcap": float(cap) if cap else None,
+            "in_dtype": str(norm_dtype).replace("torch.", ""),
+        }
+        self._registered = False
+
+    def _norm_params(self):
+        from ..arch import get_path
+
+        return get_path(self.model, self.arch.final_norm).parameters() if self.arch.final_norm else iter(())
+
+    # -- what the trace reads ------------------------------------------------------------------
+    def plan(self, sites: Sequence[str], final_norm: bool = False) -> tuple[list[tuple[str, str, str]], dict[str, tuple[str, str | None]]]:
+        """The raw points to read, in forward order, and how each site is made of them (the
+        same points and differences as :class:`SiteRecorder`'s hooks)."""
+        rec = SiteRecorder(self.model, self.arch, sites, extra_final_norm=final_norm)
+        blocks, n = self.arch.blocks, rec.n_layers
+        points = []
+        for name in rec._plan:
+            if name == "final_norm":
+                points.append(((n, 9), name, self.arch.final_norm, "output"))
+                continue
+            kind, _, idx = name.rpartition("_")
+            i = int(idx)
+            if kind == "in":
+                path, io = f"{blocks}.{i}", "input"
+            elif kind == "out":
+                path, io = f"{blocks}.{i}", "output"
+            elif kind == "mid":
+                path, io = f"{blocks}.{i}.{self.arch.mid_norm}", "input"
+            else:
+                sub = self.arch.attn_out if kind == "attn_out" else self.arch.mlp_out
+                path, io = f"{blocks}.{i}.{sub}", "output"
+            points.append(((i, {"in": 0, "attn_out": 1, "mid": 2, "mlp_out": 3, "out": 4}[kind]), name, path, io))
+        points.sort()
+        recipe: dict[str, tuple[str, str | None]] = {}
+        for site in rec.sites:
+            kind, layer = parse_site(site, n)
+            if kind == "embed":
+                recipe[site] = ("in_0", None)
+            elif kind == "resid_out":
+                recipe[site] = (f"out_{layer}", None)
+            elif kind == "resid_mid":
+                recipe[site] = (f"mid_{layer}", None)
+            elif f"{kind}_{layer}" in rec._plan:
+                recipe[site] = (f"{kind}_{layer}", None)
+            elif kind == "attn_out":
+                recipe[site] = (f"mid_{layer}", f"in_{layer}")
+            else:
+                recipe[site] = (f"out_{layer}", f"mid_{layer}")
+        if final_norm:
+            recipe["last_layernorm"] = ("final_norm", None)
+        return [(name, path, io) for _, name, path, io in points], recipe
+
+    # -- running a trace -----------------------------------------------------------------------
+    def _check_remote(self) -> None:
+        if self.mode is not True:
+            return
+        if not ndif_api_key():
+            raise NDIFError(
+                "remote=True runs on NDIF and needs an API key: none in nnsight's config "
+                "(nnsight.CONFIG.API.APIKEY; set it with `nnsight login` or "
+                "nnsight.CONFIG.set_default_api_key(key)) nor in the NDIF_API_KEY environment variable. "
+                "Get a key at https://login.ndif.us; or use remote=False (here) / remote='local' (test the request here)."
+            )
+        repo = getattr(self.lm, "repo_id", None) or getattr(self.model.config, "_name_or_path", "")
+        if not repo or os.path.isdir(str(repo)) or str(repo).count("/") != 1:
+            raise NDIFError(
+                f"remote=True needs the model's Hugging Face repo id (NDIF hosts models by id), got {repo!r}: "
+                "build it as LanguageModel('meta-llama/Llama-3.1-8B') or set language_model.repo_id"
+            )
+
+    def _register(self) -> None:
+        if self._registered or self.mode is False:
+            return
+        import importlib
+
+        import nnsight
+
+        for name in BY_VALUE:
+            nnsight.register(importlib.import_module(name))
+        self._registered = True
+
+    def _trace_errors(self):
+        """Turn what NDIF (or the way to it) answers into an :class:`NDIFError`."""
+        import contextlib
+
+        @contextlib.contextmanager
+        def guard():
+            try:
+                yield
+            except NDIFError:
+                raise
+            except Exception as exc:
+                if self.mode is True:
+                    raise _remote_error(exc, self.lm) from exc
+                raise
+
+        return guard()
+
+    def _in_trace(self, batch: Batch, sites: Sequence[str], select: torch.Tensor, task: str, job: dict | None = None, final_norm: bool = False) -> dict[str, Any]:
+        """Run :func:`~lens_widget.sources.intrace.in_trace` inside the trace. The trace's body
+        reads only plain data and the root envoy, so it serialises for NDIF as it stands."""
+        import nnsight
+
+        from .intrace import in_trace
+
+        self._check_remote()
+        self._register()
+        points, recipe = self.plan(sites, final_norm)
+        spec, lm = self.spec, self.lm
+        select = select.long()
+        inputs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
+        with self._trace_errors(), torch.no_grad():
+            with lm.trace(inputs, remote=self.mode, use_cache=False):
+                result = nnsight.save(in_trace(lm, points, recipe, select, task, job, spec))
+        return result
+
+    # -- the seam ------------------------------------------------------------------------------
+    def record(self, batch: Batch, sites: Sequence[str], select: torch.Tensor, *, want_logits: bool = False, final_norm: bool = False) -> Recording:
+        acts = self._in_trace(batch, sites, select, "record", final_norm=final_norm)
+        logits = None
+        if want_logits:  # the model's own logits at the selected positions
+            logits = self._in_trace(batch, [], select, "logits")["logits"]
+        if self.out_device is not None:
+            acts = {k: v.to(self.out_device) for k, v in acts.items()}
+            logits = None if logits is None else logits.to(self.out_device)
+        return Recording(acts=acts, logits=logits, last_layernorm=acts.pop("last_layernorm", None))
+
+    def reduce(self, batch: Batch, sites: Sequence[str], select: torch.Tensor, work: Any) -> Any:
+        if isinstance(work, Work) and self.remote and work.task is not None:
+            result = self._in_trace(batch, sites, select, work.task, work.job)
+            return work.accept(result) if work.accept is not None else result
+        local = work.local if isinstance(work, Work) else work
+        if local is None:
+            raise TypeError("this work has no local form")
+        if self.remote:  # a closure cannot travel: bring the rows back, then work here
+            return local(self.record(batch, sites, select).acts)
+        # remote=False: the engine's own reduction runs inside the trace's body, next to the model
+        import nnsight
+
+        from .intrace import record as record_points
+
+        points, recipe = self.plan(sites)
+        sel, lm, out_device = select.long(), self.lm, self.out_device
+        inputs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
+        with torch.no_grad():
+            with lm.trace(inputs, use_cache=False):
+                acts = record_points(lm, points, recipe, sel)
+                if out_device is not None:
+                    acts = {k: v.to(out_device) for k, v in acts.items()}
+                value = nnsight.save(local(acts))
+        return value
+
+
+def _remote_error(exc: Exception, lm: Any) -> NDIFError:
+    """A clear message for what NDIF (or the way to it) answered."""
+    repo = getattr(lm, "repo_id", None)
+    text = f"{type(exc).__name__}: {exc}"
+    low = text.lower()
+    if "name or service not known" in low or "connection" in low or "websocket" in low or "timed out" in low:
+        host = "https://api.ndif.us"
+        try:
+            import nnsight
+
+            host = nnsight.CONFIG.API.HOST or host
+        except Exception:
+            pass
+        return NDIFError(f"could not reach NDIF at {host} ({text}); check the network, or use remote=False / remote='local'")
+    if "not" in low and ("hosted" in low or "running" in low or "found" in low or "deploy" in low):
+        return NDIFError(f"NDIF does not host {repo!r} right now ({text}); nnsight.status() lists the hosted models")
+    if "key" in low or "401" in low or "403" in low or "unauthor" in low:
+        return NDIFError(f"NDIF refused the API key ({text}); check nnsight.CONFIG.API.APIKEY / NDIF_API_KEY")
+    return NDIFError(f"the NDIF request for {repo!r} failed: {text}")

@@ -1,0 +1,169 @@
+"""nnsight as an activation source: locally and with remote="local" (nnsight's simulation of NDIF,
+the request serialised exactly as for the server), the lens runs inside the trace and equals
+the hook path. NDIF itself is not reachable from CI: remote=True is tested for its errors."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.abc
+import os
+import sys
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+nnsight = pytest.importorskip("nnsight")
+
+from lens_widget import HookedModel, LogitLens  # noqa: E402
+from lens_widget.sources import RemoteActivations  # noqa: E402
+from lens_widget.sources.nnsight import NDIFError, _remote_error  # noqa: E402
+from zoo import tiny  # noqa: E402
+
+PROMPTS = ["Hello world, this is", "ab", "The cat sat"]  # batched with right padding
+ARCHS = ["llama", "gpt2", "opt", "gemma2", "gpt_neox", "falcon", "qwen3", "llama_untied_bias"]
+EXACT = ("topk_ids", "next_rank", "tracked_rank", "tracked_ids", "next_ids", "positions", "nonfinite")
+
+
+class _Blocked(importlib.abc.MetaPathFinder):
+    def __init__(self, roots: set[str]):
+        self.roots = roots
+
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in self.roots:
+            raise ModuleNotFoundError(f"No module named {name!r} (not on the NDIF server)", name=name)
+        return None
+
+
+@contextlib.contextmanager
+def absent_on_server(*roots: str):
+    """remote="local" hides the client's non-installed modules while it deserialises; NDIF has no
+    lens_widget at all, so hide and block it too: what is not shipped by value then fails here."""
+    from nnsight.intervention.backends import local as L
+
+    hide0, restore0 = L.LocalSimulationBackend._hide_local_modules, L.LocalSimulationBackend._restore
+    blocker = _Blocked(set(roots))
+
+    def hide(self):
+        hidden = hide0(self)
+        for name in list(sys.modules):
+            if name.split(".")[0] in blocker.roots:
+                hidden["modules"][name] = sys.modules.pop(name)
+        sys.meta_path.insert(0, blocker)
+        return hidden
+
+    def restore(self, hidden):
+        if blocker in sys.meta_path:
+            sys.meta_path.remove(blocker)
+        restore0(self, hidden)
+
+    L.LocalSimulationBackend._hide_local_modules, L.LocalSimulationBackend._restore = hide, restore
+    try:
+        yield
+    finally:
+        L.LocalSimulationBackend._hide_local_modules, L.LocalSimulationBackend._restore = hide0, restore0
+
+
+def language_model(hm: HookedModel):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return nnsight.LanguageModel(hm.model, tokenizer=hm.tokenizer)
+
+
+def assert_same(r, r0, kl_tol=1e-4):
+    for key in EXACT:
+        np.testing.assert_array_equal(getattr(r, key), getattr(r0, key), err_msg=key)
+    assert r.sites == r0.sites
+    np.testing.assert_allclose(r.kl, r0.kl, atol=kl_tol, equal_nan=True)
+    for key in ("topk_probs", "topk_logits", "entropy", "next_prob", "tracked_prob"):
+        np.testing.assert_allclose(getattr(r, key), getattr(r0, key), atol=1e-4, rtol=1e-4, equal_nan=True, err_msg=key)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_nnsight_local_and_remote_local_equal_the_hook_path(arch):
+    hm = tiny(arch)
+    kw = dict(sites="all", track=["a", "e"], track_top=2, progress=False)
+    r0 = LogitLens(hm, compile="never").run(PROMPTS, **kw)
+    lm = language_model(hm)
+    local = LogitLens(HookedModel.from_nnsight(lm), compile="never").run(PROMPTS, **kw)
+    assert_same(local, r0, kl_tol=0)  # the engine's own reduction, inside a local trace: identical
+    with absent_on_server("lens_widget"):
+        remote = LogitLens(HookedModel.from_nnsight(lm, remote="local"), compile="never").run(PROMPTS, **kw)
+    assert_same(remote, r0)
+
+
+def test_the_embedded_model_through_nnsight(smollm):
+    prompts = ["The capital of France is", "Hi"]
+    r0 = LogitLens(smollm, compile="never").run(prompts, track=[" Paris"], progress=False)
+    lm = language_model(smollm)
+    for mode in (False, "local"):
+        r = LogitLens(HookedModel.from_nnsight(lm, remote=mode), compile="never").run(prompts, track=[" Paris"], progress=False)
+        assert_same(r, r0)
+
+
+def test_widget_requests_go_through_the_remote_source():
+    from lens_widget.widget import LensWidget
+
+    hm = tiny("llama")
+    w0 = LensWidget(hm, "Hello world", progress=False)
+    w = LensWidget(HookedModel.from_nnsight(language_model(hm), remote="local"), "Hello world", progress=False)
+    assert isinstance(w._acts, RemoteActivations)  # no activations came back: only the cells
+    a, b = w.cell_detail(2, 3, k=7, token_ids=["a", "q"]), w0.cell_detail(2, 3, k=7, token_ids=["a", "q"])
+    np.testing.assert_array_equal(a["top_ids"], b["top_ids"])
+    assert [s["rank"] for s in a["token_stats"]] == [s["rank"] for s in b["token_stats"]]
+    assert a["next_rank"] == b["next_rank"]
+    np.testing.assert_allclose(a["top_probs"], b["top_probs"], atol=1e-6)
+    ta, tb = w.trajectory(4, ["a", "b"]), w0.trajectory(4, ["a", "b"])
+    np.testing.assert_array_equal(ta["ranks"], tb["ranks"])
+    np.testing.assert_allclose(ta["probs"], tb["probs"], atol=1e-6)
+    # bad input: a clear error, and the widget keeps working
+    with pytest.raises(Exception, match="empty"):
+        w.set_prompt("")
+    assert w.prompt == "Hello world"
+    w.set_prompt("The cat")
+    assert w.prompt == "The cat" and len(w.cell_detail(0, 0)["top_ids"]) == 50
+
+
+def test_unknown_site_is_a_clear_error():
+    hn = HookedModel.from_nnsight(language_model(tiny("llama")), remote="local")
+    with pytest.raises(IndexError, match="layer 99 does not exist"):
+        LogitLens(hn).run("Hello", sites=["resid_out_99"], progress=False)
+    with pytest.raises(KeyError, match="unknown site"):
+        LogitLens(hn).run("Hello", sites=["resid_post_1"], progress=False)
+    with pytest.raises(Exception, match="empty"):
+        LogitLens(hn).run("", progress=False)
+    assert LogitLens(hn).run("Hello", progress=False).n_sites == 4  # still fine
+
+
+def test_remote_true_without_an_api_key_names_both_places(monkeypatch):
+    monkeypatch.delenv("NDIF_API_KEY", raising=False)
+    monkeypatch.setattr(nnsight.CONFIG.API, "APIKEY", None)
+    hn = HookedModel.from_nnsight(language_model(tiny("llama")), remote=True)
+    with pytest.raises(NDIFError, match=r"(?s)CONFIG\.API\.APIKEY.*NDIF_API_KEY"):
+        LogitLens(hn).run("Hello", progress=False)
+
+
+def test_remote_true_needs_a_hub_repo_id(monkeypatch):
+    monkeypatch.setenv("NDIF_API_KEY", "not-a-real-key")
+    hn = HookedModel.from_nnsight(language_model(tiny("llama")), remote=True)
+    with pytest.raises(NDIFError, match="repo id"):
+        LogitLens(hn).run("Hello", progress=False)
+
+
+def test_remote_errors_are_explained():
+    from nnsight.intervention.backends.remote import RemoteError
+
+    class LM:
+        repo_id = "meta-llama/Llama-3.1-70B"
+
+    assert "does not host" in str(_remote_error(RemoteError("Model meta-llama/Llama-3.1-70B is not running"), LM()))
+    assert "could not reach NDIF" in str(_remote_error(OSError("[Errno -2] Name or service not known"), LM()))
+    assert "API key" in str(_remote_error(RemoteError("401: invalid api key"), LM()))
+
+
+def test_bad_remote_mode():
+    with pytest.raises(ValueError, match="remote must be"):
+        HookedModel.from_nnsight(language_model(tiny("llama")), remote="ndif")
+    with pytest.raises(TypeError, match="LanguageModel"):
+        HookedModel.from_nnsight(object())
