@@ -213,6 +213,8 @@ def train_tuned_lens(
     hm = as_hooked_model(model)
     torch.manual_seed(seed)
     lens = TunedLens(hm) if lens is None else lens
+    if any(p.is_inference() for p in lens.parameters()):
+        raise ValueError("lens= has inference-mode tensors (made under torch.inference_mode()); build it outside")
     if lens.model is not hm and lens.model.model is not hm.model:
         raise ValueError("lens= was built for another model")
     if hm.max_length:
@@ -316,7 +318,6 @@ def train_tuned_lens(
 
 
 # -- an optional warm start ------------------------------------------------------------------------------
-@torch.inference_mode()
 def regression_init(
     model: Any,
     texts: Iterable[Any],
@@ -351,7 +352,7 @@ def regression_init(
         row = next(rows, None)
         if row is None:
             break
-        acts = _record(hm, [row])
+        acts = _record(hm, [row])  # inference tensors: only read here
         target = acts[sites[-1]][0].double()
         w = target.pow(2).mean(-1, keepdim=True).rsqrt()  # 1 / rms(h_L): scale-free residuals
         for i in range(L):
