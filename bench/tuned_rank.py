@@ -33,6 +33,7 @@ from lens_widget.tuned_training import held_out_kl  # noqa: E402
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--lens", action="append", required=True, metavar="DIR", help="full-rank lens folder(s), tuned-lens format")
+    ap.add_argument("--compare", action="append", default=[], metavar="DIR", help="other lens folder(s), full rank only")
     ap.add_argument("--ranks", default="8,16,32,48")
     ap.add_argument("--tokens", type=int, default=1024)
     ap.add_argument("--threads", type=int, default=1)
@@ -41,6 +42,8 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     hm = HookedModel.default()
     decoders = {"logit lens": None}
+    for d in args.compare:
+        decoders[f"{Path(d).name} full"] = TunedLens.from_pretrained(d, hm)
     for d in args.lens:
         full = TunedLens.from_pretrained(d, hm)
         name = Path(d).name

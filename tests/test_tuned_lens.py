@@ -343,3 +343,55 @@ def test_published_name_offline_fails_fast(tmp_path):
     assert "ERR" in out, out
     assert "lens/gpt2/ of the space AlignmentResearch/tuned-lens" in out and "offline" in out
     assert float(out.split("SECONDS")[1]) < 5
+
+
+# -- the low-rank shipped format ----------------------------------------------------------------------------
+def test_lowrank_round_trip_and_model_check(tmp_path):
+    from lens_widget.lowrank import load_lowrank, save_lowrank, truncate
+
+    hm = tiny("llama")
+    lens = random_lens(hm, seed=9)
+    save_lowrank(lens, tmp_path / "lr", rank=8, extra={"command": "test"})
+    loaded = load_lowrank(TunedLens, tmp_path / "lr", hm)
+    want = truncate(lens, 8)
+    for a, b in zip(loaded.translators, want.translators):
+        torch.testing.assert_close(a.weight, b.weight, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(a.bias, b.bias)
+    assert loaded.shipped["rank"] == "8" and json.loads(loaded.shipped["extra"]) == {"command": "test"}
+    # full rank is the lens itself, up to float16
+    full = truncate(lens, 32)
+    torch.testing.assert_close(full.translators[1].weight, lens.translators[1].weight, atol=2e-3, rtol=2e-3)
+    # same shapes, another model's unembedding: refused
+    with pytest.raises(LensFileError, match="unembedding differs"):
+        load_lowrank(TunedLens, tmp_path / "lr", tiny("gpt2"))
+    with pytest.raises(LensFileError, match="3 layers, d_model 32"):
+        load_lowrank(TunedLens, tmp_path / "lr", _other_width())
+    with pytest.raises(LensFileError, match="missing"):
+        load_lowrank(TunedLens, tmp_path / "nothing", hm)
+
+
+def _other_width():
+    import transformers as T
+
+    from lens_widget import HookedModel
+    from zoo import char_tokenizer
+
+    torch.manual_seed(0)
+    cfg = T.LlamaConfig(vocab_size=101, hidden_size=48, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, max_position_embeddings=64)
+    return HookedModel.from_model(T.AutoModelForCausalLM.from_config(cfg).eval(), char_tokenizer(), name="tiny-llama-48")
+
+
+@pytest.mark.slow
+def test_shipped_lens_for_the_embedded_model(smollm):
+    from lens_widget.corpus import corpus_texts
+    from lens_widget.tuned_training import held_out_kl
+
+    tuned = TunedLens.default(smollm)
+    assert tuned.n_layers == 30 and tuned.d_model == 576 and tuned.name == "tuned lens"
+    assert int(tuned.shipped["rank"]) >= 1
+    kl = held_out_kl(smollm, {"logit lens": None, "tuned lens": tuned}, corpus_texts("held_out"), max_tokens=256)
+    logit, mine = kl["kl"]["logit lens"][:-1], kl["kl"]["tuned lens"][:-1]
+    assert all(t < l for t, l in zip(mine, logit))
+    assert sum(mine) < 0.2 * sum(logit)
+    with pytest.raises(LensFileError):
+        TunedLens.default(tiny("llama"))
