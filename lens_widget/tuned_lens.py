@@ -311,7 +311,7 @@ def _resolve(folder_or_name: Any, repo_id: str | None, repo_type: str | None, re
             raise LensFileError(f"{local} is not a tuned-lens folder: {' and '.join(missing)} missing (it needs config.json and params.pt)")
         return local / "config.json", local / "params.pt"
     name = str(folder_or_name)
-    if local.exists() or name.startswith((".", "/", "~")) or os.sep in name.replace("/", "") or name.count("/") > 1:
+    if local.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1:
         raise LensFileError(f"{name} is not a tuned-lens folder (no such directory with config.json and params.pt)")
     from huggingface_hub import hf_hub_download
 
