@@ -9,6 +9,7 @@ from .hooked import HookedModel
 from .inputs import PromptError
 from .result import LensResult
 from .tokens import MultiTokenError, TokenLookupError, display_token
+from .tuned_lens import TunedLens
 
 __all__ = [
     "__version__",
@@ -24,6 +25,7 @@ __all__ = [
     "MultiTokenError",
     "PromptError",
     "TokenLookupError",
+    "TunedLens",
     "UnknownArchitectureError",
     "UnsupportedSiteError",
     "display_token",

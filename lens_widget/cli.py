@@ -1,4 +1,5 @@
-"""Command line: ``python -m lens_widget demo`` and ``python -m lens_widget render PROMPT``."""
+"""Command line: ``python -m lens_widget demo``, ``python -m lens_widget render PROMPT`` and
+``python -m lens_widget train-tuned-lens --out DIR``."""
 
 from __future__ import annotations
 
@@ -35,6 +36,31 @@ def _parser() -> argparse.ArgumentParser:
     render.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="weights dtype")
     render.add_argument("--device", default=None, help="torch device, e.g. cuda:0 (default: cpu)")
     common(render, "lens.html")
+
+    train = sub.add_parser("train-tuned-lens", help="train a tuned lens (tuned-lens's recipe) and save it in tuned-lens's format")
+    train.add_argument("--out", required=True, help="folder to write config.json + params.pt (+ training.json) to")
+    train.add_argument("--model", default=None, help="hub name or local folder (default: the embedded SmolLM2)")
+    train.add_argument("--text", action="append", default=[], metavar="FILE",
+                       help="training text: .txt (one document per blank-line-separated paragraph) or .jsonl "
+                            "(--column field); repeatable (default: the Debian corpus's training split, see lens_widget.corpus)")
+    train.add_argument("--column", default="text", help="field of a .jsonl line (default: text)")
+    train.add_argument("--steps", type=int, default=100, help="optimizer steps (default: 100)")
+    train.add_argument("--tokens-per-step", type=int, default=512, help="tokens per step (default: 512)")
+    train.add_argument("--seq-len", type=int, default=256, help="tokens per row (default: 256)")
+    train.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"], help="sgd (Nesterov, the recipe) or adam")
+    train.add_argument("--lr", type=float, default=None, help="learning rate (default: 1.0 x (1 - momentum) for sgd, 1e-3 for adam)")
+    train.add_argument("--weight-decay", type=float, default=1e-3)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--init", default="zeros", choices=["zeros", "regression"],
+                       help="zeros (tuned-lens) or a least-squares warm start (see regression_init)")
+    train.add_argument("--init-tokens", type=int, default=32768, help="tokens for --init regression (default: 32768)")
+    train.add_argument("--start", default=None, metavar="DIR", help="start from this lens folder (tuned-lens format) instead of --init")
+    train.add_argument("--save-init", default=None, metavar="DIR", help="also save the warm start alone (tuned-lens format)")
+    train.add_argument("--checkpoint", default=None, help="checkpoint file (resumed from when it exists)")
+    train.add_argument("--checkpoint-every", type=int, default=10)
+    train.add_argument("--stop-after", type=int, default=None, help="stop after this many steps in this call")
+    train.add_argument("--eval-tokens", type=int, default=0, help="held-out tokens for a KL table at the end (Debian corpus; default: none)")
+    train.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     return p
 
 
@@ -59,6 +85,8 @@ def layer_table(result, answer_id: int) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "train-tuned-lens":
+        return _train_tuned_lens(args)
     if args.k < 1 or args.k > 200:
         print("error: --k must be between 1 and 200", file=sys.stderr)
         return 2
@@ -98,3 +126,73 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\nwrote {path} ({path.stat().st_size / 1e6:.1f} MB): open it in a browser, no kernel needed")
     return 0
 
+
+
+def _read_texts(paths: Sequence[str], column: str):
+    import json
+
+    for path in paths:
+        p = Path(path)
+        if p.suffix == ".jsonl":
+            with p.open(encoding="utf-8") as f:
+                for line in f:
+                    if line.strip():
+                        yield json.loads(line)[column]
+        else:
+            yield from (para for para in p.read_text(encoding="utf-8", errors="replace").split("\n\n") if para.strip())
+
+
+def _train_tuned_lens(args: argparse.Namespace) -> int:
+    import json
+    import time
+
+    import torch
+
+    from .hooked import HookedModel
+    from .tuned_training import TrainingLog, held_out_kl, regression_init, train_tuned_lens
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        model = HookedModel.default() if args.model is None else HookedModel.from_pretrained(args.model)
+        if args.text:
+            texts = lambda: _read_texts(args.text, args.column)  # noqa: E731
+        else:
+            from .corpus import corpus_texts
+
+            texts = lambda: corpus_texts("train", seed=args.seed)  # noqa: E731
+        t0 = time.time()
+        lens = None
+        if args.start:
+            from .tuned_lens import TunedLens
+
+            lens = TunedLens.from_pretrained(args.start, model)
+        elif args.init == "regression":
+            lens = regression_init(model, texts(), tokens=args.init_tokens, seq_len=args.seq_len)
+            if args.save_init:
+                lens.save(args.save_init)
+        t_init = time.time() - t0
+        log = TrainingLog()
+        lens = train_tuned_lens(
+            model, texts(), lens=lens, steps=args.steps, tokens_per_step=args.tokens_per_step, seq_len=args.seq_len,
+            optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay, seed=args.seed,
+            checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every, stop_after=args.stop_after, log=log,
+        )
+        seconds = time.time() - t0
+        out = lens.save(args.out)
+        report = {
+            "argv": sys.argv,
+            "args": vars(args), "model": model.name, "steps": lens.trained_steps,
+            "init_seconds": t_init, "seconds": seconds, "log": [{k: r[k] for k in ("step", "loss", "lr", "tokens", "seconds")} for r in log],
+        }
+        if args.eval_tokens:
+            from .corpus import corpus_texts
+
+            report["held_out"] = held_out_kl(model, {"logit lens": None, "tuned lens": lens}, corpus_texts("held_out"),
+                                             seq_len=args.seq_len, max_tokens=args.eval_tokens, progress=True)
+        (out / "training.json").write_text(json.dumps(report, indent=1))
+    except (ValueError, OSError, KeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {out} ({lens.trained_steps} steps, {seconds:.0f} s)")
+    return 0

@@ -49,6 +49,7 @@ __all__ = [
     "trajectory",
     "logit_diff",
     "lens_grid",
+    "kl_by_layer",
     "show",
     "save",
     "to_html",
@@ -546,4 +547,64 @@ def lens_grid(
     )
     fig.add_layout(above, "above")
     _colorbar(fig, mapper, metric)
+    return fig
+
+
+# -- lenses compared -------------------------------------------------------------------------------
+def _kl_curve(value: Any, name: str) -> tuple[list[str], np.ndarray]:
+    """(site labels, mean KL per site) of a LensResult, a held-out dict or a plain sequence."""
+    if isinstance(value, LensResult):
+        kl = np.asarray(value.kl, dtype=np.float64)
+        with np.errstate(invalid="ignore"):
+            per_site = np.nanmean(np.moveaxis(kl, 1, 0).reshape(kl.shape[1], -1), axis=1)
+        return list(value.site_labels), per_site
+    if isinstance(value, Mapping) and "kl" in value and "sites" in value:
+        curves = value["kl"]
+        if name in curves:
+            curve = curves[name]
+        elif len(curves) == 1:
+            curve = next(iter(curves.values()))
+        else:
+            raise ValueError(f"{name!r}: this held-out result has curves {', '.join(map(repr, curves))}; name one of them")
+        return [site_label(s) for s in value["sites"]], _to_numpy(curve)
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        arr = _to_numpy(value)
+        return [str(i) for i in range(len(arr))], arr
+    raise TypeError(f"{name!r}: expected a LensResult, a held_out_kl() result or a sequence of KL values, got {type(value).__name__}")
+
+
+def kl_by_layer(results: Any, *, log: bool = False, title: str = "KL(final ‖ lens) by layer") -> figure:
+    """Mean KL(final ‖ lens) by layer, one line per lens (the tuned-lens paper's figure).
+
+    ``results`` is a :func:`~lens_widget.tuned_training.held_out_kl` result (one line per lens
+    in it) or a mapping ``{"logit lens": a, "tuned lens": b}`` whose values are
+    :class:`LensResult` s (mean over prompts and positions), ``held_out_kl`` results or
+    sequences of per-layer values. ``log=True``: a log y axis (the last layer's 0 is left out).
+    """
+    if isinstance(results, Mapping) and "kl" in results and "sites" in results:
+        results = {name: results for name in results["kl"]}
+    if not isinstance(results, Mapping) or not results:
+        raise ValueError("kl_by_layer needs {lens name: result, ...} or a held_out_kl() result")
+    curves = {str(name): _kl_curve(value, str(name)) for name, value in results.items()}
+    labels = max((c[0] for c in curves.values()), key=len)
+    fig = _figure(
+        title,
+        [("lens", "@lens"), ("layer", "@layer"), ("KL (nats)", "@value{%.4g}")],
+        width=640,
+        height=320,
+        x_labels=labels,
+        x_name="layer",
+        y_name="KL(final ‖ lens), nats",
+        y_axis_type="log" if log else "linear",
+    )
+    points = []
+    for n, (name, (sites, values)) in enumerate(curves.items()):
+        keep = np.isfinite(values) & ((values > 0) if log else True)
+        x = np.arange(len(values))[keep]
+        source = ColumnDataSource({"x": x, "value": values[keep], "layer": [sites[i] for i in x], "lens": [name] * int(keep.sum())})
+        color = Category10_10[n % 10]
+        fig.line("x", "value", source=source, color=color, line_width=2, legend_label=name)
+        points.append(fig.scatter("x", "value", source=source, color=color, size=6, legend_label=name))
+    fig.select_one(HoverTool).renderers = points
+    _legend_outside(fig)
     return fig

@@ -15,7 +15,7 @@ import nbformat
 import pytest
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-NOTEBOOKS = ["logit_lens_tutorial.ipynb", "quickstart.ipynb", "analysis.ipynb"]
+NOTEBOOKS = ["logit_lens_tutorial.ipynb", "quickstart.ipynb", "analysis.ipynb", "tuned_lens.ipynb"]
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 BOKEH_EXEC = "application/vnd.bokehjs_exec.v0+json"
 BOKEH_LOAD = "application/vnd.bokehjs_load.v0+json"
@@ -133,3 +133,17 @@ def test_analysis_notebook():
         _assert_bokeh_figure(cells[cid], "Line")
     assert "text/html" in _mimes(cells["depth-table"])
     assert "mean probability of the answer at the final layer" in _text(cells["checks"])
+
+@pytest.mark.slow
+def test_tuned_lens_notebook():
+    nb = _execute("tuned_lens.ipynb")
+    cells = _cells(nb)
+    _assert_offline_bokeh(nb)
+    _assert_bokeh_figure(cells["kl-plot"])
+    assert "step 3: mean KL over layers" in _text(cells["train"])
+    assert "TunedLens('SmolLM2-135M-Instruct', layers=30, d_model=576)" in _text(cells["shipped"])
+    assert WIDGET_VIEW in _mimes(cells["grid-logit"]) and WIDGET_VIEW in _mimes(cells["grid-tuned"])
+    assert "tuned lens" in _text(cells["grid-tuned"])
+    text = _text(cells["kl-plot"])
+    logit, tuned = (float(text.split(f"{name} ")[1].split(" nats")[0]) for name in ("logit lens", "tuned lens"))
+    assert tuned < logit / 3, text
