@@ -10,29 +10,12 @@ import pytest
 import torch
 
 from fakes import make_result
-from lens_widget.decoders import Decoder
 from lens_widget.engine import LogitLens
 from lens_widget.widget import LensWidget
-from zoo import tiny
+from zoo import AffineLens, tiny
 
 PROMPT = "Hello world"
 BATCH = ["Hello world", "abc", "The cat sat."]
-
-
-class AffineLens(Decoder):
-    """A stand-in for the tuned lens: a fixed random affine map before the final norm."""
-
-    name = "tuned lens"
-
-    def __init__(self, model, seed: int = 1):
-        super().__init__(model)
-        g = torch.Generator().manual_seed(seed)
-        d = model.model.config.hidden_size
-        self.w = torch.randn(d, d, generator=g) * 0.5
-        self.b = torch.randn(d, generator=g)
-
-    def translate(self, h, site):
-        return h + h @ self.w.to(h) + self.b.to(h)
 
 
 def capture(w: LensWidget) -> LensWidget:

@@ -352,12 +352,16 @@ class LensWidget(anywidget.AnyWidget):
     def save_html(self, path: str | os.PathLike, title: str | None = None) -> Path:
         """Write one self-contained HTML file (opens offline, no kernel, no CDN): every computed
         lens and prompt travels in it, and the lens switch and prompt selector work there."""
-        state = {name: getattr(self, name) for name in self.keys if not name.startswith("_") and name not in ("layout", "comm", "tabbable", "tooltip")}
-        state["busy"] = False
-        page = standalone_html(state, title or f"lens_widget — {self.prompt[:60]}")
+        page = standalone_html(self._export_state(), title or f"lens_widget — {self.prompt[:60]}")
         out = Path(path)
         out.write_text(page, encoding="utf-8")
         return out
+
+    def _export_state(self) -> dict[str, Any]:
+        """The synced traits an exported page starts from (``grids`` holds every lens and prompt)."""
+        state = {name: getattr(self, name) for name in self.keys if not name.startswith("_") and name not in ("layout", "comm", "tabbable", "tooltip")}
+        state["busy"] = False
+        return state
 
     # -- trait reactions -------------------------------------------------------------------
     @t.validate("metric")
