@@ -84,6 +84,8 @@ export class Panel {
   private view: MetricView | null = null;
   private cell: Cell | null = null;
   private chosen: number[] = [];
+  /** `chosen` was set for the mean view (leaving it picks one prompt's defaults again) */
+  private chosenForMean = false;
   private trajToken = 0;
   private trajMetric: TrajMetric = DEFAULT_TRAJECTORY_METRIC;
   private trajTitle: HTMLSpanElement;
@@ -155,8 +157,10 @@ export class Panel {
   show(cell: Cell | null): void {
     const changedCol = !this.cell || !cell || this.cell.col !== cell.col;
     this.cell = cell;
+    const wasMean = this.chosenForMean;
+    this.chosenForMean = !!this.lens?.aggregate;
     if (this.lens?.aggregate) this.chosen = Array.from(this.lens.trackedIds); // a mean has only the tracked tokens
-    else if (changedCol && cell && this.lens) {
+    else if ((changedCol || wasMean) && cell && this.lens) {
       // default tokens to follow: final layer's top-1 and the actual next token
       const lens = this.lens;
       const ids = [lens.topkIds[((lens.S - 1) * lens.P + cell.col) * lens.k]];

@@ -137,7 +137,6 @@ class LensWidget(anywidget.AnyWidget):
         self._syncing = False
         if lenses:
             assert prompt is not None
-            self._batch = not isinstance(prompt, str)
             prompts = [prompt] if isinstance(prompt, str) else list(prompt)
             if not prompts or not all(isinstance(p, str) for p in prompts):
                 raise ValueError("prompt must be a string or a non-empty list of strings")
@@ -147,7 +146,6 @@ class LensWidget(anywidget.AnyWidget):
             assert result is not None
             results = dict(_labelled(result, None)) if isinstance(result, Mapping) else {result.lens_name or "logit lens": result}
             _check_same_shape(results)
-            self._batch = next(iter(results.values())).n_prompts > 1
             self._show(results)  # type: ignore[arg-type]
         self.on_msg(self._on_msg)
 

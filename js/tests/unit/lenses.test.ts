@@ -128,6 +128,12 @@ describe("prompt selector", () => {
     expect(el.querySelector(".lw-more")).toBeNull();
     expect(el.querySelectorAll(".lw-detail-row")).toHaveLength(0);
     expect(model.sent.filter((m) => m.type === "trajectory" || m.type === "cell_detail")).toEqual([]);
+    // the chart follows the tracked tokens' means; back on one prompt, that prompt's defaults
+    const series = () => JSON.parse(el.querySelector<HTMLCanvasElement>("canvas.lw-chart")!.dataset.series ?? "[]").map((x: { id: number }) => x.id);
+    expect(series()).toEqual([3, 7]);
+    choose(select(el, "lw-prompt-select"), "0");
+    expect(series()).not.toEqual([3, 7]);
+    expect(series()[0]).toBe(decodeLens(grids[0])!.topkIds[(1 * 3 + 2) * 2]); // final top-1 at column 2
     cleanup();
   });
 });
