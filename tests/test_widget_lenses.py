@@ -206,6 +206,7 @@ def test_export_carries_every_lens_and_every_prompt(model, tmp_path):
     state = json.loads(re.search(r'<script type="application/json" id="lw-state">(.*?)</script>', html, re.S).group(1))
     assert state["lenses"] == ["logit", "tuned"] and state["lens"] == "tuned"
     assert state["prompts"] == BATCH and state["prompt_index"] == 0 and state["aggregate"] is False
+    assert state["data"] == {}  # the grid shown travels once, in grids
     for label in ("logit", "tuned"):
         assert [g["prompt"] for g in state["grids"][label]] == BATCH
         for g, wire in zip(state["grids"][label], w.grids[label]):

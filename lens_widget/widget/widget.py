@@ -359,6 +359,8 @@ class LensWidget(anywidget.AnyWidget):
         """The synced traits an exported page starts from (``grids`` holds every lens and prompt)."""
         state = {name: getattr(self, name) for name in self.keys if not name.startswith("_") and name not in ("layout", "comm", "tabbable", "tooltip")}
         state["busy"] = False
+        if state.get("grids"):  # the grid shown is in `grids` too: the page carries it once
+            state["data"] = {}
         return state
 
     # -- trait reactions -------------------------------------------------------------------
