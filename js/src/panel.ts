@@ -144,7 +144,7 @@ export class Panel {
     for (const cell of pinned) {
       if (cell.site >= lens.S || cell.col >= lens.P) continue;
       const chip = h("span", "lw-chip", undefined, { "data-site": String(cell.site), "data-col": String(cell.col) });
-      const label = h("button", "lw-chip-label", `${lens.siteLabels[cell.site]} · ${lens.positions[cell.col]} `);
+      const label = h("button", "lw-chip-label", `${lens.siteLabels[cell.site]} · ${lens.columnLabels?.[cell.col] ?? lens.positions[cell.col]} `);
       label.appendChild(h("span", "lw-tok", lens.display(lens.topkIds[(cell.site * lens.P + cell.col) * lens.k])));
       label.onclick = () => this.host.select(cell);
       const x = h("button", "lw-chip-x", "×", { "aria-label": "unpin" });

@@ -123,7 +123,8 @@ describe("prompt selector", () => {
   });
 
   it("the mean view's panel asks the kernel nothing", async () => {
-    const { model, el, cleanup } = await mount({ ...state, aggregate: true, selected: { site: 1, col: 2, position: -1 } });
+    const { model, el, cleanup } = await mount({ ...state, aggregate: true, selected: { site: 1, col: 2, position: -1 }, pinned: [[1, 1]] });
+    expect(el.querySelector(".lw-chip-label")!.textContent).toBe("0 · last−1 "); // site 1 of 2 is block 0
     expect(el.querySelector(".lw-detail .lw-agg-note")!.textContent).toBe("mean over 3 prompts, aligned on the last token");
     expect(el.querySelector(".lw-more")).toBeNull();
     expect(el.querySelectorAll(".lw-detail-row")).toHaveLength(0);
