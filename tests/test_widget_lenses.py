@@ -212,3 +212,15 @@ def test_export_carries_every_lens_and_every_prompt(model, tmp_path):
         for g, wire in zip(state["grids"][label], w.grids[label]):
             assert set(g["topk_ids"]) == {"dtype", "shape", "b64"} and g["lens_name"] == wire["lens_name"]
     w.close()
+
+
+def test_the_front_ends_choice_reaches_python_as_a_comm_update_would(model):
+    """What the lens switch and the prompt selector send (``set_state``, as the comm applies it)."""
+    w = LensWidget(model, BATCH[:2], decoders={"logit": None, "tuned": AffineLens(model)}, progress=False)
+    w.set_state({"lens": "tuned"})
+    assert w.data is w.grids["tuned"][0] and w.runner.decoder.name == "tuned lens"
+    w.set_state({"aggregate": False, "prompt_index": 1})
+    assert w.data is w.grids["tuned"][1] and w.prompt == BATCH[1]
+    w.set_state({"aggregate": True})  # the mean is drawn by the front end; data keeps the prompt shown
+    assert w.aggregate and w.data is w.grids["tuned"][1]
+    w.close()
