@@ -15,6 +15,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 from lens_widget import HookedModel
+from lens_widget.decoders import Decoder
 
 VOCAB = 101
 _C = dict(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64, max_position_embeddings=64)
@@ -79,3 +80,19 @@ def tiny(arch: str, seed: int = 0, vocab: int = VOCAB) -> HookedModel:
         if getattr(head, "bias", None) is not None:
             head.bias.normal_()
     return HookedModel.from_model(model.eval(), char_tokenizer(), name=f"tiny-{arch}")
+
+
+class AffineLens(Decoder):
+    """A stand-in for the tuned lens in widget tests: a fixed random affine map before the final norm."""
+
+    name = "tuned lens"
+
+    def __init__(self, model: HookedModel, seed: int = 1):
+        super().__init__(model)
+        g = torch.Generator().manual_seed(seed)
+        d = model.model.config.hidden_size
+        self.w = torch.randn(d, d, generator=g) * 0.5
+        self.b = torch.randn(d, generator=g)
+
+    def translate(self, h: torch.Tensor, site: str | None) -> torch.Tensor:
+        return h + h @ self.w.to(h) + self.b.to(h)

@@ -1,6 +1,7 @@
-// The control bar: metric, tracked token, logit-diff tokens, transpose, legend. Reads and writes traits.
+// The control bar: lens switch, prompt selector, metric, tracked token, logit-diff tokens, transpose,
+// legend. Reads and writes traits.
 import type { LensData } from "./data";
-import { setTrait, type LensModel } from "./model";
+import { setTrait, setTraits, type LensModel } from "./model";
 import { DEFAULT_METRIC, METRIC_LABELS, METRIC_NAMES, type MetricView } from "./metrics";
 import { renderLegend } from "./legend";
 import { h, type Disposers } from "./dom";
@@ -19,8 +20,24 @@ function fillTokenSelect(sel: HTMLSelectElement, lens: LensData | null, value: n
   if (sel.value !== String(value)) sel.selectedIndex = 0;
 }
 
+/** The prompt selector's value of the mean view. */
+export const MEAN_VIEW = "mean";
+/** Longest prompt text shown in the selector (the full text is the option's title). */
+const PROMPT_CHARS = 40;
+
+/** Replace a select's options with `[value, text, title?]` (text through textContent) and choose `value`. */
+function fillSelect(sel: HTMLSelectElement, options: [string, string, string?][], value: string): void {
+  sel.replaceChildren(...options.map(([v, text, title]) => h("option", "", text, title ? { value: v, title } : { value: v })));
+  sel.value = value;
+  if (sel.value !== value && options.length) sel.selectedIndex = 0;
+}
+
 export class Controls {
   readonly el: HTMLDivElement;
+  /** which lens is shown (hidden with one lens) */
+  private lens = h("select", "lw-lens", undefined, { "aria-label": "lens", title: "which lens decodes the grid" });
+  /** which prompt of a batch is shown, or their mean (hidden with one prompt) */
+  private promptSel = h("select", "lw-prompt-select", undefined, { "aria-label": "prompt", title: "which prompt of the batch" });
   private metric = h("select", "lw-metric", undefined, { "aria-label": "metric" });
   private token = h("select", "lw-metric-token", undefined, { "aria-label": "tracked token" });
   private diffA = h("select", "lw-diff-a", undefined, { "aria-label": "logit diff token a" });
@@ -35,7 +52,15 @@ export class Controls {
     const transposeLbl = h("label", "lw-transpose");
     transposeLbl.append(this.transpose, h("span", "", " transpose"));
     this.el = h("div", "lw-controls");
-    this.el.append(this.metric, this.token, this.diffBox, transposeLbl, this.legend);
+    this.el.append(this.lens, this.promptSel, this.metric, this.token, this.diffBox, transposeLbl, this.legend);
+    this.lens.hidden = this.promptSel.hidden = true;
+
+    d.listen(this.lens, "change", () => setTrait(model, "lens", this.lens.value));
+    d.listen(this.promptSel, "change", () => {
+      const v = this.promptSel.value;
+      if (v === MEAN_VIEW) setTraits(model, { aggregate: true });
+      else setTraits(model, { aggregate: false, prompt_index: Number(v) });
+    });
 
     d.listen(this.metric, "change", () => setTrait(model, "metric", this.metric.value));
     d.listen(this.token, "change", () => setTrait(model, "metric_token", Number(this.token.value)));
@@ -59,7 +84,23 @@ export class Controls {
     this.transpose.checked = !!model.get("transpose");
   }
 
-  showLegend(view: MetricView | null): void {
-    renderLegend(this.legend, view);
+  /** Show the lens switch and the prompt selector (each hidden when there is nothing to choose). */
+  syncViews(): void {
+    const model = this.model;
+    const lenses = (model.get("lenses") ?? []).map(String);
+    fillSelect(this.lens, lenses.map((l) => [l, l]), String(model.get("lens") ?? ""));
+    this.lens.hidden = lenses.length < 2;
+    const prompts = (model.get("prompts") ?? []).map(String);
+    const options: [string, string, string?][] = prompts.map((p, i) => {
+      const short = p.length > PROMPT_CHARS ? `${p.slice(0, PROMPT_CHARS)}…` : p;
+      return [String(i), `${i + 1}: ${short}`, p];
+    });
+    if (prompts.length > 1) options.push([MEAN_VIEW, `mean of ${prompts.length} prompts (aligned on the last token)`]);
+    fillSelect(this.promptSel, options, model.get("aggregate") && prompts.length > 1 ? MEAN_VIEW : String(model.get("prompt_index") ?? 0));
+    this.promptSel.hidden = prompts.length < 2;
+  }
+
+  showLegend(view: MetricView | null, lensName = ""): void {
+    renderLegend(this.legend, view, lensName);
   }
 }

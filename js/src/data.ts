@@ -92,6 +92,8 @@ export interface LensData {
   k: number;
   M: number;
   modelName: string;
+  /** the lens that produced it: the switch's label, else the wire's `lens_name` */
+  lensName: string;
   prompt: string;
   sites: string[];
   siteLabels: string[];
@@ -102,14 +104,19 @@ export interface LensData {
   topkProbs: Float32Array;
   entropy: Float32Array;
   nextProb: Float32Array;
-  nextRank: Int32Array;
+  /** int32 from the wire; a mean view holds geometric means (float32) */
+  nextRank: Int32Array | Float32Array;
   kl: Float32Array;
   nonfinite: Uint8Array;
   trackedIds: Int32Array;
   trackedProb: Float32Array;
   trackedLogit: Float32Array;
-  trackedRank: Int32Array;
+  trackedRank: Int32Array | Float32Array;
   vocab: Map<number, string>;
+  /** set on the mean view of a batch (aggregate.ts): how many prompts, and each one's column count */
+  aggregate?: { count: number; lengths: number[] };
+  /** column headers that replace the tokens (the mean view: "last", "last−1", …) */
+  columnLabels?: string[];
   /** display form of an id (cached) */
   display(id: number): string;
   /** token id at column c */
@@ -132,7 +139,7 @@ function arr<T extends TypedArray>(raw: Record<string, unknown>, key: string, dt
 export const WIRE_VERSION = 1;
 
 /** Decode the `data` trait; null when it holds no lens yet; throws on another wire version. */
-export function decodeLens(raw: unknown): LensData | null {
+export function decodeLens(raw: unknown, lensLabel?: string): LensData | null {
   if (!raw || typeof raw !== "object") return null;
   const r = raw as Record<string, unknown>;
   if (!isWireArray(r.topk_ids)) return null;
@@ -161,6 +168,7 @@ export function decodeLens(raw: unknown): LensData | null {
     k,
     M,
     modelName: String(r.model_name ?? ""),
+    lensName: lensLabel || String(r.lens_name ?? "") || "logit lens",
     prompt: String(r.prompt ?? ""),
     sites,
     siteLabels,

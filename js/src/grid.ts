@@ -486,9 +486,10 @@ export class Grid {
     ctx.fillRect(0, 0, hw, H);
     ctx.fillStyle = th.fg;
     ctx.font = `11px ${th.font}`;
-    const colLabel = (c: number) => (this.transpose ? lens.siteLabels[lens.S - 1 - c] : lens.display(lens.tokenAt(c)));
+    const tokenLabel = (c: number) => lens.columnLabels?.[c] ?? lens.display(lens.tokenAt(c));
+    const colLabel = (c: number) => (this.transpose ? lens.siteLabels[lens.S - 1 - c] : tokenLabel(c));
     const rowLabel = (r: number) =>
-      this.transpose ? `${lens.positions[r]} ${lens.display(lens.tokenAt(r))}` : lens.siteLabels[lens.S - 1 - r];
+      this.transpose ? (lens.columnLabels ? tokenLabel(r) : `${lens.positions[r]} ${tokenLabel(r)}`) : lens.siteLabels[lens.S - 1 - r];
 
     this.clip(f, hw, 0, W - hw, hh);
     ctx.textAlign = "center";

@@ -21,6 +21,18 @@ export interface LensTraits {
   busy: boolean;
   error: string;
   height: number;
+  /** labels of the computed lenses, in switch order */
+  lenses: string[];
+  /** the label of the lens shown */
+  lens: string;
+  /** the batch's prompts ([prompt] for one) */
+  prompts: string[];
+  /** the prompt shown */
+  prompt_index: number;
+  /** true: the mean over the prompts, aligned on the last token */
+  aggregate: boolean;
+  /** {lens label: [data of each prompt]}; {} when `data` is the only grid */
+  grids: Record<string, unknown[]>;
 }
 
 export type LensModel = AnyModel<LensTraits>;
@@ -28,6 +40,12 @@ export type LensModel = AnyModel<LensTraits>;
 /** Set a trait and send it to the kernel. */
 export function setTrait<K extends keyof LensTraits & string>(model: LensModel, key: K, value: LensTraits[K]): void {
   model.set(key, value);
+  model.save_changes();
+}
+
+/** Set several traits, then send them to the kernel together. */
+export function setTraits(model: LensModel, values: Partial<LensTraits>): void {
+  for (const [k, v] of Object.entries(values)) model.set(k, v);
   model.save_changes();
 }
 

@@ -84,6 +84,8 @@ export class Panel {
   private view: MetricView | null = null;
   private cell: Cell | null = null;
   private chosen: number[] = [];
+  /** `chosen` was set for the mean view (leaving it picks one prompt's defaults again) */
+  private chosenForMean = false;
   private trajToken = 0;
   private trajMetric: TrajMetric = DEFAULT_TRAJECTORY_METRIC;
   private trajTitle: HTMLSpanElement;
@@ -142,7 +144,7 @@ export class Panel {
     for (const cell of pinned) {
       if (cell.site >= lens.S || cell.col >= lens.P) continue;
       const chip = h("span", "lw-chip", undefined, { "data-site": String(cell.site), "data-col": String(cell.col) });
-      const label = h("button", "lw-chip-label", `${lens.siteLabels[cell.site]} · ${lens.positions[cell.col]} `);
+      const label = h("button", "lw-chip-label", `${lens.siteLabels[cell.site]} · ${lens.columnLabels?.[cell.col] ?? lens.positions[cell.col]} `);
       label.appendChild(h("span", "lw-tok", lens.display(lens.topkIds[(cell.site * lens.P + cell.col) * lens.k])));
       label.onclick = () => this.host.select(cell);
       const x = h("button", "lw-chip-x", "×", { "aria-label": "unpin" });
@@ -155,7 +157,10 @@ export class Panel {
   show(cell: Cell | null): void {
     const changedCol = !this.cell || !cell || this.cell.col !== cell.col;
     this.cell = cell;
-    if (changedCol && cell && this.lens) {
+    const wasMean = this.chosenForMean;
+    this.chosenForMean = !!this.lens?.aggregate;
+    if (this.lens?.aggregate) this.chosen = Array.from(this.lens.trackedIds); // a mean has only the tracked tokens
+    else if ((changedCol || wasMean) && cell && this.lens) {
       // default tokens to follow: final layer's top-1 and the actual next token
       const lens = this.lens;
       const ids = [lens.topkIds[((lens.S - 1) * lens.P + cell.col) * lens.k]];
@@ -178,11 +183,12 @@ export class Panel {
     this.detail.append(...cellSummary(lens, cell));
     const i = cell.site * lens.P + cell.col;
     const table = h("table", "lw-detail-topk");
-    for (let j = 0; j < lens.k; j++) {
+    for (let j = 0; j < (lens.aggregate ? 0 : lens.k); j++) {
       const id = lens.topkIds[i * lens.k + j];
       table.appendChild(this.tokenRow(id, lens.topkProbs[i * lens.k + j], lens.display(id)));
     }
     this.detail.append(table, cellStats(lens, cell, this.view));
+    if (lens.aggregate) return void this.drawTrajectory(); // the kernel answers for one prompt, not for a mean
     const more = h("button", "lw-more", "full vocabulary detail");
     more.onclick = () => void this.fetchDetail(cell);
     this.detail.append(more);
@@ -204,9 +210,10 @@ export class Panel {
 
   private async fetchDetail(cell: Cell): Promise<void> {
     this.host.status("asking the kernel for the full distribution…");
+    const lens = this.lens;
     try {
       const r = await this.host.req.request<CellDetailResult>("cell_detail", { site: cell.site, col: cell.col, k: 50 });
-      if (!this.alive || this.cell !== cell) return;
+      if (!this.alive || this.cell !== cell || this.lens !== lens) return; // another cell, lens or prompt since
       const table = h("table", "lw-detail-topk lw-full");
       for (let j = 0; j < r.top_ids.length; j++) {
         const id = r.top_ids[j];
@@ -242,7 +249,7 @@ export class Panel {
     const col = cell.col;
     const { series, missing } = this.collect(lens, col, metric);
     paintChart(this.chart, this.el, lens, series, metric);
-    if (missing.length === 0) return;
+    if (missing.length === 0 || lens.aggregate) return;
     const current = () => this.alive && token === this.trajToken;
     try {
       const r = await this.host.req.request<TrajectoryResult>("trajectory", { col, token_ids: missing });

@@ -22,9 +22,13 @@ export class PromptBox {
     d.onEnter(this.input, () => void this.run());
   }
 
-  /** Show the `prompt` trait, unless the user is typing in the box. */
+  /** Show the prompt shown (in a batch: `prompts[prompt_index]`, which the front end switches
+   * without the kernel; else the `prompt` trait), unless the user is typing in the box. */
   sync(fallback: string): void {
-    if (document.activeElement !== this.input) this.input.value = this.model.get("prompt") ?? fallback;
+    if (document.activeElement === this.input) return;
+    const prompts = this.model.get("prompts");
+    const shown = Array.isArray(prompts) && prompts.length > 1 ? prompts[Number(this.model.get("prompt_index") ?? 0)] : undefined;
+    this.input.value = shown ?? this.model.get("prompt") ?? fallback;
   }
 
   /** Show the `busy` trait; returns it. */

@@ -1,6 +1,8 @@
-// Trait -> view: decode `data`, recolour on a metric change, show busy / error, follow the host theme.
+// Trait -> view: decode the grid shown (`data`, or the lens and prompt chosen in `grids`, or their
+// mean), recolour on a metric change, show busy / error, follow the host theme.
 import type { LensModel } from "./model";
 import { decodeLens, type LensData } from "./data";
+import { meanLens } from "./aggregate";
 import { DEFAULT_METRIC, metricView, type MetricView } from "./metrics";
 import type { Controls } from "./controls";
 import type { Grid } from "./grid";
@@ -31,6 +33,10 @@ export class TraitSync {
   view: MetricView | null = null;
   /** why `data` could not be decoded ("" when it could) */
   private dataError = "";
+  /** decoded grids by the wire object they came from: a grid is decoded once, however often it is shown */
+  private decoded = new WeakMap<object, LensData | null>();
+  /** mean views by the list of grids they average */
+  private means = new WeakMap<object, LensData | null>();
 
   constructor(private model: LensModel, private v: Views) {}
 
@@ -43,7 +49,8 @@ export class TraitSync {
     this.syncBusy();
     this.syncError();
     const on = (trait: string, fn: () => void) => d.on(model, `change:${trait}`, fn);
-    on("data", () => this.loadData());
+    for (const t of ["data", "grids", "lens", "prompt_index", "aggregate"]) on(t, () => this.loadData());
+    for (const t of ["lenses", "prompts"]) on(t, () => this.syncControls());
     on("tracked", () => this.syncControls());
     for (const t of ["metric", "metric_token", "diff_tokens"]) on(t, () => (this.syncControls(), this.recolor()));
     on("transpose", () => (this.syncControls(), v.grid.setTranspose(!!model.get("transpose"))));
@@ -56,6 +63,7 @@ export class TraitSync {
   }
 
   syncControls(): void {
+    this.v.controls.syncViews();
     this.v.controls.sync(this.lens);
     this.v.prompt.sync(this.lens?.prompt ?? "");
   }
@@ -65,15 +73,53 @@ export class TraitSync {
     this.view = lens ? metricView(lens, model.get("metric") ?? DEFAULT_METRIC, model.get("metric_token") ?? -1, model.get("diff_tokens") ?? []) : null;
     v.grid.setData(lens, this.view);
     v.panel.setData(lens, this.view);
-    v.controls.showLegend(this.view);
+    v.controls.showLegend(this.view, lens?.lensName ?? "");
     v.root.dataset.metric = this.view?.metric ?? "";
     v.tooltip.hide();
+  }
+
+  private decode(raw: unknown, label: string): LensData | null {
+    if (!raw || typeof raw !== "object") return decodeLens(raw, label);
+    let lens = this.decoded.get(raw);
+    if (lens === undefined) this.decoded.set(raw, (lens = decodeLens(raw, label)));
+    return lens;
+  }
+
+  /** The grid to show: the mean view, else the chosen lens and prompt in `grids`, else `data`. */
+  private current(): LensData | null {
+    const model = this.model;
+    const label = String(model.get("lens") ?? "");
+    const grids = model.get("grids");
+    const list = grids && typeof grids === "object" && Array.isArray(grids[label]) ? grids[label] : null;
+    if (list && model.get("aggregate") && list.length > 1) {
+      let mean = this.means.get(list);
+      if (mean === undefined) {
+        const all = list.map((raw) => this.decode(raw, label));
+        mean = all.every((l): l is LensData => l !== null) ? meanLens(all) : null;
+        this.means.set(list, mean);
+      }
+      if (mean) return mean;
+    }
+    const pi = Number(model.get("prompt_index") ?? 0);
+    return this.decode(list?.[pi] ?? model.get("data"), label);
+  }
+
+  /** What the title says: model, lens, which prompt (or the mean), grid size. */
+  private titleText(lens: LensData | null): string {
+    if (!lens) return "no lens data";
+    const n = (this.model.get("prompts") ?? []).length;
+    const which = lens.aggregate
+      ? ` · mean of ${lens.aggregate.count} prompts, aligned on the last token`
+      : n > 1
+        ? ` · prompt ${Number(this.model.get("prompt_index") ?? 0) + 1} of ${n}`
+        : "";
+    return `${lens.modelName} · ${lens.lensName}${which} — ${lens.S} sites × ${lens.P} tokens`;
   }
 
   loadData(): void {
     const v = this.v;
     try {
-      this.lens = decodeLens(this.model.get("data"));
+      this.lens = this.current();
       this.dataError = "";
     } catch (e) {
       this.lens = null;
@@ -81,7 +127,9 @@ export class TraitSync {
     }
     this.syncError();
     const lens = this.lens;
-    v.title.textContent = lens ? `${lens.modelName} — ${lens.S} sites × ${lens.P} tokens` : "no lens data";
+    v.title.textContent = this.titleText(lens);
+    v.root.dataset.lens = lens?.lensName ?? "";
+    v.root.dataset.view = lens?.aggregate ? "mean" : String(this.model.get("prompt_index") ?? 0);
     this.syncControls();
     this.recolor();
     v.selection.syncPins();

@@ -6,15 +6,20 @@ import { fmt } from "./format";
 import { h } from "./dom";
 import { tokenRow } from "./tokenrow";
 
+/** The head of a cell's tooltip and detail: site, position and token, the lens (and, for the mean
+ * view, over how many prompts). */
 export function cellSummary(lens: LensData, cell: Cell): HTMLElement[] {
   const i = cell.site * lens.P + cell.col;
-  const pos = lens.positions[cell.col];
   const head = h("div", "lw-tip-head");
-  head.append(
-    h("b", "", `${lens.sites[cell.site]} · pos ${pos} `),
-    h("span", "lw-tok", lens.display(lens.tokenAt(cell.col))),
-  );
-  const out: HTMLElement[] = [head];
+  const agg = lens.aggregate;
+  if (agg) head.append(h("b", "", `${lens.sites[cell.site]} · ${lens.columnLabels?.[cell.col] ?? lens.positions[cell.col]} `));
+  else
+    head.append(
+      h("b", "", `${lens.sites[cell.site]} · pos ${lens.positions[cell.col]} `),
+      h("span", "lw-tok", lens.display(lens.tokenAt(cell.col))),
+    );
+  const out: HTMLElement[] = [head, h("div", "lw-tip-lens", lens.lensName, { "data-lens": lens.lensName })];
+  if (agg) out.push(h("div", "lw-agg-note lw-note", `mean over ${agg.count} prompts, aligned on the last token`));
   if (lens.nonfinite[i]) out.push(h("div", "lw-warn", "no data: non-finite activation or logits"));
   return out;
 }
@@ -22,6 +27,7 @@ export function cellSummary(lens: LensData, cell: Cell): HTMLElement[] {
 export function topkTable(lens: LensData, cell: Cell, cls = "lw-topk"): HTMLTableElement {
   const i = cell.site * lens.P + cell.col;
   const table = h("table", cls);
+  if (lens.aggregate) return table; // a mean has no top-k tokens
   const nxt = lens.nextIds[cell.col];
   for (let j = 0; j < lens.k; j++) {
     const id = lens.topkIds[i * lens.k + j];
@@ -41,6 +47,15 @@ export function cellStats(lens: LensData, cell: Cell, view: MetricView | null): 
     d.append(h("span", "lw-k", label), h("span", "lw-v", value));
     div.appendChild(d);
   };
+  if (lens.aggregate) {
+    line("mean top-1 prob ", fmt(lens.topkProbs[i]), "lw-top1");
+    line("mean entropy ", `${fmt(lens.entropy[i])} nats`, "lw-entropy");
+    line("mean KL to final ", `${fmt(lens.kl[i])} nats`, "lw-kl");
+    const r = lens.nextRank[i];
+    line("next token ", r > 0 ? `mean p=${fmt(lens.nextProb[i])} · rank ${fmt(r)} (geometric mean)` : "(last token)", "lw-next");
+    if (view && TOKEN_METRICS.includes(view.metric)) line(`${view.label} `, fmt(view.values[i]), "lw-metric");
+    return div;
+  }
   line("entropy ", `${fmt(lens.entropy[i])} nats`, "lw-entropy");
   line("KL to final ", `${fmt(lens.kl[i])} nats`, "lw-kl");
   if (nxt >= 0) {

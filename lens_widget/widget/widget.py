@@ -11,13 +11,14 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import anywidget
 import numpy as np
 import torch
 import traitlets as t
 
+from ..decoders import Decoder
 from ..engine import LogitLens
 from ..hooked import HookedModel
 from ..inputs import PromptError
@@ -43,6 +44,17 @@ class LensWidget(anywidget.AnyWidget):
     ``transformers`` causal LM (``tokenizer=`` optional when it was saved with the model).
     ``LensWidget(result=lens_result)`` shows a result computed earlier (requests that need the
     model then answer with an error).
+
+    Several lenses: ``decoders={"logit": None, "tuned": tuned_lens}`` (``None`` is the logit lens;
+    the keys are the labels the lens switch shows, in order). Every lens's grid is computed up
+    front (one run per lens; the activations are recorded once per run and shared), so the
+    front end switches lenses without asking the kernel, and an exported page carries them all.
+    The ``lens`` trait names the lens shown; kernel requests answer for it.
+
+    A batch: ``prompt=["prompt a", "prompt b", ...]`` shows a prompt selector (each prompt's own
+    grid, as if run alone) and a mean view over the prompts, aligned on the last token
+    (``prompt_index``, ``aggregate``; see ``docs/wire.md``). A ``str`` prompt is one grid, as before.
+    ``result=`` also takes a multi-prompt result, or ``{label: LensResult}`` for several lenses.
     """
 
     # anywidget reads the file (and, with ANYWIDGET_HMR=1, watches it for live reload).
@@ -72,13 +84,27 @@ class LensWidget(anywidget.AnyWidget):
     error = t.Unicode("").tag(sync=True)
     #: Pixel height of the grid viewport.
     height = t.Int(440).tag(sync=True)
+    #: Labels of the computed lenses, in switch order (Python -> JS).
+    lenses = t.List(t.Unicode()).tag(sync=True)
+    #: The label of the lens shown (one of ``lenses``); kernel requests answer for it.
+    lens = t.Unicode("").tag(sync=True)
+    #: The prompts of a batch (``[prompt]`` for one prompt; Python -> JS).
+    prompts = t.List(t.Unicode()).tag(sync=True)
+    #: Which prompt of the batch is shown (and answers kernel requests).
+    prompt_index = t.Int(0).tag(sync=True)
+    #: True: the grid shows the mean over the batch's prompts, aligned on the last token.
+    aggregate = t.Bool(False).tag(sync=True)
+    #: Every computed grid, ``{lens label: [data of prompt 0, data of prompt 1, ...]}``;
+    #: ``{}`` when there is one lens and one prompt (then ``data`` alone is the grid).
+    grids = t.Dict().tag(sync=True)
 
     def __init__(
         self,
         model: Any = None,
-        prompt: str | None = None,
+        prompt: str | Sequence[str] | None = None,
         *,
-        result: LensResult | None = None,
+        decoders: Mapping[str, Decoder | None] | None = None,
+        result: LensResult | Mapping[str, LensResult] | None = None,
         tokenizer: Any = None,
         sites: str | Sequence[str] | None = None,
         k: int = 10,
@@ -94,39 +120,66 @@ class LensWidget(anywidget.AnyWidget):
             raise ValueError("give a model and a prompt, or result=LensResult")
         if model is not None and prompt is None:
             raise ValueError("give the prompt to look at")
-        lens = None
+        if result is not None and decoders is not None:
+            raise ValueError("decoders= needs a model; to show several saved results pass result={label: LensResult}")
+        lenses: dict[str, LogitLens] = {}
         if model is not None:
-            lens = LogitLens(model, memory_budget, tokenizer=tokenizer) if memory_budget else LogitLens(model, tokenizer=tokenizer)
+            base = LogitLens(model, memory_budget, tokenizer=tokenizer) if memory_budget else LogitLens(model, tokenizer=tokenizer)
+            for label, decoder in _labelled(decoders, base.decoder.name).items():
+                lenses[label] = base if decoder is None else base.with_decoder(decoder)
         super().__init__(**kwargs)
-        self._lens: LogitLens | None = lens
+        self._lenses: dict[str, LogitLens] = lenses
         self._sites, self._k, self._progress = sites, int(k), progress
-        self._result: LensResult | None = None
-        self._acts: dict[str, torch.Tensor] = {}
+        self._results: dict[str, LensResult] = {}
+        self._wire: dict[str, list[dict[str, Any]]] = {}
+        self._acts_by_prompt: list[dict[str, torch.Tensor]] = []
         self._closed = False
         self._syncing = False
-        if lens is not None:
+        if lenses:
             assert prompt is not None
-            self._compute(prompt, [lens.model.tokens.token_id(tok) for tok in track])
+            prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+            if not prompts or not all(isinstance(p, str) for p in prompts):
+                raise ValueError("prompt must be a string or a non-empty list of strings")
+            first = next(iter(lenses.values()))
+            self._compute(prompts, [first.model.tokens.token_id(tok) for tok in track])
         else:
             assert result is not None
-            self._show(result)
+            results = dict(_labelled(result, None)) if isinstance(result, Mapping) else {result.lens_name or "logit lens": result}
+            _check_same_shape(results)
+            self._show(results)  # type: ignore[arg-type]
         self.on_msg(self._on_msg)
 
     # -- state ------------------------------------------------------------------------------
     @property
     def result(self) -> LensResult:
-        """The `LensResult` on display."""
-        assert self._result is not None
-        return self._result
+        """The `LensResult` of the lens shown (every prompt of a batch)."""
+        return self._results[self.lens]
+
+    @property
+    def results(self) -> dict[str, LensResult]:
+        """Every computed lens's `LensResult`, by label."""
+        return dict(self._results)
 
     @property
     def model(self) -> HookedModel | None:
-        return None if self._lens is None else self._lens.model
+        lens = self._lens
+        return None if lens is None else lens.model
 
     @property
-    def lens(self) -> LogitLens | None:
-        """The lens that computes this widget's grid (``None`` for a widget built from a result)."""
+    def _lens(self) -> LogitLens | None:
+        return self._lenses.get(self.lens)
+
+    @property
+    def runner(self) -> LogitLens | None:
+        """The `LogitLens` that computes the grid shown (``None`` for a widget built from a result).
+        (``lens`` is the label of the lens shown, a trait.)"""
         return self._lens
+
+    @property
+    def _acts(self) -> dict[str, torch.Tensor]:
+        """``{site: [P, d]}`` activations of the prompt shown (``{}`` without a model)."""
+        acts = self._acts_by_prompt
+        return acts[self.prompt_index] if self.prompt_index < len(acts) else {}
 
     def _check_open(self) -> None:
         if self._closed or self.comm is None:
@@ -134,31 +187,57 @@ class LensWidget(anywidget.AnyWidget):
 
     def close(self) -> None:
         self._closed = True
-        self._acts = {}
+        self._acts_by_prompt = []
         super().close()
 
-    def _compute(self, prompt: str, tracked: list[int]) -> None:
-        """Run the lens; on success replace what is shown, on failure keep it and raise."""
-        if self._lens is None:
+    def _compute(self, prompts: list[str], tracked: list[int]) -> None:
+        """Run every lens on the prompts; on success replace what is shown, on failure keep it and raise."""
+        if not self._lenses:
             raise RequestError("this widget was built from a LensResult and has no model to recompute with")
-        result, acts = self._lens.run(
-            prompt, sites=self._sites, k=self._k, track=tracked, progress=self._progress, return_activations=True
-        )
-        self._acts = acts[0]
-        self._show(result)
+        results: dict[str, LensResult] = {}
+        acts: list[dict[str, torch.Tensor]] = []
+        for i, (label, runner) in enumerate(self._lenses.items()):
+            # the activations do not depend on the decoder: keep the first run's
+            out = runner.run(prompts, sites=self._sites, k=self._k, track=tracked, progress=self._progress, return_activations=i == 0)
+            if i == 0:
+                results[label], acts = out  # type: ignore[misc]
+            else:
+                results[label] = out  # type: ignore[assignment]
+        self._acts_by_prompt = acts
+        self._show(results)
 
-    def _show(self, result: LensResult) -> None:
-        self._result = result
+    def _show(self, results: dict[str, LensResult]) -> None:
+        self._results = results
+        self._wire = {label: [result_to_wire(r, b) for b in range(r.n_prompts)] for label, r in results.items()}
+        first = next(iter(results.values()))
+        labels = list(results)
         with self.hold_sync():
-            self.data = result_to_wire(result, 0)
             with self._quietly():
-                self.prompt = result.prompts[0] if result.prompts else ""
-                self.tracked = [int(i) for i in result.tracked_ids.tolist()]
-            n_cols = result.n_columns(0)
-            self.pinned = [p for p in self.pinned if p[0] < result.n_sites and p[1] < n_cols]
-            if self.selected and (self.selected.get("site", 0) >= result.n_sites or self.selected.get("col", 0) >= n_cols):
-                self.selected = {}
+                self.lenses = labels
+                if self.lens not in results:
+                    self.lens = labels[0]
+                self.prompts = list(first.prompts) if first.prompts else [""] * first.n_prompts
+                if not 0 <= self.prompt_index < first.n_prompts:
+                    self.prompt_index = 0
+                if first.n_prompts < 2:
+                    self.aggregate = False
+                self.tracked = [int(i) for i in first.tracked_ids.tolist()]
+            multi = len(labels) > 1 or first.n_prompts > 1
+            self.grids = {label: list(w) for label, w in self._wire.items()} if multi else {}
+            self._show_current()
             self.error = ""
+
+    def _show_current(self) -> None:
+        """``data``, ``prompt``, pins and selection for the lens and prompt chosen."""
+        r, pi = self.result, self.prompt_index
+        with self.hold_sync():
+            self.data = self._wire[self.lens][pi]
+            with self._quietly():
+                self.prompt = self.prompts[pi] if pi < len(self.prompts) else ""
+            n_cols = r.n_columns(pi)
+            self.pinned = [p for p in self.pinned if p[0] < r.n_sites and p[1] < n_cols]
+            if self.selected and (self.selected.get("site", 0) >= r.n_sites or self.selected.get("col", 0) >= n_cols):
+                self.selected = {}
 
     @contextlib.contextmanager
     def _quietly(self) -> Iterator[None]:
@@ -180,18 +259,25 @@ class LensWidget(anywidget.AnyWidget):
         finally:
             self.busy = False
 
+    def _prompts_with(self, prompt: str) -> list[str]:
+        """The batch with the prompt shown replaced by ``prompt``."""
+        prompts = list(self.prompts)
+        prompts[self.prompt_index] = prompt
+        return prompts
+
     # -- Python API (the front end's requests call these too) --------------------------------
     def set_prompt(self, prompt: str) -> None:
-        """Recompute the lens for a new prompt (the old grid stays if it fails)."""
+        """Recompute every lens for a new prompt (in a batch: it replaces the prompt shown);
+        the old grids stay if it fails."""
         self._check_open()
-        self._guarded(lambda: self._compute(prompt, list(self.tracked)))
+        self._guarded(lambda: self._compute(self._prompts_with(prompt), list(self.tracked)))
 
     def track(self, token: int | str) -> int:
-        """Track a token (id or single-token string) across the whole grid; returns its id."""
+        """Track a token (id or single-token string) across the whole grid of every lens; returns its id."""
         self._check_open()
         tid = self._token_id(token)
         if tid not in self.tracked:
-            self._guarded(lambda: self._compute(self.prompt, list(self.tracked) + [tid]))
+            self._guarded(lambda: self._compute(list(self.prompts), list(self.tracked) + [tid]))
         return tid
 
     def untrack(self, token_id: int) -> None:
@@ -199,33 +285,35 @@ class LensWidget(anywidget.AnyWidget):
         self._check_open()
         keep = [i for i in self.tracked if i != int(token_id)]
         if keep != list(self.tracked):
-            self._guarded(lambda: self._compute(self.prompt, keep))
+            self._guarded(lambda: self._compute(list(self.prompts), keep))
 
     def check_cell(self, site: Any, col: Any) -> tuple[int, int]:
-        """``(site, col)`` if both are ints inside the grid, else a :class:`RequestError`."""
+        """``(site, col)`` if both are ints inside the grid shown, else a :class:`RequestError`."""
         r = self.result
-        return int_in("site", site, 0, r.n_sites - 1), int_in("col", col, 0, r.n_columns(0) - 1)
+        return int_in("site", site, 0, r.n_sites - 1), int_in("col", col, 0, r.n_columns(self.prompt_index) - 1)
 
     def cell_detail(self, site: int, col: int, k: int = 50, token_ids: Sequence[int | str] = ()) -> dict[str, Any]:
-        """Full-vocabulary detail of one cell: top-k, entropy, the next token's probability and
-        rank, and the exact rank of any tokens. ``site`` and ``col`` index the grid (negative
-        values count from the end)."""
+        """Full-vocabulary detail of one cell of the lens and prompt shown: top-k, entropy, the
+        next token's probability and rank, and the exact rank of any tokens. ``site`` and ``col``
+        index the grid (negative values count from the end)."""
         self._check_open()
-        r = self.result
+        r, pi = self.result, self.prompt_index
         site = int(site) + r.n_sites if int(site) < 0 else int(site)
-        col = int(col) + r.n_columns(0) if int(col) < 0 else int(col)
+        col = int(col) + r.n_columns(pi) if int(col) < 0 else int(col)
         site, col = self.check_cell(site, col)
         ids = [self._token_id(i) for i in token_ids]
         lens = self._need_model()
-        next_id = int(r.next_ids[0, col])
+        next_id = int(r.next_ids[pi, col])
         # one decode of the row answers the top-k, the asked tokens and the next token
         detail = lens.cell_detail(self._acts[r.sites[site]][col], r.sites[site], k, ids + ([next_id] if next_id >= 0 else []))
         next_stats = detail["token_stats"].pop() if next_id >= 0 else None
         return {
             "site": site,
             "col": col,
-            "position": int(r.positions[0, col]),
-            "lens": lens.decoder.name,
+            "position": int(r.positions[pi, col]),
+            "lens": self.lens,
+            "lens_name": lens.decoder.name,
+            "prompt_index": pi,
             "top_ids": detail["top_ids"],
             "top_probs": detail["top_probs"],
             "top_logits": detail["top_logits"],
@@ -239,14 +327,14 @@ class LensWidget(anywidget.AnyWidget):
         }
 
     def trajectory(self, col: int, token_ids: Sequence[int | str]) -> dict[str, Any]:
-        """Probability, logit and exact rank of tokens at every site of one column."""
+        """Probability, logit and exact rank of tokens at every site of one column (lens and prompt shown)."""
         self._check_open()
         _, col = self.check_cell(0, col)
         ids = [self._token_id(i) for i in token_ids]
         lens = self._need_model()
-        r = self.result
-        traj = lens.trajectory({s: self._acts[s][col] for s in r.sites}, r.sites, ids)
-        return {"token_ids": ids, **traj}
+        r, acts = self.result, self._acts
+        traj = lens.trajectory({s: acts[s][col] for s in r.sites}, r.sites, ids)
+        return {"token_ids": ids, "lens": self.lens, **traj}
 
     def search(self, query: str, limit: int = 20) -> dict[str, Any]:
         """Vocabulary entries matching ``query`` (exact forms first, multi-token queries flagged)."""
@@ -260,13 +348,20 @@ class LensWidget(anywidget.AnyWidget):
         }
 
     def save_html(self, path: str | os.PathLike, title: str | None = None) -> Path:
-        """Write one self-contained HTML file (opens offline, no kernel, no CDN)."""
-        state = {name: getattr(self, name) for name in self.keys if not name.startswith("_") and name not in ("layout", "comm", "tabbable", "tooltip")}
-        state["busy"] = False
-        page = standalone_html(state, title or f"lens_widget — {self.prompt[:60]}")
+        """Write one self-contained HTML file (opens offline, no kernel, no CDN): every computed
+        lens and prompt travels in it, and the lens switch and prompt selector work there."""
+        page = standalone_html(self._export_state(), title or f"lens_widget — {self.prompt[:60]}")
         out = Path(path)
         out.write_text(page, encoding="utf-8")
         return out
+
+    def _export_state(self) -> dict[str, Any]:
+        """The synced traits an exported page starts from (``grids`` holds every lens and prompt)."""
+        state = {name: getattr(self, name) for name in self.keys if not name.startswith("_") and name not in ("layout", "comm", "tabbable", "tooltip")}
+        state["busy"] = False
+        if state.get("grids"):  # the grid shown is in `grids` too: the page carries it once
+            state["data"] = {}
+        return state
 
     # -- trait reactions -------------------------------------------------------------------
     @t.validate("metric")
@@ -275,22 +370,42 @@ class LensWidget(anywidget.AnyWidget):
             raise t.TraitError(f"metric must be one of {', '.join(GRID_METRICS)}, got {proposal['value']!r}")
         return proposal["value"]
 
+    @t.validate("lens")
+    def _valid_lens(self, proposal: dict) -> str:
+        labels = list(getattr(self, "_results", None) or ())
+        if labels and proposal["value"] not in labels:
+            raise t.TraitError(f"lens must be one of {', '.join(map(repr, labels))}, got {proposal['value']!r}")
+        return proposal["value"]
+
+    @t.validate("prompt_index")
+    def _valid_prompt_index(self, proposal: dict) -> int:
+        n = len(self.prompts)
+        if n and not 0 <= proposal["value"] < n:
+            raise t.TraitError(f"prompt_index must be in 0..{n - 1}, got {proposal['value']!r}")
+        return proposal["value"]
+
+    @t.observe("lens", "prompt_index")
+    def _view_changed(self, change: dict) -> None:
+        if self._syncing or not getattr(self, "_results", None):
+            return
+        self._show_current()
+
     @t.observe("prompt")
     def _prompt_changed(self, change: dict) -> None:
-        if self._syncing or self._result is None or self._lens is None:
+        if self._syncing or not self._results or not self._lenses:
             return
-        if self._result.prompts and change["new"] == self._result.prompts[0]:
+        if change["new"] == self.prompts[self.prompt_index]:
             return
-        self._recompute_or_revert("prompt", change["old"], lambda: self._compute(change["new"], list(self.tracked)))
+        self._recompute_or_revert("prompt", change["old"], lambda: self._compute(self._prompts_with(change["new"]), list(self.tracked)))
 
     @t.observe("tracked")
     def _tracked_changed(self, change: dict) -> None:
-        if self._syncing or self._result is None or self._lens is None:
+        if self._syncing or not self._results or not self._lenses:
             return
-        if [int(i) for i in change["new"]] == self._result.tracked_ids.tolist():
+        if [int(i) for i in change["new"]] == self.result.tracked_ids.tolist():
             return
         self._recompute_or_revert(
-            "tracked", list(change["old"]), lambda: self._compute(self.prompt, [self._token_id(i) for i in change["new"]])
+            "tracked", list(change["old"]), lambda: self._compute(list(self.prompts), [self._token_id(i) for i in change["new"]])
         )
 
     def _recompute_or_revert(self, trait: str, old: Any, work: Callable[[], None]) -> None:
@@ -327,3 +442,28 @@ class LensWidget(anywidget.AnyWidget):
         content_out, buffers = lift_arrays(reply)
         self.send(content_out, buffers)
 
+
+def _labelled(entries: Mapping[str, Any] | None, default_label: str | None) -> dict[str, Any]:
+    """``{label: value}`` checked: non-empty string labels, at least one entry
+    (``None`` entries: ``{default_label: None}``, the logit lens alone)."""
+    if entries is None:
+        assert default_label is not None
+        return {default_label: None}
+    if not isinstance(entries, Mapping) or not entries:
+        raise ValueError("give the lenses as a non-empty dict {label: decoder or None}, e.g. {'logit': None, 'tuned': tuned}")
+    for label, value in entries.items():
+        if not isinstance(label, str) or not label:
+            raise ValueError(f"lens labels must be non-empty strings, got {label!r}")
+        if default_label is not None and value is not None and not isinstance(value, Decoder):
+            raise TypeError(f"decoders[{label!r}] must be a lens_widget Decoder or None (the logit lens), got {type(value).__name__}")
+        if default_label is None and not isinstance(value, LensResult):
+            raise TypeError(f"result[{label!r}] must be a LensResult, got {type(value).__name__}")
+    return dict(entries)
+
+
+def _check_same_shape(results: Mapping[str, LensResult]) -> None:
+    """Saved results shown together must be the same prompts over the same sites."""
+    first_label, first = next(iter(results.items()))
+    for label, r in results.items():
+        if r.sites != first.sites or r.positions.shape != first.positions.shape or not np.array_equal(r.positions, first.positions):
+            raise ValueError(f"result {label!r} does not cover the same prompts, positions and sites as {first_label!r}")

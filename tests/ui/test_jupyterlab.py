@@ -35,6 +35,22 @@ dump(".truth", {{"topk": w.result.topk_ids[0].tolist(), "S": w.result.n_sites}})
 w
 """
 
+# Two lenses over a batch of two prompts: the lens switch and the prompt selector, live.
+CELL_LENSES = """\
+import sys, json
+sys.path.insert(0, {tests!r}); sys.path.insert(0, {root!r})
+from zoo import AffineLens, tiny
+from lens_widget.widget import LensWidget
+OUT = {out!r}
+def dump(name, value):
+    with open(OUT + name, "w") as f:
+        json.dump(value, f)
+m = tiny("gpt2")
+w = LensWidget(m, ["hello world", "abc"], decoders={{"logit": None, "tuned": AffineLens(m)}}, progress=False)
+w.observe(lambda ch: dump(".view", [w.lens, w.prompt_index, w.data["lens_name"], w.data["prompt"]]), names=["data"])
+dump(".truth", {{label: r.topk_ids.tolist() for label, r in w.results.items()}})
+w
+"""
 
 APPS = {
     # app -> (python -m module, page path)
@@ -46,12 +62,20 @@ APPS = {
 @pytest.fixture(scope="module", params=sorted(APPS))
 def lab(request, tmp_path_factory):
     """The app's server (tests/jupyter_server.py, the helper tests/e2e uses too) with lens.ipynb."""
-    module, url = APPS[request.param]
-    tmp = tmp_path_factory.mktemp(request.param)
+    yield from _serve(tmp_path_factory.mktemp(request.param), *APPS[request.param], CELL)
+
+
+@pytest.fixture(scope="module")
+def lab_lenses(tmp_path_factory):
+    yield from _serve(tmp_path_factory.mktemp("lenses"), *APPS["jupyterlab"], CELL_LENSES)
+
+
+def _serve(tmp, module: str, url: str, cell: str):
+    """A notebook of one cell (``cell``) served by ``module`` on 127.0.0.1: yields (page url, output prefix)."""
     out = str(tmp / "out")
     nb = {
         "cells": [{"cell_type": "code", "execution_count": None, "id": "c1", "metadata": {}, "outputs": [],
-                   "source": CELL.format(tests=str(ROOT / "tests"), root=str(ROOT), out=out)}],
+                   "source": cell.format(tests=str(ROOT / "tests"), root=str(ROOT), out=out)}],
         "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
         "nbformat": 4, "nbformat_minor": 5,
     }
@@ -158,5 +182,41 @@ def test_widget_in_jupyter(browser, lab):
         assert "× 8 tokens" in page.locator(".lens-widget .lw-title").text_content()
         # every uncaught error in the page fails the test, except the host's own listed ones
         assert unexpected_page_errors(errors) == [], errors
+    finally:
+        page.close()
+
+
+def test_lens_switch_and_prompt_selector_in_jupyterlab(browser, lab_lenses):
+    """The front end's choice reaches the kernel (``data`` follows it) and the kernel's answers
+    (cell_detail) are for the lens and prompt shown."""
+    url, out = lab_lenses
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(f"{e} @ {(e.stack or '')[:600]}"))
+    try:
+        page.goto(url, timeout=60000)
+        _run_first_cell(page)
+        canvas = page.locator(".lens-widget canvas.lw-canvas")
+        canvas.wait_for(timeout=120000)
+        truth = _read(out + ".truth")
+        S = len(truth["logit"][0])
+        page.select_option(".lens-widget select.lw-lens", "tuned")
+        page.select_option(".lens-widget select.lw-prompt-select", "1")
+        end = time.time() + 30
+        while _read(out + ".view") != ["tuned", 1, "tuned lens", "abc"] and time.time() < end:
+            time.sleep(0.2)
+        assert _read(out + ".view") == ["tuned", 1, "tuned lens", "abc"]
+        box = canvas.bounding_box()
+        page.mouse.click(box["x"] + HEAD_W + 2 * CELL_W + CELL_W / 2, box["y"] + HEAD_H + CELL_H / 2)  # final layer, col 2
+        page.locator(".lens-widget .lw-detail .lw-tip-lens").wait_for(timeout=30000)
+        assert page.locator(".lens-widget .lw-detail .lw-tip-lens").text_content() == "tuned"
+        page.locator(".lens-widget .lw-more").click()
+        full = page.locator(".lens-widget .lw-full .lw-detail-row")
+        full.first.wait_for(timeout=30000)
+        ids = [int(i) for i in full.evaluate_all("rs => rs.map(r => r.dataset.id)")]
+        k = len(truth["tuned"][1][S - 1][2])
+        assert ids[:k] == truth["tuned"][1][S - 1][2] != truth["logit"][1][S - 1][2]
+        ours = [e for e in errors if "blob:" in e or "data:text/javascript" in e or "anywidget" in e]
+        assert ours == [], ours
     finally:
         page.close()
