@@ -162,13 +162,13 @@ def _train_tuned_lens(args: argparse.Namespace) -> int:
 
             texts = lambda: corpus_texts("train", seed=args.seed)  # noqa: E731
         t0 = time.time()
-        lens = None
-        if args.start:
-            from .tuned_lens import TunedLens
+        from .tuned_lens import TunedLens
 
+        lens = TunedLens(model)
+        if args.start:
             lens = TunedLens.from_pretrained(args.start, model)
         elif args.init == "regression":
-            lens = regression_init(model, texts(), tokens=args.init_tokens, seq_len=args.seq_len)
+            lens = regression_init(model, texts(), tokens=args.init_tokens, seq_len=args.seq_len, lens=lens)
             if args.save_init:
                 lens.save(args.save_init)
         t_init = time.time() - t0

@@ -116,6 +116,11 @@ class Decoder:
         return self._weight
 
     @property
+    def head_bias(self) -> torch.Tensor | None:
+        """The float32 unembedding bias ``[V]`` or ``None`` (inside :meth:`loaded`)."""
+        return self._bias
+
+    @property
     def weight(self) -> torch.Tensor:
         """The float32 unembedding ``[V, d]`` (inside :meth:`loaded`). For a half-precision model
         this makes a full float32 copy (kept while loaded); the lens itself never reads it

@@ -46,7 +46,7 @@ def save_lowrank(lens: Any, folder: str | os.PathLike, rank: int, extra: dict[st
     ``[d]`` (float16) and metadata (model, layers, width, rank, unembedding hash, ``extra``)."""
     from safetensors.torch import save_file
 
-    from .tuned_lens import unembed_hash
+    from .lens_files import unembed_hash
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -78,7 +78,7 @@ def load_lowrank(cls: type, folder: str | os.PathLike, model: Any) -> Any:
     refusing a model other than the one it was trained for (layers, width, unembedding hash)."""
     from safetensors import safe_open
 
-    from .tuned_lens import LensFileError, unembed_hash
+    from .lens_files import LensFileError, unembed_hash
 
     path = Path(folder) / FILE
     if not path.is_file():

@@ -18,7 +18,10 @@ from typing import Any, Callable
 
 import torch
 
-from .decoders import Decoder
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # a type only: reduce stays torch-only (it travels to NDIF inside traces)
+    from .decoders import Decoder
 
 __all__ = [
     "ChunkReducer",
@@ -273,10 +276,10 @@ class ChunkReducer:
             top_logits, top_ids = torch.topk(z, self.k, dim=-1)
             stats = self._eager_stats(z, targets, final[0], group)  # overwrites z: after top-k
         bad = ~torch.isfinite(x).all(-1) if nonfinite is None else nonfinite.to(dev) | ~torch.isfinite(x).all(-1)
-        return _cell_outputs(stats, top_ids, top_logits, next_logit[:, 0], tracked_logit, next_ids.to(dev) >= 0, bad, final[1], group)
+        return cell_outputs(stats, top_ids, top_logits, next_logit[:, 0], tracked_logit, next_ids.to(dev) >= 0, bad, final[1], group)
 
 
-def _cell_outputs(stats, top_ids, top_logits, next_logit, tracked_logit, has_next, nonfinite, neg_h_final, group: int) -> dict[str, torch.Tensor]:
+def cell_outputs(stats, top_ids, top_logits, next_logit, tracked_logit, has_next, nonfinite, neg_h_final, group: int) -> dict[str, torch.Tensor]:
     """The per-cell arrays from the reductions' raw statistics (NaN where undefined)."""
     ranks, lse, neg_entropy, cross = stats
     nonfinite = nonfinite | ~torch.isfinite(lse)

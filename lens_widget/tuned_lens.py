@@ -14,7 +14,6 @@ lens shipped for the embedded SmolLM2 (low-rank safetensors, see ``lens_widget/l
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pickle
@@ -22,12 +21,12 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
 from .decoders import Decoder, UnsupportedSiteError
 from .hooked import HookedModel, as_hooked_model
+from .lens_files import LensFileError, unembed_hash
 from .sites import hidden_state_index
 
 __all__ = ["TunedLens", "LensFileError", "TUNED_LENS_REPO_ID", "SHIPPED_LENS_DIR"]
@@ -37,16 +36,6 @@ TUNED_LENS_REPO_ID = "AlignmentResearch/tuned-lens"
 TUNED_LENS_REPO_TYPE = "space"
 #: The lens shipped for the embedded SmolLM2-135M-Instruct.
 SHIPPED_LENS_DIR = Path(__file__).parent / "lenses" / "smollm2-135m-instruct"
-
-
-class LensFileError(ValueError):
-    """A lens folder that cannot be used: missing, corrupt, unsafe, or for another model."""
-
-
-def unembed_hash(weight: torch.Tensor) -> str:
-    """tuned-lens's fingerprint of an unembedding matrix (``tuned_lens.utils.tensor_hash``)."""
-    array = weight.detach().cpu().float().numpy()
-    return hashlib.sha256(str.encode(np.array_str(array, precision=1))).hexdigest()
 
 
 def _hidden_size(model: HookedModel) -> int:
@@ -265,6 +254,9 @@ class TunedLens(Decoder):
         :func:`lens_widget.tuned_training.train_tuned_lens` for the options)."""
         from .tuned_training import train_tuned_lens
 
+        kwargs.setdefault("lens", None)
+        if kwargs["lens"] is None:
+            kwargs["lens"] = cls(as_hooked_model(model))
         return train_tuned_lens(model, texts, **kwargs)
 
     def __repr__(self) -> str:

@@ -208,11 +208,10 @@ def train_tuned_lens(
     """
     from tqdm.auto import tqdm
 
-    from .tuned_lens import TunedLens
-
     hm = as_hooked_model(model)
     torch.manual_seed(seed)
-    lens = TunedLens(hm) if lens is None else lens
+    if lens is None:
+        raise ValueError("pass lens=TunedLens(model) (the lens to train; TunedLens.train does)")
     if any(p.is_inference() for p in lens.parameters()):
         raise ValueError("lens= has inference-mode tensors (made under torch.inference_mode()); build it outside")
     if lens.model is not hm and lens.model.model is not hm.model:
@@ -285,7 +284,7 @@ def train_tuned_lens(
                     x = flat[sites[i]].clone()  # out of inference mode, for autograd
                     with torch.enable_grad():
                         xp = lens.prepare(x, sites[i])
-                        loss = ChunkedUnembedKL.apply(xp, lens.weight, lens._bias, lens.softcap, p, neg_h, chunk, matmul_dtype)
+                        loss = ChunkedUnembedKL.apply(xp, lens.weight, lens.head_bias, lens.softcap, p, neg_h, chunk, matmul_dtype)
                         loss.backward()
                     losses.append(float(loss.detach()))
                 del p, neg_h, acts, flat
@@ -335,10 +334,9 @@ def regression_init(
     ``d × d`` sums (no vocabulary matmul); the KL training then refines it. Deterministic."""
     from tqdm.auto import tqdm
 
-    from .tuned_lens import TunedLens
-
     hm = as_hooked_model(model)
-    lens = TunedLens(hm) if lens is None else lens
+    if lens is None:
+        raise ValueError("pass lens=TunedLens(model) (the lens to fit)")
     if hm.max_length:
         seq_len = min(seq_len, hm.max_length)
     L, d = hm.num_layers, lens.d_model

@@ -89,7 +89,9 @@ def test_offloaded_head_and_norm_load_once_per_forward_batch(tmp_path):
     r = lens.run(["Hello world", "abc", "xyz"], batch_size=2, progress=False)
     n_chunks = r.n_sites * sum(r.n_columns(b) for b in range(3))
     # per forward batch: the model's own lm_head call + one hold for the whole batch of chunks
-    assert calls["n"] == 2 * 2 < n_chunks
+    # (once nnsight has been imported in the process, its module wrapping adds one more load per
+    # forward: 3 per batch); never one per chunk
+    assert calls["n"] in (2 * 2, 2 * 3) and calls["n"] < n_chunks / 10
     assert head.weight.device.type == "meta"  # given back after the run
 
 

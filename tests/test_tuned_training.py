@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from lens_widget.tuned_lens import TunedLens
-from lens_widget.tuned_training import ChunkedUnembedKL, TrainingLog, held_out_kl, regression_init, train_tuned_lens
+from lens_widget.tuned_training import ChunkedUnembedKL, TrainingLog, held_out_kl, regression_init
 from zoo import tiny
 
 TEXTS = [f"Line {i}: the quick brown fox jumps over the lazy dog, {i * 7 % 13} times." for i in range(400)]
@@ -39,7 +39,7 @@ def test_chunked_loss_and_gradient_match_autograd():
 def test_loss_goes_down_and_held_out_kl_improves():
     hm = tiny("llama")
     log = TrainingLog()
-    lens = train_tuned_lens(hm, TEXTS[:300], steps=30, log=log, **FAST)
+    lens = TunedLens.train(hm, TEXTS[:300], steps=30, log=log, **FAST)
     first, last = log[0]["loss"], sum(r["loss"] for r in log[-5:]) / 5
     assert last < 0.8 * first, (first, last)
     assert len(log[0]["loss_by_layer"]) == hm.num_layers and log[-1]["tokens"] == 30 * 128
@@ -55,32 +55,32 @@ def _weights(lens: TunedLens) -> list[torch.Tensor]:
 
 def test_seed_determinism_and_adam():
     hm = tiny("gpt2")
-    a = _weights(train_tuned_lens(hm, TEXTS, steps=6, seed=3, **FAST))
-    b = _weights(train_tuned_lens(hm, TEXTS, steps=6, seed=3, **FAST))
+    a = _weights(TunedLens.train(hm, TEXTS, steps=6, seed=3, **FAST))
+    b = _weights(TunedLens.train(hm, TEXTS, steps=6, seed=3, **FAST))
     assert all(torch.equal(x, y) for x, y in zip(a, b))
     assert any(x.abs().sum() > 0 for x in a)
-    c = _weights(train_tuned_lens(hm, TEXTS, steps=6, optimizer="adam", **FAST))
+    c = _weights(TunedLens.train(hm, TEXTS, steps=6, optimizer="adam", **FAST))
     assert not all(torch.equal(x, y) for x, y in zip(a, c))
 
 
 def test_resume_gives_the_same_weights(tmp_path):
     hm = tiny("llama")
-    straight = _weights(train_tuned_lens(hm, TEXTS, steps=8, **FAST))
+    straight = _weights(TunedLens.train(hm, TEXTS, steps=8, **FAST))
     ckpt = tmp_path / "ckpt.pt"
-    half = train_tuned_lens(hm, TEXTS, steps=8, checkpoint=ckpt, checkpoint_every=2, stop_after=3, **FAST)
+    half = TunedLens.train(hm, TEXTS, steps=8, checkpoint=ckpt, checkpoint_every=2, stop_after=3, **FAST)
     assert half.trained_steps == 3 and ckpt.exists()
-    resumed = train_tuned_lens(hm, TEXTS, steps=8, checkpoint=ckpt, **FAST)
+    resumed = TunedLens.train(hm, TEXTS, steps=8, checkpoint=ckpt, **FAST)
     assert resumed.trained_steps == 8
     assert all(torch.equal(x, y) for x, y in zip(straight, _weights(resumed)))
     # a finished checkpoint resumes to the same lens again, without training
-    again = train_tuned_lens(hm, TEXTS, steps=8, checkpoint=ckpt, **FAST)
+    again = TunedLens.train(hm, TEXTS, steps=8, checkpoint=ckpt, **FAST)
     assert all(torch.equal(x, y) for x, y in zip(straight, _weights(again)))
 
 
 def test_text_running_out_stops_cleanly(capsys):
     hm = tiny("llama")
     log = TrainingLog()
-    lens = train_tuned_lens(hm, TEXTS[:20], steps=50, log=log, **FAST)
+    lens = TunedLens.train(hm, TEXTS[:20], steps=50, log=log, **FAST)
     err = capsys.readouterr().err
     assert "the text ran out after" in err and "of 50 steps" in err
     assert 0 < lens.trained_steps == len(log) < 50
@@ -89,16 +89,16 @@ def test_text_running_out_stops_cleanly(capsys):
 def test_dicts_and_datasets_like_iterables():
     hm = tiny("llama")
     rows = [{"text": t, "id": i} for i, t in enumerate(TEXTS)]
-    a = _weights(train_tuned_lens(hm, rows, steps=3, **FAST))
-    b = _weights(train_tuned_lens(hm, iter(TEXTS), steps=3, **FAST))
+    a = _weights(TunedLens.train(hm, rows, steps=3, **FAST))
+    b = _weights(TunedLens.train(hm, iter(TEXTS), steps=3, **FAST))
     assert all(torch.equal(x, y) for x, y in zip(a, b))
-    c = _weights(train_tuned_lens(hm, [{"body": t} for t in TEXTS], steps=3, column="body", **FAST))
+    c = _weights(TunedLens.train(hm, [{"body": t} for t in TEXTS], steps=3, column="body", **FAST))
     assert all(torch.equal(x, y) for x, y in zip(a, c))
 
 
 def test_regression_init_beats_zero():
     hm = tiny("llama")
-    lens = regression_init(hm, TEXTS[:300], tokens=2048, seq_len=64, progress=False)
+    lens = regression_init(hm, TEXTS[:300], tokens=2048, seq_len=64, progress=False, lens=TunedLens(hm))
     kl = held_out_kl(hm, {"logit lens": None, "tuned lens": lens}, TEXTS[300:], seq_len=64, max_tokens=640)
     assert sum(kl["kl"]["tuned lens"]) < sum(kl["kl"]["logit lens"])
 

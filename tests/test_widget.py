@@ -68,8 +68,8 @@ def test_cell_detail_is_exact_over_the_full_vocabulary(widget):
     assert res["next_prob"] == pytest.approx(float(r.next_prob[0, 2, 3]), rel=1e-5)
     assert res["next_rank"] == r.next_rank[0, 2, 3]
     # and by the definition, from the activations of an independent run (public API only)
-    again, acts = widget.lens.run(widget.prompt, progress=False, return_activations=True)
-    z = widget.lens.decoder.logits(acts[0][r.sites[2]][3], r.sites[2])
+    again, acts = widget.runner.run(widget.prompt, progress=False, return_activations=True)
+    z = widget.runner.decoder.logits(acts[0][r.sites[2]][3], r.sites[2])
     for stat in res["token_stats"]:
         assert stat["rank"] == 1 + int((z > z[stat["id"]]).sum())
     # the last column has no next token

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from ..reduce import EXP_FLOOR, _cell_outputs, cell_stats
+from ..reduce import EXP_FLOOR, cell_outputs, cell_stats
 
 __all__ = ["in_trace", "lens_cells", "detail", "ORDER"]
 
@@ -141,7 +141,7 @@ def lens_cells(lens: _Lens, acts: dict[str, torch.Tensor], job: dict[str, Any]) 
                     ranks, lse, neg_entropy, cross = cell_stats(z.view(n, g, -1), targets.view(n, g, -1), p_final[:, None, :])
                     stats = (ranks.reshape(n * g, -1), lse.reshape(-1), neg_entropy.reshape(-1), cross.reshape(-1))
                     bad = ~torch.isfinite(raw.reshape(n * g, -1)).all(-1).to(z.device) | ~torch.isfinite(x).all(-1)
-                    cells = _cell_outputs(stats, top_ids, top_logits, next_logit[:, 0], tracked_logit, nxt >= 0, bad, neg_h_final, g)
+                    cells = cell_outputs(stats, top_ids, top_logits, next_logit[:, 0], tracked_logit, nxt >= 0, bad, neg_h_final, g)
                     for key, v in cells.items():
                         v = v.detach().cpu().reshape(n, g, *v.shape[1:]).transpose(0, 1)
                         out[key][b, s0:s1, p0:p1] = v.to(out[key].dtype)
