@@ -40,8 +40,6 @@ class LensResult:
         token_strings: decoded text of every id that appears in the arrays above.
         model_name: what the model was loaded from.
         lens_name: the decoder that produced it (``"logit lens"``, ``"tuned lens"``).
-        prompt_lengths: ``[B]`` for a generation, how many of each row's tokens were the prompt
-            (the rest the model wrote); ``None`` when every token was given.
     """
 
     prompts: list[str]
@@ -66,7 +64,6 @@ class LensResult:
     token_strings: dict[int, str] = field(default_factory=dict)
     model_name: str = ""
     lens_name: str = "logit lens"
-    prompt_lengths: np.ndarray | None = None
 
     # -- shape ----------------------------------------------------------------------------
     @property

@@ -12,8 +12,7 @@
 // probability and the tracked tokens' probability and logit (so the logit diff is the mean
 // difference); ranks (next token, tracked tokens) are geometric means. A cell is "no data" only
 // when no prompt has a value there.
-import type { LensData } from "./data";
-import { displayToken } from "./tokens";
+import { displayFor, type LensData } from "./data";
 
 /** The header of mean column `j` of `P`: "last", "last−1", … */
 export function alignedLabel(j: number, P: number): string {
@@ -79,7 +78,6 @@ export function meanLens(lenses: LensData[]): LensData | null {
 
   const vocab = new Map<number, string>();
   for (const l of lenses) for (const [id, text] of l.vocab) vocab.set(id, text);
-  const cache = new Map<number, string>();
   const columnLabels = Array.from({ length: P }, (_, j) => alignedLabel(j, P));
   return {
     S,
@@ -109,14 +107,7 @@ export function meanLens(lenses: LensData[]): LensData | null {
     vocab,
     aggregate: { count: lenses.length, lengths: lenses.map((l) => l.P) },
     columnLabels,
-    display: (id: number) => {
-      let d = cache.get(id);
-      if (d === undefined) {
-        d = vocab.has(id) ? displayToken(vocab.get(id)!) : id < 0 ? "" : `#${id}`;
-        cache.set(id, d);
-      }
-      return d;
-    },
+    display: displayFor(vocab),
     tokenAt: () => -1,
   };
 }

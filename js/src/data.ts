@@ -139,6 +139,19 @@ function arr<T extends TypedArray>(raw: Record<string, unknown>, key: string, dt
 export const WIRE_VERSION = 1;
 
 /** Decode the `data` trait; null when it holds no lens yet; throws on another wire version. */
+/** Display form of ids from a vocabulary table (cached; `""` for -1, `#id` for an id not in it). */
+export function displayFor(vocab: Map<number, string>): (id: number) => string {
+  const cache = new Map<number, string>();
+  return (id: number) => {
+    let d = cache.get(id);
+    if (d === undefined) {
+      d = vocab.has(id) ? displayToken(vocab.get(id)!) : id < 0 ? "" : `#${id}`;
+      cache.set(id, d);
+    }
+    return d;
+  };
+}
+
 export function decodeLens(raw: unknown, lensLabel?: string): LensData | null {
   if (!raw || typeof raw !== "object") return null;
   const r = raw as Record<string, unknown>;
@@ -155,7 +168,6 @@ export function decodeLens(raw: unknown, lensLabel?: string): LensData | null {
   const strings = Array.isArray(r.vocab_strings) ? (r.vocab_strings as unknown[]) : [];
   const vocab = new Map<number, string>();
   for (let i = 0; i < vocabIds.length; i++) vocab.set(vocabIds[i], String(strings[i] ?? ""));
-  const cache = new Map<number, string>();
   const sites = Array.isArray(r.sites) ? (r.sites as unknown[]).map(String) : [];
   const siteLabels = Array.isArray(r.site_labels) ? (r.site_labels as unknown[]).map(String) : sites.slice();
   while (sites.length < S) sites.push(String(sites.length));
@@ -187,14 +199,7 @@ export function decodeLens(raw: unknown, lensLabel?: string): LensData | null {
     trackedLogit: arr(r, "tracked_logit", "float32", SP * M),
     trackedRank: arr(r, "tracked_rank", "int32", SP * M),
     vocab,
-    display: (id: number) => {
-      let d = cache.get(id);
-      if (d === undefined) {
-        d = vocab.has(id) ? displayToken(vocab.get(id)!) : id < 0 ? "" : `#${id}`;
-        cache.set(id, d);
-      }
-      return d;
-    },
+    display: displayFor(vocab),
     tokenAt: (c: number) => {
       const p = positions[c];
       return p >= 0 && p < inputIds.length ? inputIds[p] : -1;

@@ -105,12 +105,6 @@ class ActivationSource(abc.ABC):
     ) -> Recording:
         """One forward pass; the activations of ``sites`` at ``select``."""
 
-    def step(self, input_ids: torch.Tensor, sites: Sequence[str], past: Any = None) -> tuple[Recording, Any]:
-        """One cached decoding step for generation: run ``input_ids [1, n]`` after the cached
-        ``past`` (``None`` at the start), record ``sites`` at all ``n`` new positions and the
-        model's logits there; returns the recording and the new cache."""
-        raise NotImplementedError(f"{type(self).__name__} cannot generate token by token")
-
     def reduce(self, batch: Batch, sites: Sequence[str], select: torch.Tensor, work: "Work[T] | Callable[[dict[str, torch.Tensor]], T]") -> T:
         """Record ``sites`` and apply ``work`` to them where they live; only its result returns.
 

@@ -201,18 +201,3 @@ class HookSource(ActivationSource):
             if self.out_device is not None:
                 logits = logits.to(self.out_device)
         return Recording(acts=acts, logits=logits, last_layernorm=acts.pop("last_layernorm", None))
-
-    @torch.inference_mode()
-    def step(self, input_ids: torch.Tensor, sites: Sequence[str], past: Any = None) -> tuple[Recording, Any]:
-        n = int(input_ids.shape[1])
-        recorder = SiteRecorder(self.model, self.arch, sites, out_device=self.out_device)
-        recorder.select = torch.arange(n)[None]
-        dev = self.input_device
-        seen = 0 if past is None else int(past.get_seq_length())
-        mask = torch.ones(1, seen + n, dtype=torch.long, device=dev)
-        with recorder:
-            out = self.model(input_ids=input_ids.to(dev), attention_mask=mask, past_key_values=past, use_cache=True)
-        logits = out.logits[:, -n:].float()
-        if self.out_device is not None:
-            logits = logits.to(self.out_device)
-        return Recording(acts=recorder.finish(), logits=logits), out.past_key_values

@@ -19,15 +19,19 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 
-CELL = """\
+# What every cell starts with: the tests' helpers importable, and dump() writing JSON for the test.
+PREAMBLE = """\
 import sys, json
 sys.path.insert(0, {tests!r}); sys.path.insert(0, {root!r})
-from zoo import tiny
 from lens_widget.widget import LensWidget
 OUT = {out!r}
 def dump(name, value):
     with open(OUT + name, "w") as f:
         json.dump(value, f)
+"""
+
+CELL = PREAMBLE + """\
+from zoo import tiny
 w = LensWidget(tiny("gpt2"), "hello world", progress=False)
 w.observe(lambda ch: dump(".selected", ch["new"]), names=["selected"])
 w.observe(lambda ch: dump(".tracked", list(ch["new"])), names=["tracked"])
@@ -36,15 +40,8 @@ w
 """
 
 # Two lenses over a batch of two prompts: the lens switch and the prompt selector, live.
-CELL_LENSES = """\
-import sys, json
-sys.path.insert(0, {tests!r}); sys.path.insert(0, {root!r})
+CELL_LENSES = PREAMBLE + """\
 from zoo import AffineLens, tiny
-from lens_widget.widget import LensWidget
-OUT = {out!r}
-def dump(name, value):
-    with open(OUT + name, "w") as f:
-        json.dump(value, f)
 m = tiny("gpt2")
 w = LensWidget(m, ["hello world", "abc"], decoders={{"logit": None, "tuned": AffineLens(m)}}, progress=False)
 w.observe(lambda ch: dump(".view", [w.lens, w.prompt_index, w.data["lens_name"], w.data["prompt"]]), names=["data"])
