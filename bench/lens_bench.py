@@ -6,7 +6,8 @@ outputs, all positions, k=10, entropy, exact next-token rank, KL to the final la
 Variants, each in its own fresh subprocess per repeat (repeats interleaved, so a noisy
 neighbour on the shared cores hits all variants alike):
 
-* ``lens``    -- ``LogitLens(hm).run(prompt, k=10, progress=False)``, end to end (forward,
+* ``lens``    -- ``LogitLens(hm, compile="always").run(prompt, k=10, progress=False)`` (steady state: the
+  warm-up compiles the fused reductions; the first-use cost is bench/cold_start.py), end to end (forward,
   reductions, building the LensResult). The prompt is fed as exact token ids.
 * ``naive``   -- full materialisation: ``output_hidden_states=True``, per-layer final norm,
   ``[sites, T, V]`` float32 logits, rank by ``(logits > target).sum``, top-k, log-softmax,
@@ -107,7 +108,7 @@ def prompt_ids(hm, n: int, text: str = TEXT) -> list[int]:
 def run_lens(hm, ids, args):
     from lens_widget import LogitLens
 
-    res = LogitLens(hm).run(list(ids), k=K, progress=False)
+    res = LogitLens(hm, compile="always").run(list(ids), k=K, progress=False)
     arrays = {
         "topk_ids": res.topk_ids[0],
         "topk_probs": res.topk_probs[0],
@@ -340,6 +341,8 @@ def main_bench(args) -> None:
     for rep in range(args.repeats):
         for n in lengths:
             for v in args.variants.split(","):
+                if v == "naive" and rep >= args.naive_repeats:
+                    continue  # the naive lens is slow and only its first repeat is compared
                 save = os.path.join(tmp, f"{v}_{n}.npz") if rep == 0 and v in ("lens", "naive") else None
                 r = spawn(v, n, args, save)
                 r["repeat"] = rep
@@ -356,6 +359,7 @@ def main_bench(args) -> None:
             ok = [r for r in runs if r["variant"] == v and r["n"] == n and "error" not in r]
             row[v] = {"wall_s": _stats([r["wall_s"] for r in ok]), "growth_mb": _stats([r["growth_mb"] for r in ok]),
                       "peak_rss_mb": _stats([r["peak_rss_mb"] for r in ok]),
+                      "cpu_s": _stats([r["cpu_s"] for r in ok]),
                       "cpu_over_wall": _stats([r["cpu_s"] / r["wall_s"] for r in ok]),
                       "loadavg_1m_before": _stats([r["loadavg_1m_before"] for r in ok]),
                       "errors": [r["error"] for r in runs if r["variant"] == v and r["n"] == n and "error" in r]}
@@ -376,6 +380,10 @@ def main_bench(args) -> None:
         if all(v in med for v in ("lens", "forward", "floor")):
             ratios["lens_over_forward_plus_floor"] = med["lens"] / (med["forward"] + med["floor"])
             ratios["lens_over_forward_plus_floor_min"] = best["lens"] / (best["forward"] + best["floor"])
+            # process CPU seconds: least disturbed by a busy neighbour on the shared cores (with
+            # --threads 1 it is the work itself; with more threads it also counts their spinning)
+            cpu = {v: row[v]["cpu_s"]["median"] for v in ("lens", "forward", "floor")}
+            ratios["lens_over_forward_plus_floor_cpu"] = cpu["lens"] / (cpu["forward"] + cpu["floor"])
         row["ratios"] = ratios
         ln, nv = os.path.join(tmp, f"lens_{n}.npz"), os.path.join(tmp, f"naive_{n}.npz")
         if os.path.exists(ln) and os.path.exists(nv):
@@ -390,7 +398,7 @@ def main_bench(args) -> None:
         if n == 512 and "lens_over_naive" in r["ratios"]:
             targets["lens_le_0.5x_naive_at_512"] = r["ratios"]["lens_over_naive"] <= 0.5
         if "lens_over_forward_plus_floor" in r["ratios"]:
-            targets[f"lens_le_1.5x_forward_plus_floor_at_{n}"] = r["ratios"]["lens_over_forward_plus_floor"] <= 1.5
+            targets[f"lens_le_1.25x_forward_plus_floor_at_{n}"] = r["ratios"]["lens_over_forward_plus_floor"] <= 1.25
         if "agreement" in r:
             targets[f"lens_agrees_with_naive_at_{n}"] = r["agreement"]["ok"]
 
@@ -477,6 +485,7 @@ def parse(argv=None):
     ap.add_argument("--repeats", type=int, default=3, help="fresh-process repeats per variant and length")
     ap.add_argument("--quick", action="store_true", help="smoke run: --lengths 128 --repeats 1")
     ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--naive-repeats", type=int, default=1, help="repeats of the (slow) naive variant; its first is compared")
     ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads in children (0: torch default)")
     ap.add_argument("--fp32-precision", default="", help="torch.backends.mkldnn.matmul.fp32_precision in children")
     ap.add_argument("--naive-cap-gb", type=float, default=12.0, help="memory the naive baseline may materialise")

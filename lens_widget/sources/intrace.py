@@ -104,19 +104,21 @@ def lens_cells(lens: _Lens, acts: dict[str, torch.Tensor], job: dict[str, Any]) 
     next_ids, n_pos, tracked = job["next_ids"], job["n_pos"], job["tracked"].to(lens.device)
     k, block, group = int(job["k"]), int(job["block"]), int(job["group"])
     B, S, P, M = len(n_pos), len(sites), int(job["P"]), int(tracked.numel())
-    f32, nan = torch.float32, float("nan")
+    # int32 ids and ranks (a vocabulary is far below 2**31): what comes back from NDIF is
+    # 12k + 21 bytes per cell plus 12 per tracked token
+    f32, i32, nan = torch.float32, torch.int32, float("nan")
     out = {
-        "topk_ids": torch.full((B, S, P, k), -1, dtype=torch.long),
+        "topk_ids": torch.full((B, S, P, k), -1, dtype=i32),
         "topk_probs": torch.full((B, S, P, k), nan, dtype=f32),
         "topk_logits": torch.full((B, S, P, k), nan, dtype=f32),
         "entropy": torch.full((B, S, P), nan, dtype=f32),
         "next_prob": torch.full((B, S, P), nan, dtype=f32),
         "next_logit": torch.full((B, S, P), nan, dtype=f32),
-        "next_rank": torch.zeros((B, S, P), dtype=torch.long),
+        "next_rank": torch.zeros((B, S, P), dtype=i32),
         "kl": torch.full((B, S, P), nan, dtype=f32),
         "tracked_prob": torch.full((B, S, P, M), nan, dtype=f32),
         "tracked_logit": torch.full((B, S, P, M), nan, dtype=f32),
-        "tracked_rank": torch.zeros((B, S, P, M), dtype=torch.long),
+        "tracked_rank": torch.zeros((B, S, P, M), dtype=i32),
         "nonfinite": torch.zeros((B, S, P), dtype=torch.bool),
     }
     with torch.no_grad():
