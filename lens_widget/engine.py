@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -215,6 +215,57 @@ class LogitLens:
             bar.close()
         result = self._assemble(plan, store)
         return (result, kept) if return_activations else result
+
+    def generate(
+        self,
+        prompt: Any,
+        max_new_tokens: int = 20,
+        *,
+        do_sample: bool = False,
+        seed: int | None = None,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        eos_token_id: Any = "auto",
+        sites: str | Sequence[str] | None = None,
+        k: int = 10,
+        track: Iterable[int | str] = (),
+        callback: Callable[[Any], Any] | None = None,
+        progress: bool | Callable[[Any], Any] = True,
+        stop: Any = None,
+        return_activations: bool = False,
+    ) -> LensResult | tuple[LensResult, dict[str, torch.Tensor]]:
+        """Let the model write up to ``max_new_tokens`` tokens after ``prompt``, with the lens on
+        every token: a :class:`LensResult` over prompt + generated tokens (``generated_from``
+        marks where the prompt ends), equal to :meth:`run` on those ids.
+
+        One prefill forward with the KV cache, then one cached step and one column of
+        reductions per new token (see :mod:`lens_widget.generation`).
+
+        Args:
+            prompt: text, token ids, or a chat (a list of ``{"role", "content"}`` messages, run
+                through the chat template with the generation prompt).
+            do_sample: False: greedy (as ``transformers``' ``generate(do_sample=False)``); True:
+                sample from ``softmax(logits / temperature)`` restricted by ``top_k`` / ``top_p``,
+                reproducibly with ``seed``.
+            eos_token_id: stop after this token (or any of a list); ``"auto"``: the model's
+                generation config (or tokenizer); ``None``: never.
+            sites, k, track: as in :meth:`run`.
+            callback: called with each new :class:`~lens_widget.generation.GeneratedColumn` as it
+                is final (its next token already chosen).
+            progress: a tqdm bar (True), none (False), or a callable receiving
+                :class:`~lens_widget.generation.GenerationProgress` after each token.
+            stop: a ``threading.Event`` (or a callable returning True) that ends the loop before
+                the next step; the result then covers the tokens read so far.
+            return_activations: also return ``{site: [T, d]}`` of every position.
+        """
+        from .generation import generate
+
+        return generate(
+            self, prompt, max_new_tokens, do_sample=do_sample, seed=seed, temperature=temperature, top_k=top_k, top_p=top_p,
+            eos_token_id=eos_token_id, sites=sites, k=k, track=track, callback=callback, progress=progress, stop=stop,
+            return_activations=return_activations,
+        )
 
     def _plan(self, prompts: Any, sites: Any, positions: Any, k: int, track: Iterable[int | str], track_top: int) -> _Plan:
         hm = self.model
