@@ -19,6 +19,7 @@ from .cache import ActivationCache
 from .decoders import Decoder
 from .hooked import HookedModel, as_hooked_model
 from .inputs import Batch
+from .progress import Progress, ProgressBar
 from .reduce import FUSE_MIN_WORK, FUSED, ChunkReducer, rows_for_budget, token_stats
 from .result import LensResult
 from .sites import resolve_positions, select_matrix
@@ -174,8 +175,9 @@ class LogitLens:
         track: Iterable[int | str] = (),
         track_top: int = 0,
         batch_size: int = 4,
-        progress: bool = True,
+        progress: bool | Callable[[Progress], Any] = True,
         return_activations: bool = False,
+        stop: Any = None,
     ) -> LensResult | tuple[LensResult, list[dict[str, torch.Tensor]]]:
         """The lens of every (site, position) cell of one or more prompts, reduced.
 
@@ -191,12 +193,18 @@ class LogitLens:
             batch_size: prompts per forward pass.
             return_activations: also return, per prompt, ``{site: [P, d]}`` on the decoder's
                 device (what the widget keeps to answer clicks exactly).
+            progress: a tqdm bar (True), none (False), or a callable receiving a
+                :class:`~lens_widget.progress.Progress` (chunks done of total) after each chunk.
+            stop: a ``threading.Event`` or a callable; when set, the run raises
+                :class:`~lens_widget.progress.Stopped` after the chunk in progress.
         """
         plan = self._plan(prompts, sites, positions, k, track, track_top)
         reducer = ChunkReducer(self.decoder, plan.max_rows, plan.k, fused=self._use_fused(plan), strict=self.compile == "always")
         store = _ResultStore(len(plan.positions), len(plan.sites), max(len(p) for p in plan.positions), plan.k, int(plan.tracked.numel()))
         kept: list[dict[str, torch.Tensor]] = []
-        bar = tqdm(total=plan.n_chunks, desc=f"{self.decoder.name.capitalize()}", unit="chunk", disable=not progress)
+        report = progress if callable(progress) else None
+        tq = tqdm(total=plan.n_chunks, desc=f"{self.decoder.name.capitalize()}", unit="chunk", disable=not progress or report is not None)
+        bar = ProgressBar(tq, plan.n_chunks, report, stop)
         try:
             for idx in _batches(len(plan.positions), batch_size):
                 batch = plan.batch.subset(idx)

@@ -17,8 +17,6 @@ restricted by ``top_k`` / ``top_p``, from a ``torch.Generator`` seeded with ``se
 
 from __future__ import annotations
 
-import math
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
@@ -28,34 +26,20 @@ import torch
 from tqdm.auto import tqdm
 
 from .inputs import Batch, PromptError
+from .progress import Progress, StopLike, is_stopped
 from .reduce import ChunkReducer, rows_for_budget
 from .result import LensResult
 
 if TYPE_CHECKING:  # the engine delegates here; this module never imports it at run time
     from .engine import LogitLens
 
-__all__ = ["GeneratedColumn", "GenerationProgress", "StopLike", "generate", "is_stopped", "CELL_KEYS"]
+__all__ = ["GeneratedColumn", "GenerationProgress", "generate", "clear_next", "CELL_KEYS"]
 
 #: The per-cell arrays of a column, as in :class:`LensResult` (``[S, ...]`` per column).
 CELL_KEYS = (
     "topk_ids", "topk_probs", "topk_logits", "entropy", "next_prob", "next_logit", "next_rank", "kl",
     "tracked_prob", "tracked_logit", "tracked_rank", "nonfinite",
 )
-#: A stop request: a ``threading.Event`` (or anything with ``is_set()``), or a callable returning True.
-StopLike = Any
-
-
-def is_stopped(stop: StopLike) -> bool:
-    """Whether ``stop`` (``None``, an ``Event``-like object, or a callable) asks to stop now."""
-    if stop is None:
-        return False
-    if hasattr(stop, "is_set"):
-        return bool(stop.is_set())
-    if callable(stop):
-        return bool(stop())
-    raise TypeError(f"stop must be a threading.Event, a callable or None, got {type(stop).__name__}")
-
-
 @dataclass
 class GeneratedColumn:
     """One new column of the grid, reported the moment it is final.
@@ -79,20 +63,8 @@ class GeneratedColumn:
     token_strings: dict[int, str] = field(repr=False, default_factory=dict)
 
 
-@dataclass
-class GenerationProgress:
-    """Where a generation stands: ``done`` of ``total`` new tokens after ``elapsed`` seconds."""
-
-    done: int
-    total: int
-    elapsed: float
-
-    @property
-    def eta(self) -> float | None:
-        """Seconds left at the pace so far (``None`` before the first token)."""
-        if self.done <= 0:
-            return None
-        return self.elapsed / self.done * max(0, self.total - self.done)
+#: What ``generate``'s ``progress`` callable receives after each new token.
+GenerationProgress = Progress
 
 
 class _ColumnReducer:
