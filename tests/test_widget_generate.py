@@ -242,3 +242,30 @@ def test_exported_page_of_a_finished_generation_carries_the_whole_grid(widget, t
     want = result_to_wire(w.result)
     assert w.data["n_positions"] == want["n_positions"] == len(PROMPT) + 4
     assert "cdn" not in page.lower()
+
+
+def test_tracking_a_token_is_background_work_with_progress_and_stop(monkeypatch):
+    monkeypatch.setattr(widget_module, "PROGRESS_INTERVAL_S", 0.0)
+    w = LensWidget(tiny("llama"), LONG, progress=False, memory_budget=13 * 101 * 8)
+    rec = Recorder(w)
+    try:
+        tracked_before, data_before = list(w.tracked), w.data
+
+        def stop_early(content):
+            if content.get("type") == "progress" and content["state"] == "running" and content["done"] == 1:
+                ask(w, "s", type="stop")
+
+        rec.hooks.append(stop_early)
+        ask(w, "t1", type="track", token="q")
+        assert w.wait(60)
+        assert rec.reply("t1").get("stopped") is True
+        assert w.tracked == tracked_before and w.data is data_before
+        rec.hooks.clear()
+        ask(w, "t2", type="track", token="q")
+        assert w.wait(60)
+        reply = rec.reply("t2")
+        assert reply["ok"] and reply["result"]["token_id"] == w.model.tokens.token_id("q")
+        assert w.tracked == tracked_before + [reply["result"]["token_id"]]
+        assert [p["state"] for p, _ in rec.of("progress")][-1] == "done"
+    finally:
+        w.close()

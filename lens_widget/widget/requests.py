@@ -94,11 +94,23 @@ def _start_generate(w: "LensWidget", m: dict[str, Any], reply: Callable[[Any, An
     return w.start_generation(n, reply, **options)
 
 
+def _in_background(handler: Callable[["LensWidget", dict[str, Any]], dict[str, Any]]) -> Callable[..., Any]:
+    """A request whose work may be long (a recompute of every lens and prompt), run in the
+    background with progress and stop; its reply is the handler's result."""
+
+    def start(w: "LensWidget", m: dict[str, Any], reply: Callable[[Any, Any], None]) -> Any:
+        return w.run_in_background(lambda: handler(w, m), reply)
+
+    return start
+
+
 #: message ``type`` -> handler(widget, message, reply) for work that runs in the background:
 #: the handler starts it (raising on a bad request) and ``reply(task, outcome)`` answers later.
 BACKGROUND: dict[str, Callable[["LensWidget", dict[str, Any], Callable[[Any, Any], None]], Any]] = {
     "set_prompt": _start_set_prompt,
     "generate": _start_generate,
+    "track": _in_background(_track),
+    "untrack": _in_background(_untrack),
 }
 
 
@@ -111,8 +123,6 @@ def start_background(widget: "LensWidget", message: dict[str, Any], reply: Calla
 REQUESTS: dict[str, Callable[["LensWidget", dict[str, Any]], dict[str, Any]]] = {
     "cell_detail": _cell_detail,
     "search": _search,
-    "track": _track,
-    "untrack": _untrack,
     "set_prompt": _set_prompt,
     "trajectory": _trajectory,
     "stop": _stop,

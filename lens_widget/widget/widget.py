@@ -432,6 +432,12 @@ class LensWidget(anywidget.AnyWidget):
         prompts = self._prompts_with(prompt)
         return self._start_task("compute", 0, lambda task: self._guarded(lambda: self._compute(prompts, list(self.tracked))), reply)
 
+    def run_in_background(self, work: Callable[[], Any], reply: Callable[[Task, Any], None] | None = None) -> Task:
+        """``work()`` (a recompute: tracking a token, a new prompt) in the background thread, with
+        progress messages and :meth:`stop` (which keeps the previous grid)."""
+        self._check_open()
+        return self._start_task("compute", 0, lambda task: work(), reply)
+
     def generate(self, max_new_tokens: int = 20, *, wait: bool = False, **options: Any) -> Task:
         """Let the model write up to ``max_new_tokens`` tokens after the text shown, with the lens
         on each: the grid grows one column per token as it comes (in a background thread, so the
