@@ -40,6 +40,8 @@ CELL_KEYS = (
     "topk_ids", "topk_probs", "topk_logits", "entropy", "next_prob", "next_logit", "next_rank", "kl",
     "tracked_prob", "tracked_logit", "tracked_rank", "nonfinite",
 )
+
+
 @dataclass
 class GeneratedColumn:
     """One new column of the grid, reported the moment it is final.
@@ -264,8 +266,9 @@ def generate(
         nxt = torch.tensor(ids[1:] + [pending], dtype=torch.long)
         prompt_cells = prompt_cols.reduce(acts, nxt)
         del prompt_cols
-        for s in record:
-            kept[s].append(acts[s])
+        if return_activations:
+            for s in record:
+                kept[s].append(acts[s])
         cells = {key: [prompt_cells[key]] for key in CELL_KEYS}
         if on_prompt is not None:
             on_prompt(_assemble(lens, ids, n_prompt, site_names, tracked, prompt_cells, pending), acts)
@@ -284,8 +287,9 @@ def generate(
             col = cols.reduce(acts, torch.tensor([pending], dtype=torch.long))
             for key in CELL_KEYS:
                 cells[key].append(col[key])
-            for s in record:
-                kept[s].append(acts[s])
+            if return_activations:
+                for s in record:
+                    kept[s].append(acts[s])
             done += 1
             bar.update(1)
             if report is not None:

@@ -240,9 +240,9 @@ w
 """
 
 
-@pytest.fixture(scope="module")
-def lab_generate(tmp_path_factory):
-    yield from _serve(tmp_path_factory.mktemp("generate"), *APPS["jupyterlab"], CELL_GENERATE)
+@pytest.fixture(scope="module", params=sorted(APPS))
+def lab_generate(request, tmp_path_factory):
+    yield from _serve(tmp_path_factory.mktemp(f"generate-{request.param}"), *APPS[request.param], CELL_GENERATE)
 
 
 def _root_state(page) -> dict:
@@ -253,7 +253,9 @@ def _root_state(page) -> dict:
     )
 
 
-def test_generation_grows_live_and_stop_keeps_it_in_jupyterlab(browser, lab_generate):
+def test_generation_grows_live_and_stop_keeps_it_in_jupyter(browser, lab_generate):
+    """JupyterLab and Notebook 7: the grid grows before the generation ends, stop keeps it, a long
+    recompute shows progress and stops, and the widget keeps working."""
     url, out = lab_generate
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     errors: list[str] = []
