@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -19,6 +19,7 @@ from .cache import ActivationCache
 from .decoders import Decoder
 from .hooked import HookedModel, as_hooked_model
 from .inputs import Batch
+from .progress import Progress, ProgressBar
 from .reduce import FUSE_MIN_WORK, FUSED, ChunkReducer, rows_for_budget, token_stats
 from .result import LensResult
 from .sites import resolve_positions, select_matrix
@@ -174,8 +175,9 @@ class LogitLens:
         track: Iterable[int | str] = (),
         track_top: int = 0,
         batch_size: int = 4,
-        progress: bool = True,
+        progress: bool | Callable[[Progress], Any] = True,
         return_activations: bool = False,
+        stop: Any = None,
     ) -> LensResult | tuple[LensResult, list[dict[str, torch.Tensor]]]:
         """The lens of every (site, position) cell of one or more prompts, reduced.
 
@@ -191,12 +193,18 @@ class LogitLens:
             batch_size: prompts per forward pass.
             return_activations: also return, per prompt, ``{site: [P, d]}`` on the decoder's
                 device (what the widget keeps to answer clicks exactly).
+            progress: a tqdm bar (True), none (False), or a callable receiving a
+                :class:`~lens_widget.progress.Progress` (chunks done of total) after each chunk.
+            stop: a ``threading.Event`` or a callable; when set, the run raises
+                :class:`~lens_widget.progress.Stopped` after the chunk in progress.
         """
         plan = self._plan(prompts, sites, positions, k, track, track_top)
         reducer = ChunkReducer(self.decoder, plan.max_rows, plan.k, fused=self._use_fused(plan), strict=self.compile == "always")
         store = _ResultStore(len(plan.positions), len(plan.sites), max(len(p) for p in plan.positions), plan.k, int(plan.tracked.numel()))
         kept: list[dict[str, torch.Tensor]] = []
-        bar = tqdm(total=plan.n_chunks, desc=f"{self.decoder.name.capitalize()}", unit="chunk", disable=not progress)
+        report = progress if callable(progress) else None
+        tq = tqdm(total=plan.n_chunks, desc=f"{self.decoder.name.capitalize()}", unit="chunk", disable=not progress or report is not None)
+        bar = ProgressBar(tq, plan.n_chunks, report, stop)
         try:
             for idx in _batches(len(plan.positions), batch_size):
                 batch = plan.batch.subset(idx)
@@ -215,6 +223,57 @@ class LogitLens:
             bar.close()
         result = self._assemble(plan, store)
         return (result, kept) if return_activations else result
+
+    def generate(
+        self,
+        prompt: Any,
+        max_new_tokens: int = 20,
+        *,
+        do_sample: bool = False,
+        seed: int | None = None,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        eos_token_id: Any = "auto",
+        sites: str | Sequence[str] | None = None,
+        k: int = 10,
+        track: Iterable[int | str] = (),
+        callback: Callable[[Any], Any] | None = None,
+        progress: bool | Callable[[Any], Any] = True,
+        stop: Any = None,
+        return_activations: bool = False,
+    ) -> LensResult | tuple[LensResult, dict[str, torch.Tensor]]:
+        """Let the model write up to ``max_new_tokens`` tokens after ``prompt``, with the lens on
+        every token: a :class:`LensResult` over prompt + generated tokens (``generated_from``
+        marks where the prompt ends), equal to :meth:`run` on those ids.
+
+        One prefill forward with the KV cache, then one cached step and one column of
+        reductions per new token (see :mod:`lens_widget.generation`).
+
+        Args:
+            prompt: text, token ids, or a chat (a list of ``{"role", "content"}`` messages, run
+                through the chat template with the generation prompt).
+            do_sample: False: greedy (as ``transformers``' ``generate(do_sample=False)``); True:
+                sample from ``softmax(logits / temperature)`` restricted by ``top_k`` / ``top_p``,
+                reproducibly with ``seed``.
+            eos_token_id: stop after this token (or any of a list); ``"auto"``: the model's
+                generation config (or tokenizer); ``None``: never.
+            sites, k, track: as in :meth:`run`.
+            callback: called with each new :class:`~lens_widget.generation.GeneratedColumn` as it
+                is final (its next token already chosen).
+            progress: a tqdm bar (True), none (False), or a callable receiving
+                :class:`~lens_widget.generation.GenerationProgress` after each token.
+            stop: a ``threading.Event`` (or a callable returning True) that ends the loop before
+                the next step; the result then covers the tokens read so far.
+            return_activations: also return ``{site: [T, d]}`` of every position.
+        """
+        from .generation import generate
+
+        return generate(
+            self, prompt, max_new_tokens, do_sample=do_sample, seed=seed, temperature=temperature, top_k=top_k, top_p=top_p,
+            eos_token_id=eos_token_id, sites=sites, k=k, track=track, callback=callback, progress=progress, stop=stop,
+            return_activations=return_activations,
+        )
 
     def _plan(self, prompts: Any, sites: Any, positions: Any, k: int, track: Iterable[int | str], track_top: int) -> _Plan:
         hm = self.model

@@ -50,6 +50,7 @@ __all__ = [
     "logit_diff",
     "lens_grid",
     "kl_by_layer",
+    "generation",
     "show",
     "save",
     "to_html",
@@ -607,4 +608,70 @@ def kl_by_layer(results: Any, *, log: bool = False, title: str = "KL(final ‖ l
         points.append(fig.scatter("x", "value", source=source, color=color, size=6, legend_label=name))
     fig.select_one(HoverTool).renderers = points
     _legend_outside(fig)
+    return fig
+
+
+def generation(
+    result: LensResult,
+    token: int | str,
+    *,
+    prompt: int = 0,
+    layers: Sequence[int | str] | None = None,
+    metric: str = "prob",
+) -> figure:
+    """A tracked token's probability (logit, rank) over the generation steps of
+    :meth:`LogitLens.generate <lens_widget.engine.LogitLens.generate>`, one line per layer.
+
+    Step ``i`` is the moment the model chose its ``i``-th new token: the lens column before it
+    (the column whose next token it is), so the x axis is labelled with the tokens written.
+    ``layers``: sites (indices, names or labels) to draw; default every site. Lines go from dark
+    (embeddings) to light (final layer).
+    """
+    _check_metric(metric, TRAJECTORY_METRICS)
+    if result.generated_from is None:
+        raise ValueError("this result is not a generation: make it with LogitLens.generate(prompt, max_new_tokens)")
+    tid = _token_id(result, token)
+    start = int(result.generated_from[prompt])
+    n = int(result.lengths[prompt])
+    # the column that predicts token p is the one at position p - 1
+    cols = [result.position_index(p - 1, prompt) for p in range(max(start, 1), n)]
+    if not cols:
+        raise ValueError("the generation wrote no tokens")
+    written = [int(result.input_ids[prompt, p]) for p in range(max(start, 1), n)]
+    steps = _labels(written, result.display)
+    site_idx = list(range(result.n_sites)) if layers is None else [result.site_index(s) for s in _as_list(layers)]
+    labels = result.site_labels
+    name = result.display(tid)
+    fig = _figure(
+        f"{_METRIC_TITLES[metric]} of {name!s} over the generation, by layer",
+        [("layer", "@layer"), ("step", "@step"), ("written", "@written"), (metric, "@value{%.4g}")],
+        width=max(480, min(1200, 28 * len(cols))),
+        height=340,
+        x_labels=steps,
+        x_name="token written (generation step)",
+        y_name=_METRIC_TITLES[metric],
+        y_axis_type="log" if metric == "rank" else "linear",
+    )
+    fig.xaxis.major_label_orientation = 0.9
+    values = result.tracked(tid, metric)[prompt]  # [S, P]
+    points = []
+    for j, s in enumerate(site_idx):
+        source = ColumnDataSource(
+            {
+                "x": np.arange(len(cols)),
+                "value": values[s, cols].astype(np.float64),
+                "layer": [labels[s]] * len(cols),
+                "step": list(range(len(cols))),
+                "written": steps,
+                "column": cols,
+            }
+        )
+        color = Viridis256[int(round(j / max(1, len(site_idx) - 1) * 230))]
+        fig.line("x", "value", source=source, color=color, line_width=2 if s == result.n_sites - 1 else 1.2, legend_label=labels[s])
+        points.append(fig.scatter("x", "value", source=source, color=color, size=4, legend_label=labels[s]))
+    fig.select_one(HoverTool).renderers = points
+    _legend_outside(fig)
+    fig.legend[0].click_policy = "hide"
+    if metric == "rank":
+        fig.y_range.flipped = True
     return fig

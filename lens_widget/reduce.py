@@ -205,9 +205,20 @@ class ChunkReducer:
     def final_distribution(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Probabilities ``[r, V]`` (a new tensor) and negative entropy ``[r]`` of prepared
         final-layer rows."""
-        logp = torch.log_softmax(self.decoder.unembed(x), dim=-1)
+        return self.final_from_logits(self.decoder.unembed(x))
+
+    @torch.inference_mode()
+    def final_from_logits(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`final_distribution` from the final layer's logits ``[r, V]`` (left unchanged)."""
+        logp = torch.log_softmax(z, dim=-1)
         p = logp.clamp(min=EXP_FLOOR).exp_()
         return p, (p * logp).sum(-1)
+
+    @torch.inference_mode()
+    def unembed_rows(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of prepared rows ``x [r, d]`` into this reducer's buffer (for :meth:`reduce`'s
+        ``logits=``: one matmul serves a chunk's final distribution and its statistics)."""
+        return self.decoder.unembed(x, out=self.z[: x.shape[0]])
 
     def _eager_stats(self, z: torch.Tensor, targets: torch.Tensor, p_final: torch.Tensor, group: int):
         """:func:`cell_stats` in passes over preallocated buffers (no ``[r, V]`` temporaries)."""
@@ -255,16 +266,18 @@ class ChunkReducer:
         final: tuple[torch.Tensor, torch.Tensor],
         group: int = 1,
         nonfinite: torch.Tensor | None = None,
+        logits: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Statistics of ``r`` prepared rows ``x [r, d]``.
 
         ``next_ids [r]`` (``-1`` = none), ``tracked [M]`` ids, ``final`` the final layer's
         (probabilities, negative entropy) for the chunk's positions, ``nonfinite [r]`` rows whose
         activations held NaN/inf. Rows are ordered position-major in groups of ``group`` sites:
-        row ``i`` belongs to position ``i // group``.
+        row ``i`` belongs to position ``i // group``. ``logits``: the rows' logits from
+        :meth:`unembed_rows` when already computed (they are overwritten).
         """
         r = x.shape[0]
-        z = self.decoder.unembed(x, out=self.z[:r])
+        z = self.decoder.unembed(x, out=self.z[:r]) if logits is None else logits
         dev = z.device
         next_logit = z.gather(1, next_ids.clamp(min=0).to(dev)[:, None])
         tracked_logit = z[:, tracked.to(dev)] if tracked.numel() else z.new_empty(r, 0)

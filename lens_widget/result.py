@@ -40,6 +40,8 @@ class LensResult:
         token_strings: decoded text of every id that appears in the arrays above.
         model_name: what the model was loaded from.
         lens_name: the decoder that produced it (``"logit lens"``, ``"tuned lens"``).
+        generated_from: ``[B]`` for a generation (``LogitLens.generate``), the index of each
+            row's first generated token (its prompt's length); ``None`` when every token was given.
     """
 
     prompts: list[str]
@@ -64,6 +66,7 @@ class LensResult:
     token_strings: dict[int, str] = field(default_factory=dict)
     model_name: str = ""
     lens_name: str = "logit lens"
+    generated_from: np.ndarray | None = None
 
     # -- shape ----------------------------------------------------------------------------
     @property

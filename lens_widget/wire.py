@@ -15,10 +15,12 @@ import numpy as np
 
 from .result import LensResult
 
-__all__ = ["WIRE_VERSION", "wire_dtype", "encode_array", "result_to_wire", "lift_arrays", "json_state"]
+__all__ = ["WIRE_VERSION", "COLUMN_KEYS", "wire_dtype", "encode_array", "result_to_wire", "column_message", "message_bytes", "lift_arrays", "json_state"]
 
 WIRE_VERSION = 1
 _BY_KIND = {"b": "uint8", "i": "int32", "u": "uint32", "f": "float32"}
+#: The per-cell arrays of ``data`` (``[S, P, ...]``); a column message carries one column of each.
+COLUMN_KEYS = ("topk_ids", "topk_probs", "entropy", "next_prob", "next_rank", "kl", "nonfinite", "tracked_prob", "tracked_logit", "tracked_rank")
 
 
 def wire_dtype(array: np.ndarray) -> str:
@@ -83,7 +85,49 @@ def result_to_wire(result: LensResult, prompt: int = 0) -> dict[str, Any]:
         "tracked_rank": cells(r.tracked_rank),
         "vocab_ids": encode_array(vocab_ids),
         "vocab_strings": [r.token_strings.get(int(i), "") for i in vocab_ids.tolist()],
+        "generated_from": -1 if r.generated_from is None else int(r.generated_from[prompt]),
     }
+
+
+def column_message(
+    cells: dict[str, np.ndarray],
+    col: int,
+    token_id: int,
+    next_id: int,
+    token_strings: dict[int, str],
+    known_ids: set[int] | None = None,
+    **fields: Any,
+) -> dict[str, Any]:
+    """One grid column for the front end (``{"type": "column", ...}``, see ``docs/wire.md``).
+
+    ``cells[key]`` is ``[S, ...]`` (one column of a :class:`LensResult` array, keys
+    :data:`COLUMN_KEYS`); ``col`` the column it sets (``n_positions``: appended; less: replaced).
+    The token table carries only ids not in ``known_ids`` (the ids the front end already has),
+    which is updated. Arrays stay numpy: :func:`lift_arrays` turns them into binary buffers.
+    ``fields`` (``done``, ``total``, ``eta_s``, ``generated_from``, ...) are added as they are.
+    """
+    known = known_ids if known_ids is not None else set()
+    ids = {int(token_id), int(next_id)} | set(np.unique(cells["topk_ids"]).tolist())
+    new = sorted(i for i in ids if i >= 0 and i not in known)
+    known.update(new)
+    return {
+        "type": "column",
+        "col": int(col),
+        "position": int(col),
+        "token_id": int(token_id),
+        "next_id": int(next_id),
+        "cells": {key: np.ascontiguousarray(cells[key]) for key in COLUMN_KEYS},
+        "vocab_ids": np.asarray(new, dtype=np.int32),
+        "vocab_strings": [token_strings.get(i, "") for i in new],
+        **fields,
+    }
+
+
+def message_bytes(content: dict[str, Any], buffers: list[bytes]) -> int:
+    """Bytes a custom message puts on the websocket: its JSON plus its binary buffers."""
+    import json
+
+    return len(json.dumps(content, separators=(",", ":")).encode("utf-8")) + sum(len(b) for b in buffers)
 
 
 def lift_arrays(msg: dict[str, Any]) -> tuple[dict[str, Any], list[bytes]]:

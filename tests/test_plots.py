@@ -322,3 +322,45 @@ def test_the_fake_has_the_shape_of_a_real_result_and_plots_read_a_real_one():
     for i, (x, y) in enumerate(zip(d["x"], d["y"])):
         np.testing.assert_allclose(d["value"][i], real.kl[0, y, x], rtol=1e-6)
         assert d["top1"][i] == real.display(real.topk_ids[0, y, x, 0])
+
+
+@pytest.mark.parametrize("metric", ["prob", "rank"])
+def test_generation_plot_one_line_per_layer_over_the_steps(metric):
+    from lens_widget import LogitLens, display_token
+    from zoo import tiny
+
+    hm = tiny("llama")
+    res = LogitLens(hm, compile="never").generate("Hello wor", 6, track=["o", "l"], progress=False)
+    tid = hm.tokens.token_id("o")
+    fig = plots.generation(res, tid, metric=metric)
+    g = glyphs(fig)
+    assert len(g["Line"]) == len(g["Scatter"]) == res.n_sites
+    n0 = int(res.generated_from[0])
+    ids = res.input_ids[0].tolist()
+    m = res.tracked_ids.tolist().index(tid)
+    table = res.tracked_prob if metric == "prob" else res.tracked_rank
+    for s, rend in enumerate(g["Line"]):
+        d = data(rend)
+        assert list(d["layer"]) == [res.site_labels[s]] * 6
+        # step i: the column whose next token is the i-th written one (position n0 + i - 1)
+        want = [table[0, s, int(np.nonzero(res.positions[0] == n0 + i - 1)[0][0]), m] for i in range(6)]
+        np.testing.assert_allclose(d["value"], want, rtol=1e-6)
+        shown = [display_token(hm.tokenizer.decode([t])) for t in ids[n0:]]
+        assert list(d["written"]) == [f"{x} #{t}" if shown.count(x) > 1 else x for x, t in zip(shown, ids[n0:])]
+    assert fig.yaxis[0].__class__.__name__ == ("LogAxis" if metric == "rank" else "LinearAxis")
+    assert set(tooltip_fields(fig)) >= {"layer", "step", "written", metric}
+    html_of(fig)
+    # a few layers only, by label
+    assert len(glyphs(plots.generation(res, "o", layers=["emb", res.site_labels[-1]]))["Line"]) == 2
+
+
+def test_generation_plot_needs_a_generation_and_a_tracked_token():
+    r = make_result(tracked=(3,))
+    with pytest.raises(ValueError, match="not a generation"):
+        plots.generation(r, 3)
+    from lens_widget import LogitLens
+    from zoo import tiny
+
+    res = LogitLens(tiny("llama"), compile="never").generate("ab", 2, track=["a"], progress=False)
+    with pytest.raises(TokenLookupError, match="track="):
+        plots.generation(res, 5)

@@ -112,13 +112,13 @@ def test_layers_depend_one_way():
     """loading/arch -> inputs/sites -> sources -> decoders -> reduce -> engine -> result -> wire -> widget | plots."""
     graph = _graph()
     order = [
-        ["lens_widget.arch", "lens_widget.loading", "lens_widget.devices", "lens_widget.tokens", "lens_widget.metrics"],
+        ["lens_widget.arch", "lens_widget.loading", "lens_widget.devices", "lens_widget.tokens", "lens_widget.metrics", "lens_widget.progress"],
         ["lens_widget.inputs", "lens_widget.sites"],
         ["lens_widget.sources", "lens_widget.sources.base", "lens_widget.sources.hooks", "lens_widget.cache", "lens_widget.hooked"],
         ["lens_widget.decoders"],
         ["lens_widget.reduce"],
         ["lens_widget.result"],
-        ["lens_widget.engine"],
+        ["lens_widget.engine", "lens_widget.generation"],
         ["lens_widget.wire"],
         ["lens_widget.widget", "lens_widget.widget.widget", "lens_widget.widget.requests", "lens_widget.widget.export", "lens_widget.plots", "lens_widget.cli"],
     ]

@@ -15,13 +15,15 @@ from zoo import tiny
 def widget():
     w = LensWidget(tiny("llama"), "Hello world", track=["H"], progress=False)
     w.replies = []
-    w.send = lambda content, buffers=None: w.replies.append((content, buffers or []))
+    # replies only (progress and column messages of background work are tested in test_widget_generate.py)
+    w.send = lambda content, buffers=None: w.replies.append((content, buffers or [])) if content.get("type") == "reply" else None
     yield w
     w.close()
 
 
 def ask(w, **content):
     w._on_msg(w, {"request_id": f"r{len(w.replies)}", **content}, [])
+    w.wait()  # set_prompt runs in the background (its stop button): its reply comes when it ends
     reply, buffers = w.replies[-1]
     assert reply["type"] == "reply" and reply["request_id"] == content.get("request_id", f"r{len(w.replies) - 1}")
     return reply, buffers
@@ -218,7 +220,8 @@ def test_widget_from_a_result_has_no_kernel_answers(tmp_path):
     r: LensResult = make_result(hostile=True)
     w = LensWidget(result=r)
     w.replies = []
-    w.send = lambda content, buffers=None: w.replies.append((content, buffers or []))
+    # replies only (progress and column messages of background work are tested in test_widget_generate.py)
+    w.send = lambda content, buffers=None: w.replies.append((content, buffers or [])) if content.get("type") == "reply" else None
     reply, _ = ask(w, type="cell_detail", site=0, col=0)
     assert not reply["ok"] and "no model" in reply["error"]
     page = w.save_html(tmp_path / "x.html").read_text()

@@ -20,12 +20,13 @@ BATCH = ["Hello world", "abc", "The cat sat."]
 
 def capture(w: LensWidget) -> LensWidget:
     w.replies = []
-    w.send = lambda content, buffers=None: w.replies.append((content, buffers or []))
+    w.send = lambda content, buffers=None: w.replies.append((content, buffers or [])) if content.get("type") == "reply" else None
     return w
 
 
 def ask(w, **content):
     w._on_msg(w, {"request_id": f"r{len(w.replies)}", **content}, [])
+    w.wait()  # set_prompt runs in the background (its stop button): its reply comes when it ends
     return w.replies[-1]
 
 

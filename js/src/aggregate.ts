@@ -107,6 +107,7 @@ export function meanLens(lenses: LensData[]): LensData | null {
     vocab,
     aggregate: { count: lenses.length, lengths: lenses.map((l) => l.P) },
     columnLabels,
+    generatedFrom: -1,
     display: displayFor(vocab),
     tokenAt: () => -1,
   };

@@ -117,6 +117,8 @@ export interface LensData {
   aggregate?: { count: number; lengths: number[] };
   /** column headers that replace the tokens (the mean view: "last", "last−1", …) */
   columnLabels?: string[];
+  /** index of the first token the model wrote (a generation), -1 when every token was given */
+  generatedFrom: number;
   /** display form of an id (cached) */
   display(id: number): string;
   /** token id at column c */
@@ -199,6 +201,7 @@ export function decodeLens(raw: unknown, lensLabel?: string): LensData | null {
     trackedLogit: arr(r, "tracked_logit", "float32", SP * M),
     trackedRank: arr(r, "tracked_rank", "int32", SP * M),
     vocab,
+    generatedFrom: typeof r.generated_from === "number" ? r.generated_from : -1,
     display: displayFor(vocab),
     tokenAt: (c: number) => {
       const p = positions[c];
@@ -207,4 +210,136 @@ export function decodeLens(raw: unknown, lensLabel?: string): LensData | null {
   };
   if (lens.topkIds.length !== SP * k) throw new RangeError("topk_ids does not match n_sites x n_positions x k");
   return lens;
+}
+
+// -- generation: one column at a time (docs/wire.md, "column" messages) -------------------------
+
+/** A decoded `column` message: one column of every per-cell array, `[S, 1, ...]` each. */
+export interface ColumnUpdate {
+  /** the column it sets: `P` appends, less replaces */
+  col: number;
+  tokenId: number;
+  nextId: number;
+  /** the lens label it belongs to ("" when the message names none) */
+  lens: string;
+  generatedFrom: number;
+  done: number;
+  total: number;
+  etaS: number | null;
+  topkIds: Int32Array;
+  topkProbs: Float32Array;
+  entropy: Float32Array;
+  nextProb: Float32Array;
+  nextRank: Int32Array;
+  kl: Float32Array;
+  nonfinite: Uint8Array;
+  trackedProb: Float32Array;
+  trackedLogit: Float32Array;
+  trackedRank: Int32Array;
+  vocab: Map<number, string>;
+}
+
+/** Decode a `column` message (its arrays in `buffers`); null when it is not one. */
+export function decodeColumn(msg: unknown, buffers?: Bytes[]): ColumnUpdate | null {
+  if (!msg || typeof msg !== "object") return null;
+  const m = msg as Record<string, unknown>;
+  if (m.type !== "column" || !m.cells || typeof m.cells !== "object") return null;
+  const cells = m.cells as Record<string, WireArray>;
+  const get = <T extends TypedArray>(key: string) => {
+    const w = cells[key];
+    if (!isWireArray(w)) throw new TypeError(`column message has no ${key}`);
+    return decodeArray(w, buffers) as T;
+  };
+  const vocab = new Map<number, string>();
+  if (isWireArray(m.vocab_ids)) {
+    const ids = decodeArray(m.vocab_ids as WireArray, buffers);
+    const strings = Array.isArray(m.vocab_strings) ? (m.vocab_strings as unknown[]) : [];
+    for (let i = 0; i < ids.length; i++) vocab.set(ids[i], String(strings[i] ?? ""));
+  }
+  const num = (v: unknown, d: number) => (typeof v === "number" && Number.isFinite(v) ? v : d);
+  return {
+    col: num(m.col, -1),
+    tokenId: num(m.token_id, -1),
+    nextId: num(m.next_id, -1),
+    lens: typeof m.lens === "string" ? m.lens : "",
+    generatedFrom: num(m.generated_from, -1),
+    done: num(m.done, 0),
+    total: num(m.total, 0),
+    etaS: typeof m.eta_s === "number" ? m.eta_s : null,
+    topkIds: get<Int32Array>("topk_ids"),
+    topkProbs: get<Float32Array>("topk_probs"),
+    entropy: get<Float32Array>("entropy"),
+    nextProb: get<Float32Array>("next_prob"),
+    nextRank: get<Int32Array>("next_rank"),
+    kl: get<Float32Array>("kl"),
+    nonfinite: get<Uint8Array>("nonfinite"),
+    trackedProb: get<Float32Array>("tracked_prob"),
+    trackedLogit: get<Float32Array>("tracked_logit"),
+    trackedRank: get<Int32Array>("tracked_rank"),
+    vocab,
+  };
+}
+
+/** `[S, P, w]` laid out site-major, with column `col` set from `[S, 1, w]` (appended when col = P). */
+function spliceColumn<T extends TypedArray>(old: T, S: number, P: number, w: number, col: number, add: TypedArray): T {
+  const P2 = col === P ? P + 1 : P;
+  const C = old.constructor as { new (n: number): T };
+  const out = P2 === P ? (old.slice() as T) : new C(S * P2 * w);
+  for (let s = 0; s < S; s++) {
+    if (P2 !== P) out.set(old.subarray(s * P * w, (s + 1) * P * w), s * P2 * w);
+    out.set(add.subarray(s * w, (s + 1) * w), (s * P2 + col) * w);
+  }
+  return out;
+}
+
+/** The grid with one column set (replaced, or appended at the end): a new `LensData`, the old
+ * one unchanged. Returns `lens` itself when the update does not fit (a gap, other sites). */
+export function withColumn(lens: LensData, u: ColumnUpdate): LensData {
+  const { S, P, k, M } = lens;
+  if (u.col < 0 || u.col > P || u.topkIds.length !== S * k || u.entropy.length !== S || u.trackedProb.length !== S * M) return lens;
+  const append = u.col === P;
+  const P2 = append ? P + 1 : P;
+  const vocab = new Map(lens.vocab);
+  for (const [id, text] of u.vocab) vocab.set(id, text);
+  const positions = new Int32Array(P2);
+  positions.set(lens.positions.subarray(0, P));
+  const nextIds = new Int32Array(P2);
+  nextIds.set(lens.nextIds.subarray(0, P));
+  let inputIds = lens.inputIds;
+  if (append) {
+    const pos = (P > 0 ? lens.positions[P - 1] : -1) + 1;
+    positions[P] = pos;
+    if (pos >= inputIds.length) {
+      inputIds = new Int32Array(pos + 1);
+      inputIds.set(lens.inputIds.subarray(0, Math.min(lens.inputIds.length, pos)));
+      inputIds[pos] = u.tokenId;
+    }
+  }
+  nextIds[u.col] = u.nextId;
+  const col = u.col;
+  const next: LensData = {
+    ...lens,
+    P: P2,
+    positions,
+    inputIds,
+    nextIds,
+    topkIds: spliceColumn(lens.topkIds, S, P, k, col, u.topkIds),
+    topkProbs: spliceColumn(lens.topkProbs, S, P, k, col, u.topkProbs),
+    entropy: spliceColumn(lens.entropy, S, P, 1, col, u.entropy),
+    nextProb: spliceColumn(lens.nextProb, S, P, 1, col, u.nextProb),
+    nextRank: spliceColumn(lens.nextRank as Int32Array, S, P, 1, col, u.nextRank),
+    kl: spliceColumn(lens.kl, S, P, 1, col, u.kl),
+    nonfinite: spliceColumn(lens.nonfinite, S, P, 1, col, u.nonfinite),
+    trackedProb: spliceColumn(lens.trackedProb, S, P, M, col, u.trackedProb),
+    trackedLogit: spliceColumn(lens.trackedLogit, S, P, M, col, u.trackedLogit),
+    trackedRank: spliceColumn(lens.trackedRank as Int32Array, S, P, M, col, u.trackedRank),
+    vocab,
+    generatedFrom: u.generatedFrom >= 0 ? u.generatedFrom : lens.generatedFrom,
+    display: displayFor(vocab),
+    tokenAt: (c: number) => {
+      const p = positions[c];
+      return p >= 0 && p < inputIds.length ? inputIds[p] : -1;
+    },
+  };
+  return next;
 }

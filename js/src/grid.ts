@@ -387,6 +387,7 @@ export class Grid {
     this.drawOutlines(f);
     this.drawHeaders(f);
     this.drawSeparators(f);
+    this.drawBoundary(f);
     this.drawCorner(f);
     this.lastDrawMs = performance.now() - t0;
     if (this.onDrawn) this.onDrawn();
@@ -491,11 +492,16 @@ export class Grid {
     const rowLabel = (r: number) =>
       this.transpose ? (lens.columnLabels ? tokenLabel(r) : `${lens.positions[r]} ${tokenLabel(r)}`) : lens.siteLabels[lens.S - 1 - r];
 
+    // tokens the model wrote (a generation) are labelled in the accent colour
+    const g = lens.generatedFrom;
+    const written = (token: number) => g >= 0 && token >= g;
+
     this.clip(f, hw, 0, W - hw, hh);
     ctx.textAlign = "center";
     for (const c of Grid.visible(this.frozenCols, f.c0, f.c1)) {
       const x = this.colX(f, c);
       if (c >= this.frozenCols && x < f.bodyX) continue; // partly under the frozen band
+      ctx.fillStyle = !this.transpose && written(c) ? th.accent : th.fg;
       ctx.fillText(this.fit(ctx, colLabel(c), cw - 4), x + cw / 2, hh / 2);
     }
     ctx.restore();
@@ -505,9 +511,11 @@ export class Grid {
     for (const r of Grid.visible(this.frozenRows, f.r0, f.r1)) {
       const y = this.rowY(f, r);
       if (r >= this.frozenRows && y < f.bodyY) continue;
+      ctx.fillStyle = this.transpose && written(r) ? th.accent : th.fg;
       ctx.fillText(this.fit(ctx, rowLabel(r), hw - 8), 4, y + ch / 2);
     }
     ctx.restore();
+    ctx.fillStyle = th.fg;
   }
 
   /** Lines under the headers and along the frozen band. */
@@ -519,6 +527,21 @@ export class Grid {
     ctx.fillRect(hw - 1, 0, 1, H);
     if (this.frozenRows) ctx.fillRect(hw, bodyY - 1, W - hw, 1);
     if (this.frozenCols) ctx.fillRect(bodyX - 1, hh, 1, H - hh);
+  }
+
+  /** The prompt / generation boundary: a line before the first token the model wrote. */
+  private drawBoundary(f: Frame): void {
+    const g = f.lens.generatedFrom;
+    if (!(g > 0) || g > f.lens.P) return;
+    const { ctx, th, W, H } = f;
+    ctx.fillStyle = th.accent;
+    if (!this.transpose) {
+      const x = this.colX(f, g) - 1;
+      if (x >= f.bodyX - 1 && x <= W) ctx.fillRect(x - 1, 0, 2, H);
+    } else {
+      const y = this.rowY(f, g) - 1;
+      if (y >= f.bodyY - 1 && y <= H) ctx.fillRect(0, y - 1, W, 2);
+    }
   }
 
   /** The top-left corner, over the separators. */

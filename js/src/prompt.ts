@@ -44,7 +44,9 @@ export class PromptBox {
       await this.req.request<SetPromptResult>("set_prompt", { prompt: this.input.value }, PROMPT_TIMEOUT_MS);
       if (mine === this.seq) this.notices.setStatus("");
     } catch (e) {
-      if (mine === this.seq) this.notices.setError((e as Error).message);
+      const message = (e as Error).message;
+      // a stopped recompute is no error: the previous grid stays (the task bar says so)
+      if (mine === this.seq && message !== "stopped") this.notices.setError(message);
     }
   }
 }

@@ -1,7 +1,7 @@
 // Trait -> view: decode the grid shown (`data`, or the lens and prompt chosen in `grids`, or their
 // mean), recolour on a metric change, show busy / error, follow the host theme.
 import type { LensModel } from "./model";
-import { decodeLens, type LensData } from "./data";
+import { decodeLens, withColumn, type ColumnUpdate, type LensData } from "./data";
 import { meanLens } from "./aggregate";
 import { DEFAULT_METRIC, metricView, type MetricView } from "./metrics";
 import type { Controls } from "./controls";
@@ -130,10 +130,35 @@ export class TraitSync {
     v.title.textContent = this.titleText(lens);
     v.root.dataset.lens = lens?.lensName ?? "";
     v.root.dataset.view = lens?.aggregate ? "mean" : String(this.model.get("prompt_index") ?? 0);
+    this.markRoot(lens);
     this.syncControls();
     this.recolor();
     v.selection.syncPins();
     v.selection.restore();
+  }
+
+  /** A `column` message: the grid shown grows (or one column is replaced) in place, without
+   * the kernel re-sending the grid. Ignored on the mean view, another lens, or when it does not fit. */
+  applyColumn(u: ColumnUpdate): boolean {
+    const { v, lens } = this;
+    if (!lens || lens.aggregate) return false;
+    if (u.lens && u.lens !== String(this.model.get("lens") ?? "")) return false;
+    const next = withColumn(lens, u);
+    if (next === lens) return false;
+    const vp = v.grid.viewport;
+    const atEnd = vp.scrollLeft + vp.clientWidth >= vp.scrollWidth - 2;
+    this.lens = next;
+    v.title.textContent = this.titleText(next);
+    this.markRoot(next);
+    this.recolor();
+    v.selection.syncPins();
+    if (atEnd && !this.model.get("transpose")) vp.scrollLeft = vp.scrollWidth; // follow the newest token
+    return true;
+  }
+
+  private markRoot(lens: LensData | null): void {
+    this.v.root.dataset.nPositions = String(lens?.P ?? 0);
+    this.v.root.dataset.generatedFrom = String(lens?.generatedFrom ?? -1);
   }
 
   syncBusy(): void {

@@ -5,14 +5,18 @@ import type { Notices } from "./status";
 
 export type Track = (id: number) => Promise<void>;
 
+/** Tracking recomputes every lens and prompt in the background (with progress and stop): allow it long. */
+const TRACK_TIMEOUT_MS = 600000;
+
 export function tracker(req: Requester, notices: Notices): Track {
   return async (id) => {
     notices.setStatus(`tracking #${id}…`);
     try {
-      const r = await req.request<TrackResult>("track", { token: id });
+      const r = await req.request<TrackResult>("track", { token: id }, TRACK_TIMEOUT_MS);
       notices.setStatus(`tracking #${r.token_id}`);
     } catch (e) {
-      notices.setStatus((e as Error).message, true);
+      const message = (e as Error).message;
+      notices.setStatus(message === "stopped" ? `not tracking #${id}: stopped` : message, message !== "stopped");
     }
   };
 }

@@ -12,6 +12,8 @@ import { SearchBox } from "./search";
 import { Selection } from "./selection";
 import { Notices } from "./status";
 import { TraitSync } from "./sync";
+import { TaskBar, isProgress } from "./tasks";
+import { decodeColumn, type Bytes } from "./data";
 import { tracker } from "./track";
 import { timeTooltip, watchPaint } from "./perf";
 import { Disposers, h } from "./dom";
@@ -38,8 +40,9 @@ function render({ model, el }: Pick<RenderProps<LensTraits>, "model" | "el">): (
   const controls = new Controls(model, d);
   const prompt = new PromptBox(model, req, notices, d);
   const search = new SearchBox(req, track, d);
+  const tasks = new TaskBar(model, req, notices, root, d);
   const bar2 = h("div", "lw-controls lw-controls2");
-  bar2.append(prompt.el, search.form);
+  bar2.append(prompt.el, tasks.el, search.form);
   const title = h("div", "lw-title");
   root.append(title, controls.el, bar2, search.out, notices.errorBox, notices.status);
 
@@ -64,6 +67,24 @@ function render({ model, el }: Pick<RenderProps<LensTraits>, "model" | "el">): (
   const selection = new Selection(model, grid, panel, () => sync.lens);
   const sync = new TraitSync(model, { root, title, notices, controls, prompt, grid, panel, tooltip, selection });
   sync.start(d);
+
+  // the kernel's unrequested messages: progress of long work, and new columns of a generation
+  const onMsg = (msg: unknown, buffers?: Bytes[]) => {
+    if (isProgress(msg)) tasks.onProgress(msg);
+    else {
+      const column = decodeColumn(msg, buffers);
+      if (column) sync.applyColumn(column);
+    }
+  };
+  model.on("msg:custom", onMsg);
+  d.add(() => model.off("msg:custom", onMsg));
+  tasks.sync();
+  d.on(model, "change:prompts", () => tasks.sync());
+  d.on(model, "change:lenses", () => tasks.sync());
+  // a view listens now: a widget built with generate=N starts writing (an exported page says no)
+  req.request("view_ready", {}).catch(() => {
+    tasks.el.hidden = true; // no kernel to write with
+  });
 
   // keys typed inside the widget stay inside it (hosts listen for shortcuts on the document)
   d.listen(root, "keydown", (ev) => ev.stopPropagation());

@@ -19,11 +19,13 @@ T = TypeVar("T")
 class Recording:
     """What one forward pass recorded: ``acts[site]`` is ``[B, P, d]`` (on the source's output
     device), ``logits`` the model's own float32 logits at the selected positions when asked for,
-    ``last_layernorm`` the final norm's output there when asked for."""
+    ``last_layernorm`` the final norm's output there when asked for. ``past`` is the model's
+    key/value cache after the pass when one was asked for (``use_cache=True``: generation)."""
 
     acts: dict[str, torch.Tensor]
     logits: torch.Tensor | None = None
     last_layernorm: torch.Tensor | None = None
+    past: Any = None
 
 
 @dataclass
@@ -102,8 +104,15 @@ class ActivationSource(abc.ABC):
         *,
         want_logits: bool = False,
         final_norm: bool = False,
+        past: Any = None,
+        use_cache: bool = False,
     ) -> Recording:
-        """One forward pass; the activations of ``sites`` at ``select``."""
+        """One forward pass; the activations of ``sites`` at ``select``.
+
+        Generation (:mod:`lens_widget.generation`) passes ``use_cache=True`` and, after the
+        first pass, the previous ``Recording.past``: ``batch`` then holds only the new tokens
+        (one prompt), ``select`` indexes them, and ``want_logits`` returns the model's logits
+        at the last new token only. Sources that cannot cache raise ``NotImplementedError``."""
 
     def reduce(self, batch: Batch, sites: Sequence[str], select: torch.Tensor, work: "Work[T] | Callable[[dict[str, torch.Tensor]], T]") -> T:
         """Record ``sites`` and apply ``work`` to them where they live; only its result returns.

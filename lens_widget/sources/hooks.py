@@ -169,7 +169,10 @@ class HookSource(ActivationSource):
         self.model = model
         self.arch = arch
         self.out_device = out_device
-        self._logits_to_keep = "logits_to_keep" in inspect.signature(model.forward).parameters
+        params = inspect.signature(model.forward).parameters
+        self._logits_to_keep = "logits_to_keep" in params
+        # transformers >= 5.2x names the KV cache `cache`; earlier versions `past_key_values`
+        self._cache_arg = "cache" if "cache" in params else "past_key_values"
 
     @property
     def input_device(self) -> torch.device:
@@ -184,17 +187,29 @@ class HookSource(ActivationSource):
         *,
         want_logits: bool = False,
         final_norm: bool = False,
+        past: Any = None,
+        use_cache: bool = False,
     ) -> Recording:
         recorder = SiteRecorder(self.model, self.arch, sites, extra_final_norm=final_norm, out_device=self.out_device)
         recorder.select = select
-        kwargs: dict[str, Any] = {"use_cache": False}
-        if not want_logits and self._logits_to_keep:
+        kwargs: dict[str, Any] = {"use_cache": bool(use_cache or past is not None)}
+        if (not want_logits or kwargs["use_cache"]) and self._logits_to_keep:
             kwargs["logits_to_keep"] = 1
         dev = self.input_device
+        mask = batch.attention_mask.to(dev)
+        if past is not None:  # the cached tokens are attended to as well
+            seen = int(past.get_seq_length())
+            mask = torch.cat([torch.ones(mask.shape[0], seen, dtype=mask.dtype, device=dev), mask], 1)
+            kwargs[self._cache_arg] = past
         with recorder:
-            out = self.model(input_ids=batch.input_ids.to(dev), attention_mask=batch.attention_mask.to(dev), **kwargs)
+            out = self.model(input_ids=batch.input_ids.to(dev), attention_mask=mask, **kwargs)
         acts = recorder.finish()
         logits = None
+        if kwargs["use_cache"]:  # generation: the logits of the last new token, and the cache
+            if want_logits:
+                logits = out.logits[:, -1].float()
+                logits = logits if self.out_device is None else logits.to(self.out_device)
+            return Recording(acts=acts, logits=logits, last_layernorm=acts.pop("last_layernorm", None), past=out.get("cache", out.get("past_key_values")))
         if want_logits:
             rows = torch.arange(select.shape[0], device=out.logits.device)[:, None]
             logits = out.logits[rows, select.to(out.logits.device)].float()

@@ -201,7 +201,10 @@ class NNsightSource(ActivationSource):
         return result
 
     # -- the seam ------------------------------------------------------------------------------
-    def record(self, batch: Batch, sites: Sequence[str], select: torch.Tensor, *, want_logits: bool = False, final_norm: bool = False) -> Recording:
+    def record(self, batch: Batch, sites: Sequence[str], select: torch.Tensor, *, want_logits: bool = False, final_norm: bool = False,
+               past: Any = None, use_cache: bool = False) -> Recording:
+        if use_cache or past is not None:
+            raise NotImplementedError("generate() with an nnsight model is not supported yet: wrap the transformers model itself")
         acts = self._in_trace(batch, sites, select, "record", final_norm=final_norm)
         logits = None
         if want_logits:  # the model's own logits at the selected positions

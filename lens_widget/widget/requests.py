@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Callable
 if TYPE_CHECKING:  # the widget imports this module; this is for type checkers only
     from .widget import LensWidget
 
-__all__ = ["RequestError", "REQUESTS", "MAX_K", "int_in", "handle"]
+__all__ = ["RequestError", "REQUESTS", "BACKGROUND", "MAX_K", "int_in", "handle", "start_background"]
 
 MAX_K = 200
 
@@ -70,14 +70,62 @@ def _trajectory(w: "LensWidget", m: dict[str, Any]) -> dict[str, Any]:
     return w.trajectory(col, ids)
 
 
+def _stop(w: "LensWidget", m: dict[str, Any]) -> dict[str, Any]:
+    return {"stopped": w.stop()}
+
+
+def _start_set_prompt(w: "LensWidget", m: dict[str, Any], reply: Callable[[Any, Any], None]) -> Any:
+    prompt = m.get("prompt")
+    if not isinstance(prompt, str):
+        raise RequestError("prompt must be a string")
+
+    def done(task: Any, outcome: Any) -> None:
+        ok = not isinstance(outcome, BaseException)
+        reply(task, {"n_positions": int(w.data.get("n_positions", 0))} if ok else outcome)
+
+    return w.set_prompt_in_background(prompt, done)
+
+
+def _start_generate(w: "LensWidget", m: dict[str, Any], reply: Callable[[Any, Any], None]) -> Any:
+    n = int_in("max_new_tokens", m.get("max_new_tokens", 20), 1, 4096)
+    options = {key: m[key] for key in ("do_sample", "seed", "temperature", "top_k", "top_p") if m.get(key) is not None}
+    if "do_sample" in options and not isinstance(options["do_sample"], bool):
+        raise RequestError("do_sample must be true or false")
+    return w.start_generation(n, reply, **options)
+
+
+def _in_background(handler: Callable[["LensWidget", dict[str, Any]], dict[str, Any]]) -> Callable[..., Any]:
+    """A request whose work may be long (a recompute of every lens and prompt), run in the
+    background with progress and stop; its reply is the handler's result."""
+
+    def start(w: "LensWidget", m: dict[str, Any], reply: Callable[[Any, Any], None]) -> Any:
+        return w.run_in_background(lambda: handler(w, m), reply)
+
+    return start
+
+
+#: message ``type`` -> handler(widget, message, reply) for work that runs in the background:
+#: the handler starts it (raising on a bad request) and ``reply(task, outcome)`` answers later.
+BACKGROUND: dict[str, Callable[["LensWidget", dict[str, Any], Callable[[Any, Any], None]], Any]] = {
+    "set_prompt": _start_set_prompt,
+    "generate": _start_generate,
+    "track": _in_background(_track),
+    "untrack": _in_background(_untrack),
+}
+
+
+def start_background(widget: "LensWidget", message: dict[str, Any], reply: Callable[[Any, Any], None]) -> Any:
+    """Start the background work a request asks for (raises on a bad one)."""
+    return BACKGROUND[message["type"]](widget, message, reply)
+
+
 #: message ``type`` -> handler(widget, message) -> reply result
 REQUESTS: dict[str, Callable[["LensWidget", dict[str, Any]], dict[str, Any]]] = {
     "cell_detail": _cell_detail,
     "search": _search,
-    "track": _track,
-    "untrack": _untrack,
     "set_prompt": _set_prompt,
     "trajectory": _trajectory,
+    "stop": _stop,
 }
 
 
@@ -85,5 +133,5 @@ def handle(widget: "LensWidget", message: dict[str, Any]) -> dict[str, Any]:
     """The result of one request (raises on a bad one)."""
     handler = REQUESTS.get(message.get("type"))  # type: ignore[arg-type]
     if handler is None:
-        raise RequestError(f"unknown request type {message.get('type')!r}; known: {', '.join(REQUESTS)}")
+        raise RequestError(f"unknown request type {message.get('type')!r}; known: {', '.join([*REQUESTS, *BACKGROUND])}")
     return handler(widget, message)

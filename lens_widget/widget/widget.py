@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
@@ -20,20 +22,57 @@ import traitlets as t
 
 from ..decoders import Decoder
 from ..engine import LogitLens
+from ..generation import GeneratedColumn, generate as generate_with_lens
 from ..hooked import HookedModel
 from ..inputs import PromptError
 from ..metrics import GRID_METRICS
+from ..progress import Progress, Stopped
 from ..result import LensResult
 from ..tokens import TokenLookupError
-from ..wire import lift_arrays, result_to_wire
+from ..wire import COLUMN_KEYS, column_message, lift_arrays, result_to_wire
 from .export import BUNDLE_PATH, bundle_source, standalone_html
-from .requests import RequestError, handle, int_in
+from .requests import BACKGROUND, RequestError, handle, int_in, start_background
 
-__all__ = ["LensWidget", "WidgetClosedError"]
+__all__ = ["LensWidget", "WidgetClosedError", "Task"]
+
+#: The most tokens one generate request may ask for.
+MAX_NEW_TOKENS = 4096
+#: Generation options the widget passes through to ``LogitLens.generate``.
+GENERATE_OPTIONS = ("do_sample", "seed", "temperature", "top_k", "top_p", "eos_token_id")
+#: Seconds between two progress messages of a recompute (a generation reports every token).
+PROGRESS_INTERVAL_S = 0.2
 
 
 class WidgetClosedError(RuntimeError):
     """The widget was closed; its front end is gone."""
+
+
+class Task:
+    """Long work running in the kernel's background thread: a recompute or a generation.
+
+    ``kind`` is ``"compute"`` or ``"generate"``; ``stop`` the event a stop request sets;
+    ``thread`` the worker; ``error`` what ended it badly (``None``: finished or stopped)."""
+
+    def __init__(self, kind: str, total: int = 0):
+        self.kind = kind
+        self.total = int(total)
+        self.stop = threading.Event()
+        self.thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+        self.stopped = False
+        self.t0 = time.perf_counter()
+        self.previous: Task | None = None  # the work queued before this one
+        self.reported = False  # a progress message went out
+
+    @property
+    def running(self) -> bool:
+        return self.thread is not None and self.thread.is_alive()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the work to end; True when it has."""
+        if self.thread is not None:
+            self.thread.join(timeout)
+        return not self.running
 
 
 class LensWidget(anywidget.AnyWidget):
@@ -55,6 +94,12 @@ class LensWidget(anywidget.AnyWidget):
     grid, as if run alone) and a mean view over the prompts, aligned on the last token
     (``prompt_index``, ``aggregate``; see ``docs/wire.md``). A ``str`` prompt is one grid, as before.
     ``result=`` also takes a multi-prompt result, or ``{label: LensResult}`` for several lenses.
+
+    Generation: ``generate=N`` (or :meth:`generate`, or the front end's "generate" button) lets
+    the model write N tokens after the prompt in a background thread; the grid grows one
+    column per token (``column`` messages, docs/wire.md), the generated tokens are marked, and
+    a stop button (:meth:`stop`) keeps the tokens so far. A long recompute (a new prompt from the
+    front end) runs in the background too, with progress messages and the same stop.
     """
 
     # anywidget reads the file (and, with ANYWIDGET_HMR=1, watches it for live reload).
@@ -111,6 +156,7 @@ class LensWidget(anywidget.AnyWidget):
         track: Sequence[int | str] = (),
         memory_budget: int | None = None,
         progress: bool = True,
+        generate: int = 0,
         **kwargs: Any,
     ):
         source = bundle_source()  # a clear error, before anything is shown, if the front end is not built
@@ -135,6 +181,9 @@ class LensWidget(anywidget.AnyWidget):
         self._acts_by_prompt: list[dict[str, torch.Tensor]] = []
         self._closed = False
         self._syncing = False
+        self._task: Task | None = None
+        self._task_lock = threading.Lock()
+        self._pending_generate = int(generate)
         if lenses:
             assert prompt is not None
             prompts = [prompt] if isinstance(prompt, str) else list(prompt)
@@ -147,6 +196,8 @@ class LensWidget(anywidget.AnyWidget):
             results = dict(_labelled(result, None)) if isinstance(result, Mapping) else {result.lens_name or "logit lens": result}
             _check_same_shape(results)
             self._show(results)  # type: ignore[arg-type]
+        if self._pending_generate and not self._lenses:
+            raise ValueError("generate= needs a model")
         self.on_msg(self._on_msg)
 
     # -- state ------------------------------------------------------------------------------
@@ -186,6 +237,10 @@ class LensWidget(anywidget.AnyWidget):
             raise WidgetClosedError("this LensWidget was closed; create a new one")
 
     def close(self) -> None:
+        task = getattr(self, "_task", None)  # a widget that failed in __init__ has none
+        if task is not None:
+            task.stop.set()
+            task.join(30)
         self._closed = True
         self._acts_by_prompt = []
         super().close()
@@ -196,9 +251,15 @@ class LensWidget(anywidget.AnyWidget):
             raise RequestError("this widget was built from a LensResult and has no model to recompute with")
         results: dict[str, LensResult] = {}
         acts: list[dict[str, torch.Tensor]] = []
+        task = self._task if self._task is not None and self._task.thread is threading.current_thread() else None
+        n_lenses = len(self._lenses)
         for i, (label, runner) in enumerate(self._lenses.items()):
+            progress: Any = self._progress
+            if task is not None:  # a background recompute: progress messages, and its stop button
+                progress = self._compute_reporter(task, i, n_lenses)
             # the activations do not depend on the decoder: keep the first run's
-            out = runner.run(prompts, sites=self._sites, k=self._k, track=tracked, progress=self._progress, return_activations=i == 0)
+            out = runner.run(prompts, sites=self._sites, k=self._k, track=tracked, progress=progress, return_activations=i == 0,
+                             stop=None if task is None else task.stop)
             if i == 0:
                 results[label], acts = out  # type: ignore[misc]
             else:
@@ -249,15 +310,199 @@ class LensWidget(anywidget.AnyWidget):
             self._syncing = False
 
     def _guarded(self, work: Callable[[], Any]) -> Any:
-        """Run ``work`` with the busy flag; an error lands in ``error`` and the old grid stays."""
+        """Run ``work`` with the busy flag; an error lands in ``error`` and the old grid stays
+        (a stop is no error: the old grid stays, and ``error`` is left alone)."""
         self.busy = True
         try:
             return work()
+        except Stopped:
+            raise
         except Exception as exc:  # shown in the widget, then re-raised to the caller
             self.error = f"{type(exc).__name__}: {exc}"
             raise
         finally:
             self.busy = False
+
+    # -- background work: recomputes and generations, with progress and stop -----------------
+    @property
+    def task(self) -> Task | None:
+        """The background work running or last run (``None``: none yet)."""
+        return self._task
+
+    def _start_task(self, kind: str, total: int, work: Callable[[Task], Any], reply: Callable[[Task, Any], None] | None = None) -> Task:
+        """Run ``work(task)`` in a background thread, after the work started before it (requests
+        run in the order they came, and the kernel's message loop is never blocked, so a stop
+        request is read at once); ``reply(task, result_or_exception)`` runs when it ends."""
+        with self._task_lock:
+            prev = self._task
+            task = Task(kind, total)
+            self._task = task
+
+            def body() -> None:
+                outcome: Any = None
+                try:
+                    if prev is not None:
+                        prev.join()
+                        task.previous = None  # finished: no chain of old work
+                    if task.stop.is_set():
+                        raise Stopped("stopped before it started")
+                    task.t0 = time.perf_counter()
+                    outcome = work(task)
+                except Stopped as exc:
+                    task.stopped = True
+                    outcome = exc
+                except BaseException as exc:  # reported to the front end; the widget keeps working
+                    task.error = outcome = exc
+                finally:
+                    state = "stopped" if task.stopped else "error" if task.error is not None else "done"
+                    if task.reported or kind == "generate":  # the front end shows progress: end it
+                        self._send_safely({"type": "progress", "task": kind, "state": state, "done": -1, "total": task.total,
+                                       "elapsed_s": round(time.perf_counter() - task.t0, 3), "eta_s": 0})
+                    if reply is not None:
+                        reply(task, outcome)
+
+            task.thread = threading.Thread(target=body, name=f"lens-widget-{kind}", daemon=True)
+            task.previous = prev
+            task.thread.start()
+        return task
+
+    def stop(self) -> bool:
+        """Stop the background work, running or waiting (a generation keeps its tokens so far; a
+        recompute keeps the previous grid). True when something was running."""
+        task, stopped = self._task, False
+        while task is not None:
+            if task.running:
+                task.stop.set()
+                stopped = True
+            task = task.previous
+        return stopped
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for the background work to end; True when it has (its error, if any, is in
+        ``task.error`` and the ``error`` trait)."""
+        task = self._task
+        return True if task is None else task.join(timeout)
+
+    def _finish_background(self) -> None:
+        """Let background work end before a recompute from Python (never from the worker itself)."""
+        task = self._task
+        if task is not None and task.thread is not threading.current_thread():
+            task.join()
+
+    def _send_safely(self, content: dict[str, Any], buffers: list[bytes] | None = None) -> None:
+        """A message to the front end from any thread (dropped once the widget is closed)."""
+        if self._closed:
+            return
+        try:
+            self.send(content, buffers)
+        except Exception:  # a closed comm: the front end is gone, the work still finishes
+            pass
+
+    def _progress_message(self, task: Task, p: Progress, **fields: Any) -> dict[str, Any]:
+        task.reported = True
+        return {"type": "progress", "task": task.kind, "state": "running", "done": p.done, "total": p.total,
+                "elapsed_s": round(p.elapsed, 3), "eta_s": None if p.eta is None else round(p.eta, 3), **fields}
+
+    def _compute_reporter(self, task: Task, lens_index: int, n_lenses: int) -> Callable[[Progress], None]:
+        """Progress of lens ``lens_index``'s run as a share of the whole recompute (at most one
+        message per ``PROGRESS_INTERVAL_S``, and the last chunk)."""
+        last = [task.t0]
+
+        def report(p: Progress) -> None:
+            total = p.total * n_lenses
+            done = p.total * lens_index + p.done
+            task.total = total
+            now = time.perf_counter()
+            # a quick recompute shows no progress at all; a long one, every interval and its end
+            if now - last[0] < PROGRESS_INTERVAL_S and not (done == total and task.reported):
+                return
+            last[0] = now
+            task.reported = True
+            elapsed = now - task.t0
+            self._send_safely(self._progress_message(task, Progress(done, total, elapsed)))
+
+        return report
+
+    def set_prompt_in_background(self, prompt: str, reply: Callable[[Task, Any], None] | None = None) -> Task:
+        """:meth:`set_prompt` in a background thread, with progress messages; :meth:`stop` keeps
+        the previous grid (the front end's prompt box runs this)."""
+        self._check_open()
+        if not isinstance(prompt, str):
+            raise RequestError("prompt must be a string")
+        prompts = self._prompts_with(prompt)
+        return self._start_task("compute", 0, lambda task: self._guarded(lambda: self._compute(prompts, list(self.tracked))), reply)
+
+    def run_in_background(self, work: Callable[[], Any], reply: Callable[[Task, Any], None] | None = None) -> Task:
+        """``work()`` (a recompute: tracking a token, a new prompt) in the background thread, with
+        progress messages and :meth:`stop` (which keeps the previous grid)."""
+        self._check_open()
+        return self._start_task("compute", 0, lambda task: work(), reply)
+
+    def generate(self, max_new_tokens: int = 20, *, wait: bool = False, **options: Any) -> Task:
+        """Let the model write up to ``max_new_tokens`` tokens after the text shown, with the lens
+        on each: the grid grows one column per token as it comes (in a background thread, so the
+        stop button works; :meth:`stop` ends it, :meth:`wait` waits for it). ``options``: ``do_sample``, ``seed``, ``temperature``, ``top_k``,
+        ``top_p``, ``eos_token_id`` (see :meth:`LogitLens.generate`). ``wait``: block until done
+        (and raise its error).
+        When it ends (or is stopped) ``result`` / ``data`` hold the whole grid, equal to the lens
+        run on the text. One lens and one prompt only."""
+        task = self.start_generation(max_new_tokens, **options)
+        if wait:
+            task.join()
+            if task.error is not None:
+                raise task.error
+        return task
+
+    def start_generation(self, max_new_tokens: int, reply: Callable[[Task, Any], None] | None = None, **options: Any) -> Task:
+        """:meth:`generate` without waiting; ``reply(task, outcome)`` runs when it ends (the
+        front end's "generate" button)."""
+        self._check_open()
+        lens = self._need_model()
+        if len(self._lenses) > 1 or len(self.prompts) > 1:
+            raise RequestError("generate works on a widget with one lens and one prompt")
+        n = int_in("max_new_tokens", max_new_tokens, 1, MAX_NEW_TOKENS)
+        bad = set(options) - set(GENERATE_OPTIONS)
+        if bad:
+            raise RequestError(f"unknown generation options {sorted(bad)}; known: {list(GENERATE_OPTIONS)}")
+        r = self.result
+        ids = r.input_ids[0, : int(r.lengths[0])].tolist()
+        return self._start_task("generate", n, lambda t: self._generate_work(t, lens, ids, n, options), reply)
+
+    def _generate_work(self, task: Task, lens: LogitLens, ids: list[int], n: int, options: dict[str, Any]) -> dict[str, Any]:
+        """The body of a generation: stream the columns, then show the whole grid."""
+        known = {int(i) for i in self.result.token_strings}
+        label = self.lens
+        prev = self.result.generated_from
+        # continuing a generation: the prompt still ends where it did
+        boundary = len(ids) if prev is None else int(prev[0])
+
+        def on_prompt(res: LensResult, _acts: Any) -> None:
+            # the prompt's last column now has a next token (the first new one): replace it
+            c = res.n_positions - 1
+            cells = {key: getattr(res, key)[0][:, c : c + 1] for key in COLUMN_KEYS}
+            msg = column_message(cells, c, int(res.input_ids[0, c]), int(res.next_ids[0, c]), res.token_strings, known,
+                                 lens=label, generated_from=boundary, done=0, total=n)
+            self._send_safely(*lift_arrays(msg))
+
+        def on_column(col: GeneratedColumn) -> None:
+            p = Progress(col.index + 1, n, time.perf_counter() - task.t0)
+            cells = {key: col.cells[key][:, None] for key in COLUMN_KEYS}
+            msg = column_message(cells, col.col, col.token_id, col.next_id, col.token_strings, known, lens=label,
+                                 generated_from=boundary, done=p.done, total=n, eta_s=None if p.eta is None else round(p.eta, 3))
+            self._send_safely(*lift_arrays(msg))
+            self._send_safely(self._progress_message(task, p))
+
+        def work() -> dict[str, Any]:
+            out = generate_with_lens(lens, ids, n, sites=self._sites, k=self._k, track=list(self.tracked), callback=on_column,
+                                     progress=False, stop=task.stop, on_prompt=on_prompt, return_activations=True, **options)
+            result, acts = out  # type: ignore[misc]
+            result.generated_from = np.array([boundary], np.int64)
+            task.stopped = task.stop.is_set()
+            self._acts_by_prompt = [acts]
+            self._show({label: result})
+            return {"n_positions": result.n_positions, "generated": result.n_positions - len(ids), "stopped": task.stopped}
+
+        return self._guarded(work)
 
     def _prompts_with(self, prompt: str) -> list[str]:
         """The batch with the prompt shown replaced by ``prompt``."""
@@ -270,11 +515,13 @@ class LensWidget(anywidget.AnyWidget):
         """Recompute every lens for a new prompt (in a batch: it replaces the prompt shown);
         the old grids stay if it fails."""
         self._check_open()
+        self._finish_background()
         self._guarded(lambda: self._compute(self._prompts_with(prompt), list(self.tracked)))
 
     def track(self, token: int | str) -> int:
         """Track a token (id or single-token string) across the whole grid of every lens; returns its id."""
         self._check_open()
+        self._finish_background()
         tid = self._token_id(token)
         if tid not in self.tracked:
             self._guarded(lambda: self._compute(list(self.prompts), list(self.tracked) + [tid]))
@@ -283,6 +530,7 @@ class LensWidget(anywidget.AnyWidget):
     def untrack(self, token_id: int) -> None:
         """Stop tracking a token."""
         self._check_open()
+        self._finish_background()
         keep = [i for i in self.tracked if i != int(token_id)]
         if keep != list(self.tracked):
             self._guarded(lambda: self._compute(list(self.prompts), keep))
@@ -433,14 +681,35 @@ class LensWidget(anywidget.AnyWidget):
         if not isinstance(content, dict):
             return
         request_id = content.get("request_id")
+
+        def send_reply(result: Any) -> None:
+            if isinstance(result, Stopped):
+                reply = {"type": "reply", "request_id": request_id, "ok": False, "error": "stopped", "stopped": True}
+            elif isinstance(result, (RequestError, PromptError, TokenLookupError, KeyError, IndexError, ValueError, TypeError)):
+                reply = {"type": "reply", "request_id": request_id, "ok": False, "error": str(result) or type(result).__name__}
+            elif isinstance(result, BaseException):  # never let a request kill the widget's message loop
+                reply = {"type": "reply", "request_id": request_id, "ok": False, "error": f"{type(result).__name__}: {result}"}
+            else:
+                reply = {"type": "reply", "request_id": request_id, "ok": True, "result": result}
+            self._send_safely(*lift_arrays(reply))
+
+        if content.get("type") == "view_ready":  # a view is listening: a pending generate=N starts
+            n, self._pending_generate = self._pending_generate, 0
+            if n and self._lenses:
+                try:
+                    self.generate(n)
+                except Exception as exc:
+                    self.error = f"{type(exc).__name__}: {exc}"
+            send_reply({"generating": bool(n)})
+            return
         try:
-            reply = {"type": "reply", "request_id": request_id, "ok": True, "result": handle(self, content)}
-        except (RequestError, PromptError, TokenLookupError, KeyError, IndexError, ValueError, TypeError) as exc:
-            reply = {"type": "reply", "request_id": request_id, "ok": False, "error": str(exc) or type(exc).__name__}
-        except Exception as exc:  # never let a request kill the widget's message loop
-            reply = {"type": "reply", "request_id": request_id, "ok": False, "error": f"{type(exc).__name__}: {exc}"}
-        content_out, buffers = lift_arrays(reply)
-        self.send(content_out, buffers)
+            if content.get("type") in BACKGROUND:
+                start_background(self, content, lambda _task, outcome: send_reply(outcome))
+                return
+            result: Any = handle(self, content)
+        except Exception as exc:
+            result = exc
+        send_reply(result)
 
 
 def _labelled(entries: Mapping[str, Any] | None, default_label: str | None) -> dict[str, Any]:

@@ -217,3 +217,117 @@ def test_lens_switch_and_prompt_selector_in_jupyterlab(browser, lab_lenses):
         assert ours == [], ours
     finally:
         page.close()
+
+
+# Generation, live: a tiny model slowed down (its final norm sleeps, so every lens chunk and every
+# step takes a while) so that the page can watch the grid grow, and stop it half way.
+CELL_GENERATE = PREAMBLE + """\
+import time
+from zoo import tiny
+from lens_widget import LogitLens
+from lens_widget.arch import get_path
+m = tiny("gpt2")
+get_path(m.model, m.arch.final_norm).register_forward_hook(lambda *a: time.sleep(0.04))
+w = LensWidget(m, "hello", progress=False, memory_budget=13 * 101 * 2)
+def done(ch):
+    r = w.result
+    ids = r.input_ids[0, : r.lengths[0]].tolist()
+    ref = LogitLens(m, compile="never").run([ids], progress=False)
+    dump(".data", {{"n": w.data["n_positions"], "ids": ids, "prompt": r.prompts[0], "generated_from": w.data["generated_from"],
+                   "topk": r.topk_ids[0].tolist(), "ref_topk": ref.topk_ids[0].tolist(), "S": r.n_sites}})
+w.observe(done, names=["data"])
+w
+"""
+
+
+@pytest.fixture(scope="module", params=sorted(APPS))
+def lab_generate(request, tmp_path_factory):
+    yield from _serve(tmp_path_factory.mktemp(f"generate-{request.param}"), *APPS[request.param], CELL_GENERATE)
+
+
+def _root_state(page) -> dict:
+    return page.evaluate(
+        "() => { const r = document.querySelector('.lens-widget'); return {n: Number(r.dataset.nPositions), task: r.dataset.task || '',"
+        " kind: r.dataset.taskKind || '', progress: r.dataset.progress || '', text: r.querySelector('.lw-progress-text').textContent,"
+        " title: r.querySelector('.lw-title').textContent, stop: !r.querySelector('.lw-stop').hidden}; }"
+    )
+
+
+def test_generation_grows_live_and_stop_keeps_it_in_jupyter(browser, lab_generate):
+    """JupyterLab and Notebook 7: the grid grows before the generation ends, stop keeps it, a long
+    recompute shows progress and stops, and the widget keeps working."""
+    url, out = lab_generate
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(f"{e} @ {(e.stack or '')[:600]}"))
+    try:
+        page.goto(url, timeout=60000)
+        _run_first_cell(page)
+        canvas = page.locator(".lens-widget canvas.lw-canvas")
+        canvas.wait_for(timeout=120000)
+        page.wait_for_function("document.querySelector('.lens-widget')?.dataset.nPositions === '5'", timeout=60000)
+
+        # generate 40 tokens: the grid grows while the kernel still writes
+        page.fill(".lens-widget .lw-generate-n", "40")
+        page.click(".lens-widget .lw-generate")
+        page.wait_for_function(
+            "() => { const r = document.querySelector('.lens-widget'); return Number(r.dataset.nPositions) >= 8 && r.dataset.task === 'running'; }",
+            timeout=60000,
+        )
+        mid = _root_state(page)
+        assert mid["task"] == "running" and mid["stop"] and mid["kind"] == "generate", mid
+        assert mid["text"].startswith("generating ") and "/ 40 tokens" in mid["text"], mid
+        assert 8 <= mid["n"] < 45
+        # the boundary: generated tokens start after the prompt
+        assert page.evaluate("document.querySelector('.lens-widget').dataset.generatedFrom") == "5"
+
+        # stop half way: the tokens so far stay, the stop button goes
+        page.click(".lens-widget .lw-stop")
+        page.wait_for_function("document.querySelector('.lens-widget').dataset.task === 'stopped'", timeout=60000)
+        final = _read(out + ".data")
+        end = time.time() + 30
+        while _root_state(page)["n"] != final["n"] and time.time() < end:  # the finished `data` trait lands
+            time.sleep(0.2)
+            final = _read(out + ".data")
+        after = _root_state(page)
+        assert not after["stop"] and "stopped" in after["text"], after
+        assert mid["n"] <= after["n"] == final["n"] < 45
+        assert final["generated_from"] == 5 and len(final["ids"]) == final["n"]
+        # the kernel's grid of the tokens so far is the lens of that text
+        assert final["topk"] == final["ref_topk"]
+        # and the page shows it: the tooltip of the last column is the kernel's top-k there
+        S = final["S"]
+        box = canvas.bounding_box()
+        page.evaluate("() => { const v = document.querySelector('.lens-widget .lw-viewport'); v.scrollLeft = 0; }")
+        col = 6
+        page.mouse.move(box["x"] + HEAD_W + col * CELL_W + CELL_W / 2, box["y"] + HEAD_H + CELL_H / 2)
+        tip = page.locator(".lens-widget .lw-tooltip")
+        tip.wait_for(state="visible")
+        ids = [int(i) for i in tip.locator(".lw-tip-row").evaluate_all("rs => rs.map(r => r.dataset.id)")]
+        assert ids == final["topk"][S - 1][col]
+
+        # a long recompute (a new prompt) shows progress; stop keeps the grid there is
+        page.mouse.move(box["x"] - 50, box["y"] - 50)
+        page.fill(".lens-widget .lw-prompt-input", "a much longer prompt than before")
+        page.press(".lens-widget .lw-prompt-input", "Enter")
+        page.wait_for_function(
+            "() => { const r = document.querySelector('.lens-widget'); return r.dataset.taskKind === 'compute' && r.dataset.task === 'running'; }",
+            timeout=60000,
+        )
+        busy = _root_state(page)
+        assert busy["text"].startswith("computing ") and "chunks" in busy["text"] and busy["stop"], busy
+        done, total = (int(x) for x in busy["progress"].split("/"))
+        assert 0 < done < total
+        page.click(".lens-widget .lw-stop")
+        page.wait_for_function("document.querySelector('.lens-widget').dataset.task === 'stopped'", timeout=60000)
+        kept = _root_state(page)
+        assert kept["n"] == final["n"] and f"× {final['n']} tokens" in kept["title"], kept
+        assert page.locator(".lens-widget .lw-error:not([hidden])").count() == 0
+        # the widget keeps working: a short prompt recomputes to the end
+        page.fill(".lens-widget .lw-prompt-input", "hi there")
+        page.press(".lens-widget .lw-prompt-input", "Enter")
+        page.wait_for_function("() => document.querySelector('.lens-widget .lw-title').textContent.includes('× 8 tokens')", timeout=60000)
+        assert _read(out + ".data")["prompt"] == "hi there"
+        assert unexpected_page_errors(errors) == [], errors
+    finally:
+        page.close()

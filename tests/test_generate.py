@@ -1,0 +1,206 @@
+"""`LogitLens.generate`: the model writes with the lens on every token.
+
+Checked against things computed another way: `transformers`' own `generate` (the tokens), and
+`LogitLens.run` on prompt + generated ids (a full forward without a cache: the grid).
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from lens_widget import HookedModel, LogitLens, PromptError
+from lens_widget.generation import GeneratedColumn, GenerationProgress
+from zoo import tiny
+
+ARCHS = ["llama", "gpt2", "gpt_neox", "opt", "qwen3", "gemma2", "phi3", "mistral", "olmo2", "falcon", "bloom", "gptj"]
+PROMPT = "Hello wor"
+EXACT = ("topk_ids", "next_ids", "next_rank", "tracked_rank", "input_ids", "positions", "lengths", "nonfinite")
+CLOSE = ("topk_probs", "topk_logits", "entropy", "next_prob", "next_logit", "tracked_prob", "tracked_logit")
+
+
+def hf_greedy(hm: HookedModel, ids: list[int], n: int) -> list[int]:
+    """The tokens `transformers` writes greedily after ``ids``."""
+    x = torch.tensor([ids])
+    out = hm.model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=n, do_sample=False, pad_token_id=0)
+    return out[0].tolist()
+
+
+def assert_grid_equals_run(res, ref, atol=1e-5, kl_tol=1e-4):
+    """`res` (a generation) against `ref` (run() on the same ids): ids and ranks identical, values close."""
+    for key in EXACT:
+        np.testing.assert_array_equal(getattr(res, key), getattr(ref, key), err_msg=key)
+    for key in CLOSE:
+        np.testing.assert_allclose(getattr(res, key), getattr(ref, key), atol=atol, rtol=1e-5, err_msg=key)
+    np.testing.assert_allclose(res.kl, ref.kl, atol=kl_tol, rtol=1e-4, err_msg="kl")
+    assert res.sites == ref.sites
+    assert res.tracked_ids.tolist() == ref.tracked_ids.tolist()
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_greedy_tokens_equal_transformers_generate_and_grid_equals_run(arch):
+    hm = tiny(arch)
+    lens = LogitLens(hm, compile="never")
+    prompt_ids = hm.encode(PROMPT).rows()[0]
+    res = lens.generate(PROMPT, 10, track=["o", " "], progress=False)
+    ids = res.input_ids[0].tolist()
+    assert ids == hf_greedy(hm, prompt_ids, 10)
+    assert res.generated_from.tolist() == [len(prompt_ids)]
+    assert res.n_positions == len(prompt_ids) + 10
+    assert_grid_equals_run(res, lens.run([ids], track=["o", " "], progress=False))
+
+
+def test_callback_once_per_token_with_its_column():
+    hm = tiny("llama")
+    lens = LogitLens(hm, compile="never")
+    got: list[GeneratedColumn] = []
+    res = lens.generate(PROMPT, 7, track=["l"], callback=got.append, progress=False)
+    ids = res.input_ids[0].tolist()
+    ref = lens.run([ids], track=["l"], progress=False)
+    n0 = int(res.generated_from[0])
+    assert [c.index for c in got] == list(range(7))
+    assert [c.col for c in got] == list(range(n0, n0 + 7))
+    for c in got:
+        assert c.token_id == ids[c.col]
+        assert c.next_id == (ids[c.col + 1] if c.col + 1 < len(ids) else -1)
+        # the column as reported is already final: equal to a full run's column
+        for key in ("topk_ids", "next_rank", "tracked_rank"):
+            np.testing.assert_array_equal(c.cells[key], getattr(ref, key)[0, :, c.col], err_msg=key)
+        for key in ("topk_probs", "entropy", "next_prob", "tracked_prob"):
+            np.testing.assert_allclose(c.cells[key], getattr(ref, key)[0, :, c.col], atol=1e-5, err_msg=key)
+        assert set(c.acts) >= set(ref.sites)
+        assert {c.token_id} | set(c.cells["topk_ids"].ravel().tolist()) <= set(c.token_strings)
+        assert c.token_strings[c.token_id] == hm.tokenizer.decode([c.token_id])
+
+
+def test_progress_callable_counts_tokens():
+    hm = tiny("llama")
+    seen: list[GenerationProgress] = []
+    LogitLens(hm, compile="never").generate(PROMPT, 5, progress=seen.append)
+    assert [p.done for p in seen] == [1, 2, 3, 4, 5]
+    assert all(p.total == 5 for p in seen)
+    assert seen[-1].eta == 0.0 and seen[0].eta is not None and seen[0].eta >= 0
+
+
+@pytest.mark.parametrize("stop_kind", ["event", "callable"])
+def test_stop_half_way_keeps_a_consistent_grid(stop_kind):
+    hm = tiny("gpt2")
+    lens = LogitLens(hm, compile="never")
+    full = lens.generate(PROMPT, 10, progress=False).input_ids[0].tolist()
+    event = threading.Event()
+    stop = event if stop_kind == "event" else event.is_set
+
+    def after(col: GeneratedColumn) -> None:
+        if col.index == 3:
+            event.set()
+
+    res = lens.generate(PROMPT, 10, callback=after, stop=stop, progress=False)
+    ids = res.input_ids[0].tolist()
+    n0 = len(hm.encode(PROMPT).rows()[0])
+    assert ids == full[: n0 + 4]  # the four tokens read so far, the same the full run wrote
+    assert res.next_ids[0, -1] == -1 and res.next_rank[0, :, -1].tolist() == [0] * res.n_sites
+    assert np.isnan(res.next_prob[0, :, -1]).all()
+    assert_grid_equals_run(res, lens.run([ids], progress=False))
+
+
+def test_stop_before_the_first_token_gives_the_prompt_grid():
+    hm = tiny("llama")
+    lens = LogitLens(hm, compile="never")
+    res = lens.generate(PROMPT, 5, stop=lambda: True, progress=False)
+    assert res.input_ids[0].tolist() == hm.encode(PROMPT).rows()[0]
+    assert_grid_equals_run(res, lens.run(PROMPT, progress=False))
+
+
+def test_sampling_with_a_seed_is_reproducible_and_top_k_1_is_greedy():
+    hm = tiny("llama")
+    lens = LogitLens(hm, compile="never")
+    a = lens.generate(PROMPT, 12, do_sample=True, seed=3, temperature=1.5, progress=False)
+    b = lens.generate(PROMPT, 12, do_sample=True, seed=3, temperature=1.5, progress=False)
+    np.testing.assert_array_equal(a.input_ids, b.input_ids)
+    np.testing.assert_array_equal(a.topk_ids, b.topk_ids)
+    others = {tuple(lens.generate(PROMPT, 12, do_sample=True, seed=s, temperature=1.5, progress=False).input_ids[0].tolist()) for s in range(4, 8)}
+    assert len(others | {tuple(a.input_ids[0].tolist())}) > 1  # the seed matters
+    greedy = lens.generate(PROMPT, 12, progress=False).input_ids
+    np.testing.assert_array_equal(lens.generate(PROMPT, 12, do_sample=True, top_k=1, seed=9, progress=False).input_ids, greedy)
+    np.testing.assert_array_equal(lens.generate(PROMPT, 12, do_sample=True, top_p=1e-6, seed=9, progress=False).input_ids, greedy)
+    # a sampled generation's grid is the lens of its text too
+    assert_grid_equals_run(a, lens.run([a.input_ids[0].tolist()], progress=False))
+
+
+def test_sampled_tokens_follow_the_model_distribution():
+    """The empirical first-token frequencies over many seeds match softmax(logits / T)."""
+    hm = tiny("llama")
+    lens = LogitLens(hm, compile="never")
+    ids = hm.encode(PROMPT).rows()[0]
+    with torch.no_grad():
+        p = torch.softmax(hm.model(torch.tensor([ids])).logits[0, -1].double() / 2.0, -1)
+    draws = [int(lens.generate(PROMPT, 1, do_sample=True, seed=s, temperature=2.0, progress=False).input_ids[0, -1]) for s in range(300)]
+    freq = np.bincount(draws, minlength=p.numel()) / len(draws)
+    assert np.abs(freq - p.numpy()).max() < 0.1
+
+
+def test_eos_ends_the_generation_after_it():
+    hm = tiny("llama")
+    lens = LogitLens(hm, compile="never")
+    full = lens.generate(PROMPT, 10, eos_token_id=None, progress=False).input_ids[0].tolist()
+    n0 = len(hm.encode(PROMPT).rows()[0])
+    eos = full[n0 + 2]
+    first = full.index(eos, n0)
+    res = lens.generate(PROMPT, 10, eos_token_id=eos, progress=False)
+    assert res.input_ids[0].tolist() == full[: first + 1]
+    assert_grid_equals_run(res, lens.run([full[: first + 1]], progress=False))
+
+
+def test_chat_prompt_uses_the_template_with_the_generation_prompt():
+    base = tiny("llama")
+    tok = copy.deepcopy(base.tokenizer)
+    tok.chat_template = "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}<a>{% endif %}"
+    hm = HookedModel(base.model, tok)
+    chat = [{"role": "u", "content": "hi"}]
+    want = list(tok.apply_chat_template(chat, add_generation_prompt=True, tokenize=True)["input_ids"])
+    res = LogitLens(hm, compile="never").generate(chat, 4, progress=False)
+    assert res.input_ids[0, : len(want)].tolist() == want
+    assert res.generated_from.tolist() == [len(want)]
+    assert res.input_ids[0].tolist() == hf_greedy(hm, want, 4)
+
+
+def test_bad_arguments_are_clear_errors():
+    lens = LogitLens(tiny("llama"), compile="never")
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        lens.generate(PROMPT, -1, progress=False)
+    with pytest.raises(PromptError, match="one prompt"):
+        lens.generate(["ab", "cd"], 2, progress=False)
+    with pytest.raises(ValueError, match="temperature"):
+        lens.generate(PROMPT, 2, do_sample=True, temperature=0, progress=False)
+    with pytest.raises(TypeError, match="stop"):
+        lens.generate(PROMPT, 2, stop=3, progress=False)
+
+
+def test_the_context_limit_caps_the_new_tokens():
+    hm = tiny("llama")  # max_position_embeddings = 64
+    res = LogitLens(hm, compile="never").generate("x" * 60, 10, eos_token_id=None, progress=False)
+    assert res.n_positions == 64
+
+
+@pytest.mark.slow
+def test_embedded_model_greedy_equals_transformers_and_run(smollm):
+    lens = LogitLens(smollm, compile="never")
+    prompt = "The capital of France is"
+    res = lens.generate(prompt, 16, track=[" Paris"], progress=False)
+    ids = res.input_ids[0].tolist()
+    assert ids == hf_greedy(smollm, smollm.encode(prompt).rows()[0], 16)
+    assert smollm.tokenizer.decode(ids[res.generated_from[0]:]).startswith(" Paris")
+    assert_grid_equals_run(res, lens.run([ids], track=[" Paris"], progress=False), kl_tol=2e-3)
+
+
+@pytest.mark.slow
+def test_embedded_model_chat_generation(smollm):
+    chat = [{"role": "user", "content": "What is the capital of France?"}]
+    want = list(smollm.tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=True)["input_ids"])
+    res = LogitLens(smollm, compile="never").generate(chat, 8, progress=False)
+    assert res.input_ids[0, : len(want)].tolist() == want
+    assert res.input_ids[0].tolist() == hf_greedy(smollm, want, 8)
