@@ -29,6 +29,7 @@ __all__ = [
     "FUSED",
     "blocked_topk",
     "token_stats",
+    "js_divergence",
     "rows_for_budget",
     "EXP_FLOOR",
     "TOPK_BLOCK",
@@ -109,6 +110,42 @@ def token_stats(z: torch.Tensor, ids: torch.Tensor) -> dict[str, torch.Tensor]:
     ranks = torch.stack([(z > sel[:, j : j + 1]).sum(-1) + 1 for j in range(sel.shape[1])], -1) if ids.numel() else sel.long()
     entropy = -(logp.clamp(min=EXP_FLOOR).exp() * logp).sum(-1)
     return {"logits": sel, "probs": (sel - lse).exp(), "ranks": ranks.to(torch.int64), "entropy": entropy}
+
+
+#: Vocabulary columns per pass of :func:`js_divergence` (bounds its temporaries to ``[r, JS_BLOCK]``).
+JS_BLOCK = 2048
+_LN2 = 0.6931471805599453
+
+
+@torch.inference_mode()
+def js_divergence(za: torch.Tensor, zb: torch.Tensor, block: int = JS_BLOCK) -> torch.Tensor:
+    """Jensen–Shannon divergence (nats) of the softmaxes of two logits chunks ``[r, V]``, per row,
+    exactly over the whole vocabulary: ``½ Σ p (log p − log m) + ½ Σ q (log q − log m)`` with
+    ``m = (p + q) / 2``, ``log m = logaddexp(log p, log q) − ln 2``.
+
+    Neither input is changed (the reducer reads them afterwards); temporaries are ``[r, block]``.
+    Element-wise math is float32, sums accumulate in float64; identical rows give exactly 0.
+    """
+    f64 = torch.float64
+    r, V = za.shape
+    ma, mb = za.amax(-1, keepdim=True), zb.amax(-1, keepdim=True)
+    sa = torch.zeros(r, 1, dtype=f64, device=za.device)
+    sb = torch.zeros_like(sa)
+    for v0 in range(0, V, block):
+        sa += torch.exp(za[:, v0 : v0 + block] - ma).sum(-1, keepdim=True, dtype=f64)
+        sb += torch.exp(zb[:, v0 : v0 + block] - mb).sum(-1, keepdim=True, dtype=f64)
+    lse_a = (ma.to(f64) + torch.log(sa)).float()
+    lse_b = (mb.to(f64) + torch.log(sb)).float()
+    total = torch.zeros(r, dtype=f64, device=za.device)
+    for v0 in range(0, V, block):
+        la = za[:, v0 : v0 + block] - lse_a
+        lb = zb[:, v0 : v0 + block] - lse_b
+        # where p == q, m is p exactly (logaddexp - ln 2 would round it): identical rows give 0
+        lm = torch.where(la == lb, la, torch.logaddexp(la, lb).sub_(_LN2))
+        pa = la.clamp(min=EXP_FLOOR).exp_()
+        pb = lb.clamp(min=EXP_FLOOR).exp_()
+        total += (pa.mul_(la.sub_(lm)) + pb.mul_(lb.sub_(lm))).sum(-1, dtype=f64)
+    return (0.5 * total).clamp_(min=0.0, max=_LN2).float()
 
 
 class FusedKernels:
@@ -263,8 +300,28 @@ class ChunkReducer:
         activations held NaN/inf. Rows are ordered position-major in groups of ``group`` sites:
         row ``i`` belongs to position ``i // group``.
         """
+        return self.reduce_logits(self.logits(x), x, next_ids, tracked, final, group, nonfinite)
+
+    @torch.inference_mode()
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The logits ``[r, V]`` of prepared rows ``x [r, d]``, in this reducer's buffer (valid
+        until the next call; :meth:`reduce_logits` overwrites it)."""
+        return self.decoder.unembed(x, out=self.z[: x.shape[0]])
+
+    @torch.inference_mode()
+    def reduce_logits(
+        self,
+        z: torch.Tensor,
+        x: torch.Tensor,
+        next_ids: torch.Tensor,
+        tracked: torch.Tensor,
+        final: tuple[torch.Tensor, torch.Tensor],
+        group: int = 1,
+        nonfinite: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """:meth:`reduce` of rows whose logits ``z`` (from :meth:`logits`) are already computed
+        (e.g. read first by :func:`js_divergence`). May overwrite ``z``."""
         r = x.shape[0]
-        z = self.decoder.unembed(x, out=self.z[:r])
         dev = z.device
         next_logit = z.gather(1, next_ids.clamp(min=0).to(dev)[:, None])
         tracked_logit = z[:, tracked.to(dev)] if tracked.numel() else z.new_empty(r, 0)

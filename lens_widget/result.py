@@ -40,6 +40,8 @@ class LensResult:
         token_strings: decoded text of every id that appears in the arrays above.
         model_name: what the model was loaded from.
         lens_name: the decoder that produced it (``"logit lens"``, ``"tuned lens"``).
+        vocab_size: the decoder's vocabulary size (``0``: unknown, e.g. an older saved result);
+            :func:`lens_widget.compare` refuses two results of different vocabularies.
     """
 
     prompts: list[str]
@@ -64,6 +66,7 @@ class LensResult:
     token_strings: dict[int, str] = field(default_factory=dict)
     model_name: str = ""
     lens_name: str = "logit lens"
+    vocab_size: int = 0
 
     # -- shape ----------------------------------------------------------------------------
     @property

@@ -1,0 +1,235 @@
+"""Comparisons of two lens results (lens_widget.compare) and of two sides of one engine run
+(LogitLens.compare): Δ metrics against the results' own arrays, exact Jensen–Shannon divergences
+against an independent float64 full-vocabulary computation, alignment, refusals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from fakes import make_result
+from reference import naive_lens
+from zoo import AffineLens, tiny
+
+from lens_widget import Comparison, ComparisonError, LogitLens, compare
+from lens_widget.arch import get_path
+from lens_widget.metrics import COMPARE_METRICS, DELTA_METRICS
+
+PROMPT = "Hello there, world"
+SHORT = "Bye now"
+
+
+def js64(za: np.ndarray, zb: np.ndarray) -> np.ndarray:
+    """Jensen–Shannon divergence (nats) of float64 logits ``[..., V]``, the textbook way."""
+    def logp(z):
+        return z - np.logaddexp.reduce(z, axis=-1, keepdims=True)
+
+    la, lb = logp(za), logp(zb)
+    pa, pb = np.exp(la), np.exp(lb)
+    m = 0.5 * (pa + pb)
+    return 0.5 * (pa * (la - np.log(m))).sum(-1) + 0.5 * (pb * (lb - np.log(m))).sum(-1)
+
+
+def affine_naive(hm, decoder: AffineLens, prompt: str) -> np.ndarray:
+    """float64 logits ``[S, T, V]`` of the affine test lens, from the test's own hooks: Hugging
+    Face's hidden states (embeddings, block outputs) and a hook on the last block (whose HF hidden
+    state is already normed)."""
+    enc = hm.tokenizer(prompt, return_tensors="pt")
+    model = hm.model
+    last = model.model.layers[-1]
+    got = {}
+    handle = last.register_forward_hook(lambda m, i, o: got.__setitem__("h", (o[0] if isinstance(o, tuple) else o).detach()))
+    try:
+        with torch.no_grad():
+            out = model(**enc, output_hidden_states=True)
+    finally:
+        handle.remove()
+    hs = list(out.hidden_states[:-1]) + [got["h"]]
+    norm = get_path(model, hm.arch.final_norm)
+    w = model.get_output_embeddings().weight.detach().double()
+    rows = []
+    for h in hs:
+        h = h[0].double()
+        x = h + h @ decoder.w.double() + decoder.b.double()
+        with torch.no_grad():
+            xn = norm(x.float()).double()
+        rows.append((xn @ w.T).numpy())
+    return np.stack(rows)
+
+
+@pytest.fixture(scope="module")
+def llama():
+    return tiny("llama")
+
+
+@pytest.fixture(scope="module")
+def lens(llama):
+    return LogitLens(llama, compile="never")
+
+
+def test_a_result_compared_with_itself_is_zero_everywhere(lens):
+    r = lens.run(PROMPT, track=[5, 9], progress=False)
+    c = compare(r, r)
+    assert c.n_positions == r.n_columns() and c.align == "position by position"
+    for name, d in c.deltas.items():
+        defined = np.isfinite(d)
+        assert defined.sum() >= d.size - r.n_sites, name  # only the last column lacks a next token
+        assert np.all(d[defined] == 0), name
+    assert np.all(c.js == 0) and c.top1_agree.all()
+    assert np.all(c.d_tracked_prob == 0) and np.all(c.logit_diff(5, 9) == 0)
+    # and in one engine run: the same prompt twice in one batch, exact JS over the full vocabulary
+    one = lens.compare(PROMPT, PROMPT, progress=False)
+    assert one.js_exact and one.js.shape == (r.n_sites, r.n_columns())
+    assert np.nanmax(one.js) < 1e-6
+
+
+def test_two_lenses_in_one_run_give_exact_js_against_float64(llama, lens):
+    tuned = AffineLens(llama)
+    c = lens.compare(PROMPT, decoder_b=tuned, progress=False)
+    assert c.js_exact and "exact" in c.js_label
+    assert (c.label_a, c.label_b) == ("logit lens", "tuned lens")
+    za, sites = naive_lens(llama, PROMPT)
+    zb = affine_naive(llama, tuned, PROMPT)
+    assert c.sites == sites
+    want = js64(za, zb)  # [S, T]
+    assert want.max() > 1e-2  # the two lenses really disagree: the test can see a wrong JS
+    np.testing.assert_allclose(c.js, want, rtol=2e-4, atol=2e-6)
+    assert np.all(c.js >= 0) and np.all(c.js <= np.log(2) + 1e-6)
+
+
+def test_two_prompts_in_one_batch_give_exact_js_aligned_on_the_last_token(llama, lens):
+    c = lens.compare(PROMPT, SHORT, progress=False)
+    ta, tb = len(PROMPT), len(SHORT)  # one token per character
+    assert c.align == "on the last token"
+    np.testing.assert_array_equal(c.positions_a, np.arange(ta - tb, ta))
+    np.testing.assert_array_equal(c.positions_b, np.arange(tb))
+    za, _ = naive_lens(llama, PROMPT)
+    zb, _ = naive_lens(llama, SHORT)
+    want = js64(za[:, ta - tb :], zb)
+    assert want.max() > 1e-2
+    np.testing.assert_allclose(c.js, want, rtol=2e-4, atol=2e-6)
+
+
+def test_each_side_of_a_one_run_compare_is_what_it_gets_run_alone(llama, lens):
+    tuned = AffineLens(llama)
+    c = lens.compare(PROMPT, SHORT, decoder_b=tuned, track=[5, 9], progress=False)
+    alone_a = lens.run(PROMPT, track=[5, 9], progress=False)
+    alone_b = lens.with_decoder(tuned).run(SHORT, track=[5, 9], progress=False)
+    for got, want in ((c.a, alone_a), (c.b, alone_b)):
+        np.testing.assert_array_equal(got.topk_ids, want.topk_ids)
+        np.testing.assert_array_equal(got.next_rank, want.next_rank)
+        np.testing.assert_array_equal(got.tracked_rank, want.tracked_rank)
+        for key in ("topk_probs", "entropy", "kl", "next_prob", "tracked_logit"):
+            np.testing.assert_allclose(getattr(got, key), getattr(want, key), rtol=1e-5, atol=1e-6, err_msg=key)
+    assert c.b.lens_name == "tuned lens" and c.a.lens_name == "logit lens"
+
+
+def test_swapping_a_and_b_flips_the_deltas_and_keeps_js(lens):
+    ra = lens.run(PROMPT, track=[5, 9], progress=False)
+    rb = lens.run(SHORT, track=[5, 9], progress=False)
+    ab, ba = compare(ra, rb), compare(rb, ra)
+    for name in ab.deltas:
+        np.testing.assert_array_equal(ab.deltas[name], -ba.deltas[name], err_msg=name)
+    np.testing.assert_array_equal(ab.d_tracked_logit, -ba.d_tracked_logit)
+    np.testing.assert_allclose(ab.js, ba.js, rtol=1e-6, atol=1e-9)
+    assert np.nanmax(ab.js) > 1e-3
+    np.testing.assert_array_equal(ab.top1_agree, ba.top1_agree)
+    # the one-run exact JS too
+    x, y = lens.compare(PROMPT, SHORT, progress=False), lens.compare(SHORT, PROMPT, progress=False)
+    np.testing.assert_allclose(x.js, y.js, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(x.deltas["d_entropy"], -y.deltas["d_entropy"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(ab.swapped().deltas["d_kl"], ba.deltas["d_kl"])
+
+
+def test_prompts_of_different_lengths_align_as_documented(lens):
+    ra = lens.run(PROMPT, progress=False)
+    rb = lens.run(SHORT, progress=False)
+    ta, tb = len(PROMPT), len(SHORT)
+    cases = {
+        "last": (np.arange(ta - tb, ta), np.arange(tb), "on the last token"),
+        "start": (np.arange(tb), np.arange(tb), "on the first token"),
+        3: (np.arange(tb), np.arange(tb), "on position 3"),
+        (10, 2): (np.arange(8, 8 + tb), np.arange(tb), "on position 10 of a = 2 of b"),
+        # position 2 of a with 5 of b: back two columns, forward to b's end (two more)
+        (2, 5): (np.arange(0, 4), np.arange(3, 7), "on position 2 of a = 5 of b"),
+    }
+    for align, (pa, pb, how) in cases.items():
+        c = compare(ra, rb, align=align)
+        np.testing.assert_array_equal(c.positions_a, pa, err_msg=str(align))
+        np.testing.assert_array_equal(c.positions_b, pb, err_msg=str(align))
+        assert c.align == how
+        # each Δ is b's cell minus a's cell at those positions, read straight off the results
+        for s in (0, ra.n_sites - 1):
+            for j, (p, q) in enumerate(zip(pa, pb)):
+                want = rb.entropy[0, s, rb.position_index(q)] - ra.entropy[0, s, ra.position_index(p)]
+                assert c.deltas["d_entropy"][s, j] == np.float32(want)
+    same = compare(ra, lens.run("Hello there, wrld!", progress=False))
+    assert same.align == "position by position" and same.n_positions == ta
+    with pytest.raises(ComparisonError, match="no lens column"):
+        compare(ra, rb, align=40)
+    with pytest.raises(ValueError, match="align must be"):
+        compare(ra, rb, align="middle")
+
+
+def test_results_of_different_vocabularies_tokenizers_or_sites_are_refused(lens):
+    r = lens.run(PROMPT, progress=False)
+    wide = LogitLens(tiny("llama", vocab=128), compile="never").run(PROMPT, progress=False)
+    with pytest.raises(ComparisonError, match="different vocabularies .101 vs 128"):
+        compare(r, wide)
+    a, b = make_result(), make_result(hostile=True)
+    with pytest.raises(ComparisonError, match="different tokenizers"):
+        compare(a, b)
+    few = lens.run(PROMPT, sites=["resid_out_0", "resid_out_2"], progress=False)
+    with pytest.raises(ComparisonError, match="different sites"):
+        compare(r, few)
+    with pytest.raises(ValueError, match="second prompt"):
+        lens.compare(PROMPT)
+
+
+def test_two_models_sharing_a_tokenizer_compare(llama):
+    other = tiny("llama", seed=1)
+    V = 101
+    # k = the whole vocabulary: the top-k "approximation" then holds every token, so it must
+    # equal the exact float64 JS of the two models
+    ra = LogitLens(llama, compile="never").run(PROMPT, k=V, track=[5, 9], progress=False)
+    rb = LogitLens(other, compile="never").run(PROMPT, k=V, track=[5, 9], progress=False)
+    c = compare(ra, rb)
+    assert not c.js_exact and "approximation" in c.js_label
+    za, _ = naive_lens(llama, PROMPT)
+    zb, _ = naive_lens(other, PROMPT)
+    want = js64(za, zb)
+    assert want.max() > 1e-2
+    np.testing.assert_allclose(c.js, want, rtol=1e-3, atol=1e-5)
+    np.testing.assert_array_equal(c.deltas["d_kl"], rb.kl[0] - ra.kl[0])
+    np.testing.assert_array_equal(c.top1_agree, ra.topk_ids[0, ..., 0] == rb.topk_ids[0, ..., 0])
+    # a small k: an approximation, bounded like the real thing, and labelled as one
+    small = compare(LogitLens(llama, compile="never").run(PROMPT, k=3, progress=False), LogitLens(other, compile="never").run(PROMPT, k=3, progress=False))
+    assert "top-3 approximation" in small.js_label
+    assert np.all((small.js >= 0) & (small.js <= np.log(2)))
+
+
+def test_every_compare_metric_reads_and_the_table_has_every_cell(lens):
+    ra = lens.run(PROMPT, track=[5, 9], progress=False)
+    rb = lens.run(SHORT, track=[9, 5, 7], progress=False)
+    c = compare(ra, rb)
+    np.testing.assert_array_equal(c.tracked_ids, [5, 9])  # shared, in a's order
+    for name in COMPARE_METRICS:
+        v = c.metric(name)
+        assert v.shape == (c.n_sites, c.n_positions), name
+    assert set(c.deltas) < set(DELTA_METRICS)
+    j9a, j9b = ra.tracked_index(9), rb.tracked_index(9)
+    want = rb.tracked_prob[0][:, c.cols_b, j9b] - ra.tracked_prob[0][:, c.cols_a, j9a]
+    np.testing.assert_array_equal(c.metric("d_tracked_prob", token=9), want)
+    ld = (rb.tracked_logit[0][:, c.cols_b, rb.tracked_index(5)] - rb.tracked_logit[0][:, c.cols_b, j9b]) - (
+        ra.tracked_logit[0][:, c.cols_a, ra.tracked_index(5)] - ra.tracked_logit[0][:, c.cols_a, j9a]
+    )
+    np.testing.assert_allclose(c.metric("d_logit_diff", tokens=(5, 9)), ld, rtol=1e-5, atol=1e-5)
+    df = c.to_dataframe()
+    assert len(df) == c.n_sites * c.n_positions
+    row = df[(df.layer == 2) & (df.column == 1)].iloc[0]
+    assert row.position_a == c.positions_a[1] and row.token_b == rb.display(int(rb.input_ids[0, c.positions_b[1]]))
+    assert row.d_kl == c.deltas["d_kl"][2, 1] and row.js == c.js[2, 1]
+    assert df.attrs["js_exact"] is False
+    with pytest.raises(ValueError, match="unknown compare metric"):
+        c.metric("kl")
+    assert isinstance(c, Comparison)
