@@ -484,7 +484,8 @@ class LogitLens:
 
         Per chunk the reducer decodes both sides' aligned rows, takes the JS divergence of the two
         log-softmaxes over the whole vocabulary, then reduces each side's rows as :meth:`run`
-        does, and drops the logits: no full-vocabulary tensor outlives its chunk. Columns of the
+        does, and drops the logits: no full-vocabulary tensor outlives its chunk, and the two
+        reducers share ``memory_budget`` (each side's chunks are half the size of :meth:`run`'s). Columns of the
         longer prompt that have no partner are reduced alone. ``return_activations`` also returns
         ``[acts_a, acts_b]`` (``{site: [P, d]}``, as :meth:`run`).
         """
@@ -498,6 +499,10 @@ class LogitLens:
             if not isinstance(p, str) and not (isinstance(p, (list, tuple)) and all(isinstance(t, int) for t in p)):
                 raise ValueError(f"compare takes one prompt per side (a string or a list of token ids), got {type(p).__name__}")
         plan = self._plan(prompts, sites, positions, k, track, track_top)
+        # two reducers share the memory budget: each side's chunk is half of run()'s
+        half = max(1, plan.max_rows // 2)
+        group = min(len(plan.sites), half)
+        plan = dataclasses.replace(plan, max_rows=half, group=group, block=max(1, half // group))
         other.decoder.check_sites(plan.sites)
         ib = len(plan.positions) - 1  # side b's prompt in the batch
         lengths = [int(n) for n in plan.batch.lengths]

@@ -233,3 +233,15 @@ def test_every_compare_metric_reads_and_the_table_has_every_cell(lens):
     with pytest.raises(ValueError, match="unknown compare metric"):
         c.metric("kl")
     assert isinstance(c, Comparison)
+
+
+def test_a_one_run_compare_does_not_depend_on_the_chunk_size(llama, lens):
+    """Tiny chunks (three rows a side: positions and sites split across chunks) give the same
+    comparison as one chunk for everything."""
+    small = LogitLens(llama, compile="never", memory_budget=101 * 13 * 6)
+    for kw in (dict(prompt_b=SHORT), dict(decoder_b=AffineLens(llama))):
+        big_c, small_c = lens.compare(PROMPT, progress=False, **kw), small.compare(PROMPT, progress=False, **kw)
+        np.testing.assert_allclose(small_c.js, big_c.js, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(small_c.deltas["d_kl"], big_c.deltas["d_kl"], rtol=1e-5, atol=1e-5)
+        np.testing.assert_array_equal(small_c.a.topk_ids, big_c.a.topk_ids)
+        np.testing.assert_array_equal(small_c.b.next_rank, big_c.b.next_rank)
