@@ -532,6 +532,30 @@ class LogitLens:
         comparison.align = how
         return (comparison, kept) if return_activations else comparison
 
+    @torch.inference_mode()
+    def js_between(self, acts_a: dict[str, torch.Tensor], acts_b: dict[str, torch.Tensor], sites: Sequence[str],
+                   cols_a: Sequence[int], cols_b: Sequence[int], decoder_b: Decoder | None = None) -> np.ndarray:
+        """Exact Jensen–Shannon divergences ``[S, P]`` (nats, full vocabulary) between recorded
+        activations: column ``cols_a[j]`` of ``acts_a`` (``{site: [P_a, d]}``, as :meth:`run`
+        returns with ``return_activations``) decoded by this lens, against column ``cols_b[j]`` of
+        ``acts_b`` decoded by ``decoder_b`` (default: this lens's decoder). Chunked like
+        :meth:`run` (each side half the memory budget); no forward pass."""
+        dec_b = self.decoder if decoder_b is None else decoder_b
+        ia, ib = torch.as_tensor(list(cols_a), dtype=torch.long), torch.as_tensor(list(cols_b), dtype=torch.long)
+        if ia.numel() != ib.numel():
+            raise ValueError("cols_a and cols_b must pair up (the same length)")
+        step = max(1, rows_for_budget(self.decoder.vocab, self.memory_budget) // 2)
+        out = np.full((len(sites), ia.numel()), np.nan, dtype=np.float32)
+        with self.decoder.loaded(), dec_b.loaded():
+            for s, site in enumerate(sites):
+                ha, hb = acts_a[site], acts_b[site]
+                for j0 in range(0, ia.numel(), step):
+                    ja, jb = ia[j0 : j0 + step], ib[j0 : j0 + step]
+                    za = self.decoder.logits(ha[ja.to(ha.device)], site)
+                    zb = dec_b.logits(hb[jb.to(hb.device)], site)
+                    out[s, j0 : j0 + ja.numel()] = js_divergence(za, zb).cpu().numpy()
+        return out
+
     def _side_rows(self, plan: _Plan, acts: dict[str, torch.Tensor], j: int, p0: int, p1: int, s0: int, s1: int, nxt: torch.Tensor):
         """Prepared rows of sites ``s0:s1`` at columns ``p0:p1`` of batch row ``j`` (position-major),
         their next-token ids and non-finite flags."""

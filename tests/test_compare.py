@@ -245,3 +245,104 @@ def test_a_one_run_compare_does_not_depend_on_the_chunk_size(llama, lens):
         np.testing.assert_allclose(small_c.deltas["d_kl"], big_c.deltas["d_kl"], rtol=1e-5, atol=1e-5)
         np.testing.assert_array_equal(small_c.a.topk_ids, big_c.a.topk_ids)
         np.testing.assert_array_equal(small_c.b.next_rank, big_c.b.next_rank)
+
+
+# -- the widget's kernel side ------------------------------------------------------------------
+def _wire(arr: dict) -> np.ndarray:
+    return np.frombuffer(arr["buffer"], dtype=arr["dtype"]).reshape(arr["shape"])
+
+
+def _listening(w):
+    w.replies = []
+    w.send = lambda content, buffers=None: w.replies.append((content, buffers or []))
+    return w
+
+
+def test_widget_compare_of_two_prompts_shows_the_exact_diff_grid(llama, lens):
+    from lens_widget.widget import LensWidget
+
+    w = _listening(LensWidget.compare(llama, PROMPT, SHORT, track=[5, 9], progress=False))
+    try:
+        assert w.compare_view and w.metric == "js" and w.compare_pair == [["logit lens", 0], ["logit lens", 1]]
+        c = w.compared
+        assert c.js_exact and c.align == "on the last token"
+        # the widget's JS (decoded again from the kept activations) against the engine's one-run JS
+        engine = lens.compare(PROMPT, SHORT, track=[5, 9], progress=False)
+        np.testing.assert_allclose(c.js, engine.js, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(c.deltas["d_next_prob"], engine.deltas["d_next_prob"], rtol=1e-5, atol=1e-6)
+        payload = w.comparison
+        assert payload["label_a"].startswith("prompt 1") and payload["js_exact"] is True
+        np.testing.assert_array_equal(_wire(payload["js"]), c.js)
+        np.testing.assert_array_equal(_wire(payload["d_entropy"]), c.deltas["d_entropy"])
+        np.testing.assert_array_equal(_wire(payload["cols_a"]), c.cols_a)
+        assert _wire(payload["top1_agree"]).dtype == np.uint8
+        assert payload["a"]["prompt"] == PROMPT and payload["b"]["prompt"] == SHORT
+        # cell detail for both sides, each side's own cell, exact ranks from the activations
+        w._on_msg(w, {"type": "compare_detail", "request_id": "x", "site": 2, "col": 1, "k": 5, "token_ids": [9]}, [])
+        reply, buffers = w.replies[-1]
+        assert reply["ok"], reply
+        res = reply["result"]
+        assert res["js"] == pytest.approx(float(c.js[2, 1]))
+        for name, r, b, cols in (("a", c.a, c.prompt_a, c.cols_a), ("b", c.b, c.prompt_b, c.cols_b)):
+            side = res[name]
+            ids = np.frombuffer(buffers[side["top_ids"]["buffer_index"]], dtype="<i4")
+            np.testing.assert_array_equal(ids, r.topk_ids[b, 2, cols[1], :5])
+            assert side["col"] == cols[1] and side["token_stats"][0]["rank"] == r.tracked_rank[b, 2, cols[1], r.tracked_index(9)]
+        w._on_msg(w, {"type": "compare_detail", "request_id": "y", "site": 2, "col": 99}, [])
+        assert w.replies[-1][0]["ok"] is False
+        # tracking a token recomputes the grids, and the comparison follows
+        w.track(7)
+        assert 7 in w.compared.tracked_ids.tolist()
+    finally:
+        w.close()
+
+
+def test_widget_compare_of_two_lenses_and_any_two_prompts_of_a_batch(llama, lens):
+    from lens_widget.widget import LensWidget
+
+    tuned = AffineLens(llama)
+    w = LensWidget.compare(llama, PROMPT, decoder_b=tuned, progress=False)
+    try:
+        assert w.lenses == ["logit lens", "tuned lens"] and (w.compared.label_a, w.compared.label_b) == ("logit lens", "tuned lens")
+        np.testing.assert_allclose(w.compared.js, lens.compare(PROMPT, decoder_b=tuned, progress=False).js, rtol=1e-5, atol=1e-7)
+    finally:
+        w.close()
+    prompts = [PROMPT, SHORT, "Good morning"]
+    batch = LensWidget(llama, prompts, progress=False)
+    try:
+        assert batch.comparison == {} and not batch.compare_view
+        batch.compare_pair = [["logit lens", 2], ["logit lens", 0]]  # as the front end's selectors set it
+        c = batch.compared
+        assert batch.compare_view and batch.error == ""
+        assert c.a.prompts[c.prompt_a] == "Good morning" and c.b.prompts[c.prompt_b] == PROMPT
+        direct = lens.compare("Good morning", PROMPT, progress=False)
+        np.testing.assert_allclose(c.js, direct.js, rtol=1e-5, atol=1e-7)
+        np.testing.assert_array_equal(c.positions_b, direct.positions_b)
+        batch.compare_pair = [["logit lens", 0], ["no such lens", 1]]
+        assert "no such lens" in batch.error and batch.compare_pair == [["logit lens", 2], ["logit lens", 0]]
+    finally:
+        batch.close()
+
+
+def test_widget_from_a_saved_comparison_and_its_exported_page(tmp_path, lens):
+    import json
+    import re
+
+    from lens_widget.widget import LensWidget
+    from lens_widget.wire import comparison_to_wire
+
+    c = compare(lens.run(PROMPT, track=[5, 9], progress=False), lens.run(SHORT, track=[5, 9], progress=False))
+    w = LensWidget(comparison=c)
+    try:
+        assert w.compare_view and w.comparison["js_exact"] is False and "approximation" in w.comparison["js_label"]
+        page = w.save_html(tmp_path / "cmp.html").read_text(encoding="utf-8")
+    finally:
+        w.close()
+    state = json.loads(re.search(r'<script type="application/json" id="lw-state">(.*?)</script>', page, re.S).group(1))
+    import base64
+
+    got = np.frombuffer(base64.b64decode(state["comparison"]["js"]["b64"]), dtype="<f4").reshape(state["comparison"]["js"]["shape"])
+    np.testing.assert_array_equal(got, c.js)
+    assert state["compare_view"] is True and set(comparison_to_wire(c)) == set(state["comparison"])
+    with pytest.raises(ValueError, match="comparison= shows"):
+        LensWidget(lens.model, PROMPT, comparison=c)
