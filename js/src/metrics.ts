@@ -40,7 +40,7 @@ export function isCompareMetric(x: unknown): x is CompareMetric {
 }
 
 /** Metrics that read the tracked tokens (the cell stats show them as an extra line). */
-export const TOKEN_METRICS: readonly Metric[] = ["tracked_prob", "logit_diff"];
+export const TOKEN_METRICS: readonly string[] = ["tracked_prob", "logit_diff", "d_tracked_prob", "d_logit_diff"];
 
 export function isMetric(x: unknown): x is Metric {
   return typeof x === "string" && (METRIC_NAMES as readonly string[]).includes(x);
@@ -81,7 +81,8 @@ export function rankScale(hi: number): Scale {
 }
 
 export interface MetricView {
-  metric: Metric;
+  /** a grid metric, or a compare metric on the diff grid (compare.ts) */
+  metric: Metric | CompareMetric;
   values: Float32Array;
   scale: Scale;
   label: string;
