@@ -346,3 +346,47 @@ def test_widget_from_a_saved_comparison_and_its_exported_page(tmp_path, lens):
     assert state["compare_view"] is True and set(comparison_to_wire(c)) == set(state["comparison"])
     with pytest.raises(ValueError, match="comparison= shows"):
         LensWidget(lens.model, PROMPT, comparison=c)
+
+
+# -- plots -------------------------------------------------------------------------------------
+def _glyph_data(fig, kind: str) -> dict:
+    from bokeh.models import GlyphRenderer
+
+    r = [g for g in fig.renderers if isinstance(g, GlyphRenderer) and type(g.glyph).__name__ == kind]
+    assert r, kind
+    return r[0].data_source.data
+
+
+def test_the_delta_heatmap_and_js_by_layer_plot_the_comparisons_numbers(lens, llama):
+    from bokeh.models import ColorBar, HoverTool
+
+    from lens_widget import plots
+
+    ra = lens.run(PROMPT, track=[5, 9], progress=False)
+    rb = lens.run(SHORT, track=[5, 9], progress=False)
+    c = compare(ra, rb)
+    for metric in COMPARE_METRICS:
+        fig = plots.compare_grid(c, metric)
+        d = _glyph_data(fig, "Rect")
+        assert len(d["value"]) == c.n_sites * c.n_positions
+        want = c.metric(metric)
+        for i, (x, y) in enumerate(zip(d["x"], d["y"])):
+            v = d["value"][i]
+            assert (np.isnan(v) and np.isnan(want[y, x])) or v == pytest.approx(float(want[y, x]), rel=1e-6, abs=1e-9), (metric, x, y)
+            assert d["top1_b"][i] == rb.display(int(rb.topk_ids[0, y, c.cols_b[x], 0]))
+        mapper = [m for m in fig.right if isinstance(m, ColorBar)][0].color_mapper
+        if metric in DELTA_METRICS:  # diverging, centred on zero, symmetric about the largest |Δ|
+            assert mapper.low == -mapper.high == -float(np.nanmax(np.abs(want)))
+        else:
+            assert mapper.low == 0
+        assert "{safe}" not in str(fig.select_one(HoverTool).tooltips)
+    exact = lens.compare(PROMPT, decoder_b=AffineLens(llama), progress=False)
+    fig = plots.js_by_layer({"prompts": c, "lenses": exact})
+    lines = [g for g in fig.renderers if type(g.glyph).__name__ == "Line"]
+    assert len(lines) == 2
+    for line, cc in zip(lines, (c, exact)):
+        np.testing.assert_allclose(line.data_source.data["value"], np.nanmean(cc.js, axis=1), rtol=1e-6)
+    labels = [item.label.value for item in fig.legend[0].items]
+    assert labels == ["prompts (top-k approx.)", "lenses (exact)"]
+    with pytest.raises(ValueError, match="metric must be one of"):
+        plots.compare_grid(c, "kl")
