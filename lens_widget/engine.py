@@ -491,6 +491,9 @@ class LogitLens:
         """
         if prompt_b is None and decoder_b is None:
             raise ValueError("compare needs a second prompt (prompt_b) or a second decoder (decoder_b=)")
+        if self.model.source.remote:
+            raise ValueError("a one-run compare decodes both sides here; with a remote source compare two runs' "
+                             "results instead: lens_widget.compare(lens.run(a), lens.run(b)) (top-k-approximate JS)")
         other = self if decoder_b is None else self.with_decoder(decoder_b)
         if other.decoder.vocab != self.decoder.vocab:
             raise ComparisonError(f"the decoders have different vocabularies ({self.decoder.vocab} vs {other.decoder.vocab} tokens)")

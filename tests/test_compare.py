@@ -390,3 +390,17 @@ def test_the_delta_heatmap_and_js_by_layer_plot_the_comparisons_numbers(lens, ll
     assert labels == ["prompts (top-k approx.)", "lenses (exact)"]
     with pytest.raises(ValueError, match="metric must be one of"):
         plots.compare_grid(c, "kl")
+
+
+def test_a_comparison_that_no_longer_aligns_after_a_new_prompt_is_dropped_with_a_message(llama):
+    from lens_widget.widget import LensWidget
+
+    w = LensWidget.compare(llama, PROMPT, SHORT, align=6, progress=False)
+    try:
+        assert w.compared.align == "on position 6" and w.compare_view
+        w.set_prompt("Hi")  # the prompt shown (side a) is now two tokens: its position 6 is gone
+        assert w.compared is None and w.comparison == {} and not w.compare_view
+        assert "dropped" in w.error and "position 6" in w.error and w.metric == "top1_prob"
+        assert w.prompts == ["Hi", SHORT]
+    finally:
+        w.close()

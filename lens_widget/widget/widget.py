@@ -362,7 +362,14 @@ class LensWidget(anywidget.AnyWidget):
             self.error = ""
             pair = getattr(self, "_pair", None)
             if pair is not None:  # a recompute (track, set_prompt): the comparison follows
-                self.compare_with(pair[0], pair[1], pair[2])
+                try:
+                    self.compare_with(pair[0], pair[1], pair[2])
+                except Exception as exc:  # e.g. a new prompt has no column at the aligned position
+                    self._pair, self._compared = None, None
+                    self.comparison, self.compare_pair, self.compare_view = {}, [], False
+                    if self.metric in COMPARE_METRICS:
+                        self.metric = "top1_prob"
+                    self.error = f"the comparison was dropped: {type(exc).__name__}: {exc}"
 
     def _show_current(self) -> None:
         """``data``, ``prompt``, pins and selection for the lens and prompt chosen."""
