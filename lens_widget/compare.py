@@ -155,6 +155,7 @@ class Comparison:
             the top-k approximation (:func:`topk_js`).
         nonfinite: ``[S, P]`` either side held NaN/inf there.
         tracked_ids: ``[M]`` tokens tracked on both sides; d_tracked_prob / d_tracked_logit ``[S, P, M]``.
+        meta: how it was computed (a one-run compare: chunks reduced by the compiled kernels).
     """
 
     a: LensResult

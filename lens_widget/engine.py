@@ -512,6 +512,10 @@ class LogitLens:
         ia_cols, ib_cols, how = align_columns(plan.positions[0], lengths[0], plan.positions[ib], lengths[ib], align)
         S, M = len(plan.sites), int(plan.tracked.numel())
         fused = self._use_fused(plan)
+        if fused:  # the JS kernel too: compiled in the background ("auto") or now ("always")
+            FUSED.warm("js", self.decoder.vocab, self.decoder.device, block=self.compile == "always")
+            if self.compile == "always" and FUSED.failure("js"):
+                raise RuntimeError(f"compile='always': torch.compile of the JS divergence failed: {FUSED.failure('js')}")
         sides = [
             _Side(self, 0, ChunkReducer(self.decoder, plan.max_rows, plan.k, fused=fused, strict=self.compile == "always"),
                   _ResultStore(1, S, len(plan.positions[0]), plan.k, M), int(ia_cols[0])),
@@ -533,6 +537,7 @@ class LogitLens:
             results.append(side.runner._assemble(one, side.store))
         comparison = compare_results(results[0], results[1], align=(int(plan.positions[0][ia_cols[0]]), int(plan.positions[ib][ib_cols[0]])), labels=labels, js=js)
         comparison.align = how
+        comparison.meta.update({"fused_chunks": sum(s.reducer.fused_chunks for s in sides), "fused_js_chunks": sides[0].reducer.fused_js_chunks})
         return (comparison, kept) if return_activations else comparison
 
     @torch.inference_mode()
@@ -588,7 +593,7 @@ class LogitLens:
                     g = s1 - s0
                     rows = [s.runner._side_rows(plan, acts, s.b, s.off + c0, s.off + c1, s0, s1, s.nxt) for s in sides]
                     za, zb = a.reducer.logits(rows[0][0]), b.reducer.logits(rows[1][0])
-                    js[s0:s1, c0:c1] = js_divergence(za, zb).view(c1 - c0, g).T.cpu().numpy()
+                    js[s0:s1, c0:c1] = a.reducer.js(za, zb).view(c1 - c0, g).T.cpu().numpy()
                     for side, z, (x, nxt, bad), final in zip(sides, (za, zb), rows, finals):
                         stats = side.reducer.reduce_logits(z, x, nxt, plan.tracked, final, group=g, nonfinite=bad)
                         side.store.put(0, slice(s0, s1), slice(side.off + c0, side.off + c1), stats, g)

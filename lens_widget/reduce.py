@@ -148,6 +148,20 @@ def js_divergence(za: torch.Tensor, zb: torch.Tensor, block: int = JS_BLOCK) -> 
     return (0.5 * total).clamp_(min=0.0, max=_LN2).float()
 
 
+def js_fused(za: torch.Tensor, zb: torch.Tensor) -> torch.Tensor:
+    """:func:`js_divergence` written for ``torch.compile`` (whole rows; the compiler fuses the
+    element-wise math into the reductions, so no ``[r, V]`` temporary is materialised)."""
+    f64 = torch.float64
+    ma, mb = za.amax(-1, keepdim=True), zb.amax(-1, keepdim=True)
+    lse_a = (ma.to(f64) + torch.log(torch.exp(za - ma).to(f64).sum(-1, keepdim=True))).float()
+    lse_b = (mb.to(f64) + torch.log(torch.exp(zb - mb).to(f64).sum(-1, keepdim=True))).float()
+    la, lb = za - lse_a, zb - lse_b
+    pa, pb = torch.exp(la.clamp(min=EXP_FLOOR)), torch.exp(lb.clamp(min=EXP_FLOOR))
+    lm = torch.where(la == lb, la, torch.logaddexp(la, lb) - _LN2)
+    total = (pa * (la - lm) + pb * (lb - lm)).to(f64).sum(-1)
+    return (0.5 * total).clamp(min=0.0, max=_LN2).float()
+
+
 class FusedKernels:
     """The compiled reductions, compiled once per process in a background thread.
 
@@ -191,13 +205,16 @@ class FusedKernels:
         return thread
 
     def _compile(self, name: str, vocab: int, device: torch.device) -> None:
-        fn = {"cell_stats": cell_stats, "cell_stats_blocked": cell_stats_blocked}[name]
+        fn = {"cell_stats": cell_stats, "cell_stats_blocked": cell_stats_blocked, "js": js_fused}[name]
         try:
             compiled = torch.compile(fn, dynamic=True)
             # Shapes with every dimension > 1, so the compiled graph stays general.
             with torch.inference_mode():
                 z = torch.randn(2, 3, vocab, device=device)
-                compiled(z, z[..., :2].contiguous(), torch.softmax(z[:, :1], -1))
+                if name == "js":
+                    compiled(z.view(6, vocab), z.view(6, vocab).flip(0).contiguous())
+                else:
+                    compiled(z, z[..., :2].contiguous(), torch.softmax(z[:, :1], -1))
             self._ready[name] = compiled
         except Exception as exc:  # no C++ compiler, unsupported device, ...: eager is exact too
             self._failed[name] = f"{type(exc).__name__}: {exc}"
@@ -224,6 +241,7 @@ class ChunkReducer:
         self.fused = fused
         self.strict = strict  # a failing compiled kernel raises instead of falling back
         self.fused_chunks = 0  # how many chunks the compiled kernel reduced (tests, benchmarks)
+        self.fused_js_chunks = 0  # how many JS divergences the compiled kernel computed
         self._p: torch.Tensor | None = None
         self._mask: torch.Tensor | None = None
 
@@ -301,6 +319,18 @@ class ChunkReducer:
         row ``i`` belongs to position ``i // group``.
         """
         return self.reduce_logits(self.logits(x), x, next_ids, tracked, final, group, nonfinite)
+
+    @torch.inference_mode()
+    def js(self, za: torch.Tensor, zb: torch.Tensor) -> torch.Tensor:
+        """:func:`js_divergence` of two logits chunks, through the compiled kernel when this
+        reducer is fused and the kernel is ready (counted in ``fused_js_chunks``)."""
+        fn = FUSED.get("js") if self.fused else None
+        if fn is None:
+            if self.fused and self.strict:
+                raise RuntimeError("the compiled kernel js is not ready")
+            return js_divergence(za, zb)
+        self.fused_js_chunks += 1
+        return fn(za, zb)
 
     @torch.inference_mode()
     def logits(self, x: torch.Tensor) -> torch.Tensor:

@@ -404,3 +404,13 @@ def test_a_comparison_that_no_longer_aligns_after_a_new_prompt_is_dropped_with_a
         assert w.prompts == ["Hi", SHORT]
     finally:
         w.close()
+
+
+def test_the_compiled_js_kernel_is_exact_too(llama):
+    """compile="always": the reducer's JS runs through torch.compile'd js_fused; same float64 check."""
+    fast = LogitLens(llama, compile="always")
+    tuned = AffineLens(llama)
+    c = fast.compare(PROMPT, decoder_b=tuned, progress=False)
+    assert c.meta["fused_js_chunks"] > 0 and c.meta["fused_chunks"] > 0
+    want = js64(naive_lens(llama, PROMPT)[0], affine_naive(llama, tuned, PROMPT))
+    np.testing.assert_allclose(c.js, want, rtol=2e-4, atol=2e-6)
