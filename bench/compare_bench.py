@@ -12,7 +12,8 @@ Two questions, each asked two ways:
 
 Each variant runs in a **fresh subprocess per repeat** (after a 16-token warm-up of the same
 variant in that process), repeats interleaved so a noisy neighbour hits every variant alike.
-Eager reductions (``compile="never"``) everywhere, one torch thread (``--threads``).
+Eager reductions (``compile="never"``) everywhere by default (``--compile always``: the fused
+compiled reductions and JS kernel, compiled during the warm-up), one torch thread (``--threads``).
 Time: wall clock of the measured call (median, min, max). Memory: peak RSS growth during the
 call (``tests/memory.py``: high-water mark reset before the call). Ratios are one_run / two_runs.
 The time of ``compare(ra, rb)`` alone (from saved results) is reported too.
@@ -37,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = ("prompts/one_run", "prompts/two_runs", "lenses/one_run", "lenses/two_runs")
 
 
-def child(variant: str, tokens: int, threads: int) -> dict:
+def child(variant: str, tokens: int, threads: int, compile_mode: str = "never") -> dict:
     """One measured call of ``variant`` in this (fresh) process."""
     sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
     import torch
@@ -52,7 +53,7 @@ def child(variant: str, tokens: int, threads: int) -> dict:
     hm = HookedModel.default()
     stream = token_stream(hm, corpus_texts("held_out"), tokens)
     ids_a, ids_b = next(stream), next(stream)
-    lens = LogitLens(hm, compile="never")
+    lens = LogitLens(hm, compile=compile_mode)
     kind, how = variant.split("/")
     tuned = TunedLens.default(hm) if kind == "lenses" else None
     other = lens.with_decoder(tuned) if tuned is not None else lens
@@ -80,16 +81,17 @@ def main() -> int:
     ap.add_argument("--tokens", type=int, default=512)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--compile", default="never", choices=["never", "always"])
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "compare_bench.json"))
     args = ap.parse_args()
     if args.child:
-        print(json.dumps(child(args.child, args.tokens, args.threads)))
+        print(json.dumps(child(args.child, args.tokens, args.threads, args.compile)))
         return 0
     runs: dict[str, list[dict]] = {v: [] for v in VARIANTS}
     for rep in range(args.repeats):
         for v in VARIANTS:
-            cmd = [sys.executable, __file__, "--child", v, "--tokens", str(args.tokens), "--threads", str(args.threads)]
+            cmd = [sys.executable, __file__, "--child", v, "--tokens", str(args.tokens), "--threads", str(args.threads), "--compile", args.compile]
             out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
             runs[v].append(json.loads(out))
             r = runs[v][-1]
@@ -107,7 +109,7 @@ def main() -> int:
               f"two runs + compare {two['seconds']:.2f} s +{two['growth_MiB']:.0f} MiB (top-k JS, mean {two['js_mean']:.4f}) | "
               f"time x{summary[kind]['time_ratio_one_over_two']:.2f}, memory x{summary[kind]['memory_ratio_one_over_two']:.2f}; "
               f"compare() from saved results {summary[kind]['compare_from_saved_results_s'] * 1e3:.0f} ms")
-    result = {"machine": platform.processor() or platform.machine(), "threads": args.threads, "tokens": args.tokens,
+    result = {"machine": platform.processor() or platform.machine(), "threads": args.threads, "compile": args.compile, "tokens": args.tokens,
               "sites": 31, "k": 10, "repeats": args.repeats, "runs": runs, "median": med, "summary": summary}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1))
