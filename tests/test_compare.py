@@ -59,7 +59,9 @@ def affine_naive(hm, decoder: AffineLens, prompt: str) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def llama():
-    return tiny("llama")
+    # a model of this file's own: transformers' output_hidden_states (the float64 reference) leaves
+    # its recording hooks on a model, and other files count hooks on the shared tiny("llama")
+    return tiny("llama", seed=5)
 
 
 @pytest.fixture(scope="module")
@@ -187,7 +189,7 @@ def test_results_of_different_vocabularies_tokenizers_or_sites_are_refused(lens)
 
 
 def test_two_models_sharing_a_tokenizer_compare(llama):
-    other = tiny("llama", seed=1)
+    other = tiny("llama", seed=6)
     V = 101
     # k = the whole vocabulary: the top-k "approximation" then holds every token, so it must
     # equal the exact float64 JS of the two models
