@@ -3,6 +3,7 @@
 from ._version import __version__
 from .arch import ARCHITECTURES, ArchSpec, UnknownArchitectureError
 from .cache import ActivationCache, ExtractionConfig
+from .compare import Comparison, ComparisonError, compare
 from .decoders import Decoder, UnsupportedSiteError
 from .engine import LogitLens
 from .hooked import HookedModel
@@ -16,6 +17,8 @@ __all__ = [
     "ARCHITECTURES",
     "ActivationCache",
     "ArchSpec",
+    "Comparison",
+    "ComparisonError",
     "Decoder",
     "ExtractionConfig",
     "HookedModel",
@@ -28,6 +31,7 @@ __all__ = [
     "TunedLens",
     "UnknownArchitectureError",
     "UnsupportedSiteError",
+    "compare",
     "display_token",
 ]
 

@@ -7,6 +7,7 @@ ranks along the layers) and checks itself (the last block decodes to the model's
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
@@ -16,11 +17,13 @@ import torch
 from tqdm.auto import tqdm
 
 from .cache import ActivationCache
+from .compare import Align, Comparison, ComparisonError, align_columns
+from .compare import compare as compare_results
 from .decoders import Decoder
 from .hooked import HookedModel, as_hooked_model
 from .inputs import Batch
 from .progress import Progress, ProgressBar
-from .reduce import FUSE_MIN_WORK, FUSED, ChunkReducer, rows_for_budget, token_stats
+from .reduce import FUSE_MIN_WORK, FUSED, ChunkReducer, js_divergence, rows_for_budget, token_stats
 from .result import LensResult
 from .sites import resolve_positions, select_matrix
 from .sources import ActivationRef, RemoteActivations, Work
@@ -425,6 +428,7 @@ class LogitLens:
             token_strings=self.model.tokens.table(used),
             model_name=self.model.name,
             lens_name=self.decoder.name,
+            vocab_size=int(self.decoder.vocab),
             **arrays,
         )
 
@@ -511,6 +515,164 @@ class LogitLens:
         lens_logits = self.decoder.logits(rec.acts[last][0], last)
         return float((lens_logits - rec.logits[0].to(lens_logits.device)).abs().max())
 
+    # -- two sides in one run: exact Jensen–Shannon divergences ---------------------------------
+    @torch.inference_mode()
+    def compare(
+        self,
+        prompt_a: Any,
+        prompt_b: Any = None,
+        *,
+        decoder_b: Decoder | None = None,
+        align: Align = "last",
+        sites: str | Sequence[str] | None = None,
+        positions: Any = "all",
+        k: int = 10,
+        track: Iterable[int | str] = (),
+        track_top: int = 0,
+        labels: tuple[str, str] | None = None,
+        progress: bool = True,
+        return_activations: bool = False,
+    ) -> Comparison | tuple[Comparison, list[dict[str, torch.Tensor]]]:
+        """Two sides of one engine run, compared cell by cell with **exact** Jensen–Shannon
+        divergences (see :mod:`lens_widget.compare`).
+
+        * two lenses on one prompt: ``lens.compare(prompt, decoder_b=tuned)`` (side a is this
+          lens's decoder, side b ``decoder_b``);
+        * two prompts: ``lens.compare(prompt_a, prompt_b)`` (one forward pass of both, in one
+          batch; ``align`` pairs their columns); ``decoder_b`` may be given too.
+
+        Per chunk the reducer decodes both sides' aligned rows, takes the JS divergence of the two
+        log-softmaxes over the whole vocabulary, then reduces each side's rows as :meth:`run`
+        does, and drops the logits: no full-vocabulary tensor outlives its chunk, and the two
+        reducers share ``memory_budget`` (each side's chunks are half the size of :meth:`run`'s). Columns of the
+        longer prompt that have no partner are reduced alone. ``return_activations`` also returns
+        ``[acts_a, acts_b]`` (``{site: [P, d]}``, as :meth:`run`).
+        """
+        if prompt_b is None and decoder_b is None:
+            raise ValueError("compare needs a second prompt (prompt_b) or a second decoder (decoder_b=)")
+        if self.model.source.remote:
+            raise ValueError("a one-run compare decodes both sides here; with a remote source compare two runs' "
+                             "results instead: lens_widget.compare(lens.run(a), lens.run(b)) (top-k-approximate JS)")
+        other = self if decoder_b is None else self.with_decoder(decoder_b)
+        if other.decoder.vocab != self.decoder.vocab:
+            raise ComparisonError(f"the decoders have different vocabularies ({self.decoder.vocab} vs {other.decoder.vocab} tokens)")
+        prompts = [prompt_a] if prompt_b is None else [prompt_a, prompt_b]
+        for p in prompts:
+            if not isinstance(p, str) and not (isinstance(p, (list, tuple)) and all(isinstance(t, int) for t in p)):
+                raise ValueError(f"compare takes one prompt per side (a string or a list of token ids), got {type(p).__name__}")
+        plan = self._plan(prompts, sites, positions, k, track, track_top)
+        # two reducers share the memory budget: each side's chunk is half of run()'s
+        half = max(1, plan.max_rows // 2)
+        group = min(len(plan.sites), half)
+        plan = dataclasses.replace(plan, max_rows=half, group=group, block=max(1, half // group))
+        other.decoder.check_sites(plan.sites)
+        ib = len(plan.positions) - 1  # side b's prompt in the batch
+        lengths = [int(n) for n in plan.batch.lengths]
+        ia_cols, ib_cols, how = align_columns(plan.positions[0], lengths[0], plan.positions[ib], lengths[ib], align)
+        S, M = len(plan.sites), int(plan.tracked.numel())
+        fused = self._use_fused(plan)
+        if fused:  # the JS kernel too: compiled in the background ("auto") or now ("always")
+            FUSED.warm("js", self.decoder.vocab, self.decoder.device, block=self.compile == "always")
+            if self.compile == "always" and FUSED.failure("js"):
+                raise RuntimeError(f"compile='always': torch.compile of the JS divergence failed: {FUSED.failure('js')}")
+        sides = [
+            _Side(self, 0, ChunkReducer(self.decoder, plan.max_rows, plan.k, fused=fused, strict=self.compile == "always"),
+                  _ResultStore(1, S, len(plan.positions[0]), plan.k, M), int(ia_cols[0])),
+            _Side(other, ib, ChunkReducer(other.decoder, plan.max_rows, plan.k, fused=fused, strict=self.compile == "always"),
+                  _ResultStore(1, S, len(plan.positions[ib]), plan.k, M), int(ib_cols[0])),
+        ]
+        js = np.full((S, ia_cols.size), np.nan, dtype=np.float32)
+        kept: list[dict[str, torch.Tensor]] = []
+        select, _ = select_matrix(plan.positions)
+        bar = tqdm(total=plan.n_chunks * (2 if len(plan.positions) == 1 else 1), desc="Compare", unit="chunk", disable=not progress)
+        try:
+            local = lambda acts: self._compare_batch(plan, sides, int(ia_cols.size), js, acts, bar, kept if return_activations else None)  # noqa: E731
+            self.model.source.reduce(plan.batch, plan.record, select, local)
+        finally:
+            bar.close()
+        results = []
+        for side in sides:
+            one = dataclasses.replace(plan, batch=plan.batch.subset([side.b]), positions=[plan.positions[side.b]])
+            results.append(side.runner._assemble(one, side.store))
+        comparison = compare_results(results[0], results[1], align=(int(plan.positions[0][ia_cols[0]]), int(plan.positions[ib][ib_cols[0]])), labels=labels, js=js)
+        comparison.align = how
+        comparison.meta.update({"fused_chunks": sum(s.reducer.fused_chunks for s in sides), "fused_js_chunks": sides[0].reducer.fused_js_chunks})
+        return (comparison, kept) if return_activations else comparison
+
+    @torch.inference_mode()
+    def js_between(self, acts_a: dict[str, torch.Tensor], acts_b: dict[str, torch.Tensor], sites: Sequence[str],
+                   cols_a: Sequence[int], cols_b: Sequence[int], decoder_b: Decoder | None = None) -> np.ndarray:
+        """Exact Jensen–Shannon divergences ``[S, P]`` (nats, full vocabulary) between recorded
+        activations: column ``cols_a[j]`` of ``acts_a`` (``{site: [P_a, d]}``, as :meth:`run`
+        returns with ``return_activations``) decoded by this lens, against column ``cols_b[j]`` of
+        ``acts_b`` decoded by ``decoder_b`` (default: this lens's decoder). Chunked like
+        :meth:`run` (each side half the memory budget); no forward pass."""
+        dec_b = self.decoder if decoder_b is None else decoder_b
+        ia, ib = torch.as_tensor(list(cols_a), dtype=torch.long), torch.as_tensor(list(cols_b), dtype=torch.long)
+        if ia.numel() != ib.numel():
+            raise ValueError("cols_a and cols_b must pair up (the same length)")
+        step = max(1, rows_for_budget(self.decoder.vocab, self.memory_budget) // 2)
+        out = np.full((len(sites), ia.numel()), np.nan, dtype=np.float32)
+        with self.decoder.loaded(), dec_b.loaded():
+            for s, site in enumerate(sites):
+                ha, hb = acts_a[site], acts_b[site]
+                for j0 in range(0, ia.numel(), step):
+                    ja, jb = ia[j0 : j0 + step], ib[j0 : j0 + step]
+                    za = self.decoder.logits(ha[ja.to(ha.device)], site)
+                    zb = dec_b.logits(hb[jb.to(hb.device)], site)
+                    out[s, j0 : j0 + ja.numel()] = js_divergence(za, zb).cpu().numpy()
+        return out
+
+    def _side_rows(self, plan: _Plan, acts: dict[str, torch.Tensor], j: int, p0: int, p1: int, s0: int, s1: int, nxt: torch.Tensor):
+        """Prepared rows of sites ``s0:s1`` at columns ``p0:p1`` of batch row ``j`` (position-major),
+        their next-token ids and non-finite flags."""
+        sites = plan.sites[s0:s1]
+        raw = [acts[site][j, p0:p1] for site in sites]
+        x = torch.stack([self.decoder.prepare(h, site) for h, site in zip(raw, sites)], 1)
+        bad = ~torch.isfinite(torch.stack(raw, 1)).all(-1)
+        return x.reshape(-1, x.shape[-1]), nxt[p0:p1].repeat_interleave(s1 - s0), bad.reshape(-1)
+
+    def _compare_batch(self, plan: _Plan, sides: list["_Side"], n: int, js: np.ndarray, acts: dict[str, torch.Tensor], bar: Any,
+                       kept: list[dict[str, torch.Tensor]] | None) -> None:
+        """Both sides of a comparison: the paired columns chunk by chunk with JS, then each
+        side's unpaired columns alone."""
+        S = len(plan.sites)
+        for side in sides:
+            pos = plan.positions[side.b]
+            ids = plan.batch.input_ids[side.b, : int(plan.batch.lengths[side.b])]
+            pos_t = torch.as_tensor(pos)
+            side.nxt = torch.where(pos_t + 1 < ids.numel(), ids[(pos_t + 1).clamp(max=ids.numel() - 1)], -1)
+        a, b = sides
+        with a.runner.decoder.loaded(), b.runner.decoder.loaded():
+            for c0 in range(0, n, plan.block):
+                c1 = min(n, c0 + plan.block)
+                finals = [s.final(plan, acts, s.off + c0, s.off + c1) for s in sides]
+                for s0 in range(0, S, plan.group):
+                    s1 = min(S, s0 + plan.group)
+                    g = s1 - s0
+                    rows = [s.runner._side_rows(plan, acts, s.b, s.off + c0, s.off + c1, s0, s1, s.nxt) for s in sides]
+                    za, zb = a.reducer.logits(rows[0][0]), b.reducer.logits(rows[1][0])
+                    js[s0:s1, c0:c1] = a.reducer.js(za, zb).view(c1 - c0, g).T.cpu().numpy()
+                    for side, z, (x, nxt, bad), final in zip(sides, (za, zb), rows, finals):
+                        stats = side.reducer.reduce_logits(z, x, nxt, plan.tracked, final, group=g, nonfinite=bad)
+                        side.store.put(0, slice(s0, s1), slice(side.off + c0, side.off + c1), stats, g)
+                    bar.update(2)
+            for side in sides:  # columns without a partner
+                P = len(plan.positions[side.b])
+                for lo, hi in ((0, side.off), (side.off + n, P)):
+                    for p0 in range(lo, hi, plan.block):
+                        p1 = min(hi, p0 + plan.block)
+                        final = side.final(plan, acts, p0, p1)
+                        for s0 in range(0, S, plan.group):
+                            s1 = min(S, s0 + plan.group)
+                            x, nxt, bad = side.runner._side_rows(plan, acts, side.b, p0, p1, s0, s1, side.nxt)
+                            stats = side.reducer.reduce(x, nxt, plan.tracked, final, group=s1 - s0, nonfinite=bad)
+                            side.store.put(0, slice(s0, s1), slice(p0, p1), stats, s1 - s0)
+                            bar.update(1)
+        if kept is not None:
+            for side in sides:
+                kept.append({site: acts[site][side.b, : len(plan.positions[side.b])] for site in plan.record})
+
 
 def _batches(n: int, size: int) -> list[list[int]]:
     step = max(1, int(size))
@@ -571,3 +733,21 @@ class _ResultStore:
             v = stats[key].detach().cpu().numpy()
             v = v.reshape(n_pos, group, *v.shape[1:])  # [pos, site, ...]
             arr[b, sites, pos] = np.swapaxes(v, 0, 1)
+
+
+@dataclass
+class _Side:
+    """One side of :meth:`LogitLens.compare`: its runner, its prompt's row in the batch, its reducer
+    and store, and its first paired column."""
+
+    runner: LogitLens
+    b: int
+    reducer: ChunkReducer
+    store: _ResultStore
+    off: int
+    nxt: torch.Tensor = dataclasses.field(default_factory=lambda: torch.empty(0, dtype=torch.long))
+
+    def final(self, plan: _Plan, acts: dict[str, torch.Tensor], p0: int, p1: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """This side's final-layer distribution at columns ``p0:p1`` (its own decoder's)."""
+        dec = self.runner.decoder
+        return self.reducer.final_distribution(dec.prepare(acts[plan.final_site][self.b, p0:p1], plan.final_site))

@@ -116,15 +116,15 @@ class _ColumnReducer:
                     g = s1 - s0
                     raw = [acts[site][p0:p1] for site in self.sites[s0:s1]]
                     x = torch.stack([dec.prepare(h, site) for h, site in zip(raw, self.sites[s0:s1])], 1).reshape(-1, raw[0].shape[-1])
-                    z = None
+                    bad = ~torch.isfinite(torch.stack(raw, 1)).all(-1)
+                    row_args = (next_ids[p0:p1].repeat_interleave(g), self.tracked)
                     if one_matmul:  # a single column: the final row's logits are among the chunk's
-                        z = self.reducer.unembed_rows(x)
+                        z = self.reducer.logits(x)
                         f = self.sites.index(self.final_site)
                         final = self.reducer.final_from_logits(z[f : f + 1])
-                    bad = ~torch.isfinite(torch.stack(raw, 1)).all(-1)
-                    stats = self.reducer.reduce(
-                        x, next_ids[p0:p1].repeat_interleave(g), self.tracked, final, group=g, nonfinite=bad.reshape(-1), logits=z
-                    )
+                        stats = self.reducer.reduce_logits(z, x, *row_args, final, group=g, nonfinite=bad.reshape(-1))
+                    else:
+                        stats = self.reducer.reduce(x, *row_args, final, group=g, nonfinite=bad.reshape(-1))
                     for key, arr in out.items():
                         v = stats[key].detach().cpu().numpy()
                         arr[s0:s1, p0:p1] = np.swapaxes(v.reshape(p1 - p0, g, *v.shape[1:]), 0, 1)

@@ -35,11 +35,12 @@ from bokeh.models import (
     Range1d,
     Span,
 )
-from bokeh.palettes import Category10_10, Inferno256, Viridis256
+from bokeh.palettes import RdBu11, Category10_10, Inferno256, Viridis256
 from bokeh.plotting import figure
 from bokeh.resources import INLINE
 
-from .metrics import RESULT_METRICS, TRAJECTORY_METRICS
+from .compare import Comparison
+from .metrics import COMPARE_METRICS, DELTA_METRICS, RESULT_METRICS, TRAJECTORY_METRICS
 from .result import LensResult
 from .sites import site_label
 from .tokens import TokenLookupError, display_token
@@ -51,6 +52,8 @@ __all__ = [
     "lens_grid",
     "kl_by_layer",
     "generation",
+    "compare_grid",
+    "js_by_layer",
     "show",
     "save",
     "to_html",
@@ -674,4 +677,95 @@ def generation(
     fig.legend[0].click_policy = "hide"
     if metric == "rank":
         fig.y_range.flipped = True
+    return fig
+
+
+# -- comparisons ----------------------------------------------------------------------------------
+#: Blue (b < a) through white to red (b > a), as the widget's diverging scale.
+_DIVERGING = tuple(reversed(RdBu11))
+
+
+def compare_grid(comparison: Comparison, metric: str = "js", token: int | None = None, tokens: Sequence[int] = (),
+                 cell_width: int = 64, cell_height: int = 22) -> figure:
+    """The diff grid of a :class:`~lens_widget.Comparison`: layers x aligned columns coloured by a
+    compare metric (``lens_widget.metrics.COMPARE_METRICS``). Δ metrics (b − a) on a diverging
+    scale centred on zero, symmetric about the largest |Δ|; JS divergence (labelled exact or
+    top-k approximation) and top-1 agreement on sequential scales. Each cell reads ``a→b`` top-1
+    tokens (one token when they agree); the hover shows both sides."""
+    _check_metric(metric, COMPARE_METRICS)
+    c = comparison
+    S, P = c.n_sites, c.n_positions
+    values = c.metric(metric, token=token, tokens=tokens).astype(np.float64)
+    values = np.where(c.nonfinite, np.nan, values)
+    top_a = c.side("a", c.a.topk_ids)[..., 0]
+    top_b = c.side("b", c.b.topk_ids)[..., 0]
+    tok_a = [c.a.display(int(c.a.input_ids[c.prompt_a, p])) for p in c.positions_a]
+    tok_b = [c.b.display(int(c.b.input_ids[c.prompt_b, p])) for p in c.positions_b]
+    cols = [ta if ta == tb else f"{ta}│{tb}" for ta, tb in zip(tok_a, tok_b)]
+    ss, pp = np.meshgrid(np.arange(S), np.arange(P), indexing="ij")
+    ss, pp = ss.ravel(), pp.ravel()
+    ta_s = [c.a.display(int(i)) for i in top_a.ravel()]
+    tb_s = [c.b.display(int(i)) for i in top_b.ravel()]
+    finite = values[np.isfinite(values)]
+    if metric in DELTA_METRICS:
+        m = float(np.abs(finite).max()) if finite.size else 0.0
+        m = m if m > 0 else 1.0
+        mapper = LinearColorMapper(palette=_DIVERGING, low=-m, high=m, nan_color="#d9d9d9")
+    else:
+        hi = 1.0 if metric == "top1_agree" else max(float(finite.max()) if finite.size else 0.0, 1e-12)
+        mapper = LinearColorMapper(palette=Viridis256, low=0.0, high=hi, nan_color="#d9d9d9")
+    source = ColumnDataSource({
+        "x": pp, "y": ss,
+        "layer": [c.site_labels[i] for i in ss],
+        "token_a": [tok_a[j] for j in pp], "token_b": [tok_b[j] for j in pp],
+        "position_a": c.positions_a[pp], "position_b": c.positions_b[pp],
+        "top1_a": ta_s, "top1_b": tb_s,
+        "cell": [_short(a if a == b else f"{a}→{b}", 10) for a, b in zip(ta_s, tb_s)],
+        "value": values.ravel(),
+        "js": c.js.ravel().astype(np.float64),
+    })
+    source.data["text_color"] = _text_colors(source.data["value"], mapper)
+    label = c.js_label if metric == "js" else metric
+    fig = _figure(
+        f"{c.label_a} vs {c.label_b} · {label} (b − a, aligned {c.align})",
+        [("layer", "@layer"), ("a", "@token_a (position @position_a), top-1 @top1_a"), ("b", "@token_b (position @position_b), top-1 @top1_b"),
+         (metric, "@value{%.4g}"), ("JS (nats)", "@js{%.4g}")],
+        width=max(240, cell_width * P), height=max(120, cell_height * S),
+        x_labels=cols, y_labels=c.site_labels, x_name="aligned tokens (a│b)", y_name="layer", cells=True,
+    )
+    fig.select_one(HoverTool).formatters = {"@value": "printf", "@js": "printf"}
+    rects = fig.rect("x", "y", 1, 1, source=source, fill_color={"field": "value", "transform": mapper}, line_color="white")
+    fig.text("x", "y", text="cell", source=source, text_color="text_color", text_font_size="9px", text_align="center", text_baseline="middle")
+    fig.select_one(HoverTool).renderers = [rects]
+    fig.add_layout(ColorBar(color_mapper=mapper, title=PlainText(text=label), width=12), "right")
+    return fig
+
+
+def js_by_layer(comparisons: Comparison | Mapping[str, Comparison], *, title: str = "Jensen–Shannon divergence by layer") -> figure:
+    """Mean JS divergence (nats) over the aligned columns at each layer, one line per comparison
+    (``{name: Comparison}``; a single one is named by its sides). Legend entries say whether each
+    line is exact or the top-k approximation."""
+    if isinstance(comparisons, Comparison):
+        comparisons = {f"{comparisons.label_a} vs {comparisons.label_b}": comparisons}
+    if not isinstance(comparisons, Mapping) or not comparisons:
+        raise ValueError("js_by_layer needs a Comparison or {name: Comparison}")
+    first = next(iter(comparisons.values()))
+    fig = _figure(title, [("comparison", "@name"), ("layer", "@layer"), ("JS (nats)", "@value{%.4g}")], width=640, height=320,
+                  x_labels=first.site_labels, x_name="layer", y_name="JS divergence, nats")
+    points = []
+    for n, (name, c) in enumerate(comparisons.items()):
+        if not isinstance(c, Comparison):
+            raise TypeError(f"{name!r}: expected a Comparison, got {type(c).__name__}")
+        js = np.where(c.nonfinite, np.nan, c.js.astype(np.float64))
+        with np.errstate(invalid="ignore"):
+            per_site = np.nanmean(js, axis=1) if js.shape[1] else np.full(js.shape[0], np.nan)
+        keep = np.isfinite(per_site)
+        x = np.arange(len(per_site))[keep]
+        legend = f"{name} ({'exact' if c.js_exact else 'top-k approx.'})"
+        source = ColumnDataSource({"x": x, "value": per_site[keep], "layer": [c.site_labels[i] for i in x], "name": [str(name)] * int(keep.sum())})
+        color = Category10_10[n % 10]
+        fig.line("x", "value", source=source, color=color, line_width=2, legend_label=legend)
+        points.append(fig.scatter("x", "value", source=source, color=color, size=6, legend_label=legend))
+    fig.select_one(HoverTool).renderers = points
+    _legend_outside(fig)
     return fig

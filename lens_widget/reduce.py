@@ -29,6 +29,7 @@ __all__ = [
     "FUSED",
     "blocked_topk",
     "token_stats",
+    "js_divergence",
     "rows_for_budget",
     "EXP_FLOOR",
     "TOPK_BLOCK",
@@ -111,6 +112,56 @@ def token_stats(z: torch.Tensor, ids: torch.Tensor) -> dict[str, torch.Tensor]:
     return {"logits": sel, "probs": (sel - lse).exp(), "ranks": ranks.to(torch.int64), "entropy": entropy}
 
 
+#: Vocabulary columns per pass of :func:`js_divergence` (bounds its temporaries to ``[r, JS_BLOCK]``).
+JS_BLOCK = 2048
+_LN2 = 0.6931471805599453
+
+
+@torch.inference_mode()
+def js_divergence(za: torch.Tensor, zb: torch.Tensor, block: int = JS_BLOCK) -> torch.Tensor:
+    """Jensen–Shannon divergence (nats) of the softmaxes of two logits chunks ``[r, V]``, per row,
+    exactly over the whole vocabulary: ``½ Σ p (log p − log m) + ½ Σ q (log q − log m)`` with
+    ``m = (p + q) / 2``, ``log m = logaddexp(log p, log q) − ln 2``.
+
+    Neither input is changed (the reducer reads them afterwards); temporaries are ``[r, block]``.
+    Element-wise math is float32, sums accumulate in float64; identical rows give exactly 0.
+    """
+    f64 = torch.float64
+    r, V = za.shape
+    ma, mb = za.amax(-1, keepdim=True), zb.amax(-1, keepdim=True)
+    sa = torch.zeros(r, 1, dtype=f64, device=za.device)
+    sb = torch.zeros_like(sa)
+    for v0 in range(0, V, block):
+        sa += torch.exp(za[:, v0 : v0 + block] - ma).sum(-1, keepdim=True, dtype=f64)
+        sb += torch.exp(zb[:, v0 : v0 + block] - mb).sum(-1, keepdim=True, dtype=f64)
+    lse_a = (ma.to(f64) + torch.log(sa)).float()
+    lse_b = (mb.to(f64) + torch.log(sb)).float()
+    total = torch.zeros(r, dtype=f64, device=za.device)
+    for v0 in range(0, V, block):
+        la = za[:, v0 : v0 + block] - lse_a
+        lb = zb[:, v0 : v0 + block] - lse_b
+        # where p == q, m is p exactly (logaddexp - ln 2 would round it): identical rows give 0
+        lm = torch.where(la == lb, la, torch.logaddexp(la, lb).sub_(_LN2))
+        pa = la.clamp(min=EXP_FLOOR).exp_()
+        pb = lb.clamp(min=EXP_FLOOR).exp_()
+        total += (pa.mul_(la.sub_(lm)) + pb.mul_(lb.sub_(lm))).sum(-1, dtype=f64)
+    return (0.5 * total).clamp_(min=0.0, max=_LN2).float()
+
+
+def js_fused(za: torch.Tensor, zb: torch.Tensor) -> torch.Tensor:
+    """:func:`js_divergence` written for ``torch.compile`` (whole rows; the compiler fuses the
+    element-wise math into the reductions, so no ``[r, V]`` temporary is materialised)."""
+    f64 = torch.float64
+    ma, mb = za.amax(-1, keepdim=True), zb.amax(-1, keepdim=True)
+    lse_a = (ma.to(f64) + torch.log(torch.exp(za - ma).to(f64).sum(-1, keepdim=True))).float()
+    lse_b = (mb.to(f64) + torch.log(torch.exp(zb - mb).to(f64).sum(-1, keepdim=True))).float()
+    la, lb = za - lse_a, zb - lse_b
+    pa, pb = torch.exp(la.clamp(min=EXP_FLOOR)), torch.exp(lb.clamp(min=EXP_FLOOR))
+    lm = torch.where(la == lb, la, torch.logaddexp(la, lb) - _LN2)
+    total = (pa * (la - lm) + pb * (lb - lm)).to(f64).sum(-1)
+    return (0.5 * total).clamp(min=0.0, max=_LN2).float()
+
+
 class FusedKernels:
     """The compiled reductions, compiled once per process in a background thread.
 
@@ -154,13 +205,16 @@ class FusedKernels:
         return thread
 
     def _compile(self, name: str, vocab: int, device: torch.device) -> None:
-        fn = {"cell_stats": cell_stats, "cell_stats_blocked": cell_stats_blocked}[name]
+        fn = {"cell_stats": cell_stats, "cell_stats_blocked": cell_stats_blocked, "js": js_fused}[name]
         try:
             compiled = torch.compile(fn, dynamic=True)
             # Shapes with every dimension > 1, so the compiled graph stays general.
             with torch.inference_mode():
                 z = torch.randn(2, 3, vocab, device=device)
-                compiled(z, z[..., :2].contiguous(), torch.softmax(z[:, :1], -1))
+                if name == "js":
+                    compiled(z.view(6, vocab), z.view(6, vocab).flip(0).contiguous())
+                else:
+                    compiled(z, z[..., :2].contiguous(), torch.softmax(z[:, :1], -1))
             self._ready[name] = compiled
         except Exception as exc:  # no C++ compiler, unsupported device, ...: eager is exact too
             self._failed[name] = f"{type(exc).__name__}: {exc}"
@@ -187,6 +241,7 @@ class ChunkReducer:
         self.fused = fused
         self.strict = strict  # a failing compiled kernel raises instead of falling back
         self.fused_chunks = 0  # how many chunks the compiled kernel reduced (tests, benchmarks)
+        self.fused_js_chunks = 0  # how many JS divergences the compiled kernel computed
         self._p: torch.Tensor | None = None
         self._mask: torch.Tensor | None = None
 
@@ -213,12 +268,6 @@ class ChunkReducer:
         logp = torch.log_softmax(z, dim=-1)
         p = logp.clamp(min=EXP_FLOOR).exp_()
         return p, (p * logp).sum(-1)
-
-    @torch.inference_mode()
-    def unembed_rows(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits of prepared rows ``x [r, d]`` into this reducer's buffer (for :meth:`reduce`'s
-        ``logits=``: one matmul serves a chunk's final distribution and its statistics)."""
-        return self.decoder.unembed(x, out=self.z[: x.shape[0]])
 
     def _eager_stats(self, z: torch.Tensor, targets: torch.Tensor, p_final: torch.Tensor, group: int):
         """:func:`cell_stats` in passes over preallocated buffers (no ``[r, V]`` temporaries)."""
@@ -266,18 +315,49 @@ class ChunkReducer:
         final: tuple[torch.Tensor, torch.Tensor],
         group: int = 1,
         nonfinite: torch.Tensor | None = None,
-        logits: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Statistics of ``r`` prepared rows ``x [r, d]``.
 
         ``next_ids [r]`` (``-1`` = none), ``tracked [M]`` ids, ``final`` the final layer's
         (probabilities, negative entropy) for the chunk's positions, ``nonfinite [r]`` rows whose
         activations held NaN/inf. Rows are ordered position-major in groups of ``group`` sites:
-        row ``i`` belongs to position ``i // group``. ``logits``: the rows' logits from
-        :meth:`unembed_rows` when already computed (they are overwritten).
+        row ``i`` belongs to position ``i // group``. (:meth:`logits` then :meth:`reduce_logits`
+        when the logits are needed first, e.g. for a JS divergence or a final distribution.)
         """
+        return self.reduce_logits(self.logits(x), x, next_ids, tracked, final, group, nonfinite)
+
+    @torch.inference_mode()
+    def js(self, za: torch.Tensor, zb: torch.Tensor) -> torch.Tensor:
+        """:func:`js_divergence` of two logits chunks, through the compiled kernel when this
+        reducer is fused and the kernel is ready (counted in ``fused_js_chunks``)."""
+        fn = FUSED.get("js") if self.fused else None
+        if fn is None:
+            if self.fused and self.strict:
+                raise RuntimeError("the compiled kernel js is not ready")
+            return js_divergence(za, zb)
+        self.fused_js_chunks += 1
+        return fn(za, zb)
+
+    @torch.inference_mode()
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The logits ``[r, V]`` of prepared rows ``x [r, d]``, in this reducer's buffer (valid
+        until the next call; :meth:`reduce_logits` overwrites it)."""
+        return self.decoder.unembed(x, out=self.z[: x.shape[0]])
+
+    @torch.inference_mode()
+    def reduce_logits(
+        self,
+        z: torch.Tensor,
+        x: torch.Tensor,
+        next_ids: torch.Tensor,
+        tracked: torch.Tensor,
+        final: tuple[torch.Tensor, torch.Tensor],
+        group: int = 1,
+        nonfinite: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """:meth:`reduce` of rows whose logits ``z`` (from :meth:`logits`) are already computed
+        (e.g. read first by :func:`js_divergence`). May overwrite ``z``."""
         r = x.shape[0]
-        z = self.decoder.unembed(x, out=self.z[:r]) if logits is None else logits
         dev = z.device
         next_logit = z.gather(1, next_ids.clamp(min=0).to(dev)[:, None])
         tracked_logit = z[:, tracked.to(dev)] if tracked.numel() else z.new_empty(r, 0)

@@ -42,6 +42,8 @@ class LensResult:
         lens_name: the decoder that produced it (``"logit lens"``, ``"tuned lens"``).
         generated_from: ``[B]`` for a generation (``LogitLens.generate``), the index of each
             row's first generated token (its prompt's length); ``None`` when every token was given.
+        vocab_size: the decoder's vocabulary size (``0``: unknown, e.g. an older saved result);
+            :func:`lens_widget.compare` refuses two results of different vocabularies.
     """
 
     prompts: list[str]
@@ -67,6 +69,7 @@ class LensResult:
     model_name: str = ""
     lens_name: str = "logit lens"
     generated_from: np.ndarray | None = None
+    vocab_size: int = 0
 
     # -- shape ----------------------------------------------------------------------------
     @property

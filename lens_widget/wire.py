@@ -13,9 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from .compare import Comparison
 from .result import LensResult
 
-__all__ = ["WIRE_VERSION", "COLUMN_KEYS", "wire_dtype", "encode_array", "result_to_wire", "column_message", "message_bytes", "lift_arrays", "json_state"]
+__all__ = ["WIRE_VERSION", "COLUMN_KEYS", "wire_dtype", "encode_array", "result_to_wire", "column_message", "message_bytes", "comparison_to_wire", "lift_arrays", "json_state"]
 
 WIRE_VERSION = 1
 _BY_KIND = {"b": "uint8", "i": "int32", "u": "uint32", "f": "float32"}
@@ -128,6 +129,33 @@ def message_bytes(content: dict[str, Any], buffers: list[bytes]) -> int:
     import json
 
     return len(json.dumps(content, separators=(",", ":")).encode("utf-8")) + sum(len(b) for b in buffers)
+
+
+def comparison_to_wire(c: Comparison) -> dict[str, Any]:
+    """The widget's ``comparison`` trait: both sides' grids (each laid out like ``data``, every
+    column of its prompt) and the aligned diff grid ``[S, P]`` (P = aligned columns; docs/wire.md)."""
+    return {
+        "version": WIRE_VERSION,
+        "label_a": c.label_a,
+        "label_b": c.label_b,
+        "align": c.align,
+        "js_exact": bool(c.js_exact),
+        "js_label": c.js_label,
+        "n_sites": c.n_sites,
+        "n_positions": c.n_positions,
+        "a": result_to_wire(c.a, c.prompt_a),
+        "b": result_to_wire(c.b, c.prompt_b),
+        # columns into each side's grid (its wire columns: computed columns only)
+        "cols_a": encode_array(np.searchsorted(c.a.columns(c.prompt_a), c.cols_a).astype(np.int32)),
+        "cols_b": encode_array(np.searchsorted(c.b.columns(c.prompt_b), c.cols_b).astype(np.int32)),
+        **{name: encode_array(v.astype(np.float32)) for name, v in c.deltas.items()},
+        "js": encode_array(c.js.astype(np.float32)),
+        "top1_agree": encode_array(c.top1_agree),
+        "nonfinite": encode_array(c.nonfinite),
+        "tracked_ids": encode_array(c.tracked_ids.astype(np.int32)),
+        "d_tracked_prob": encode_array(c.d_tracked_prob.astype(np.float32)),
+        "d_tracked_logit": encode_array(c.d_tracked_logit.astype(np.float32)),
+    }
 
 
 def lift_arrays(msg: dict[str, Any]) -> tuple[dict[str, Any], list[bytes]]:

@@ -57,6 +57,7 @@ def make_result(
         for i, s in enumerate(HOSTILE_STRINGS):
             strings[i] = s
     return LensResult(
+        vocab_size=V,
         prompts=["synthetic prompt"] * B,
         input_ids=input_ids,
         lengths=np.full(B, P),

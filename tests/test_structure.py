@@ -109,7 +109,7 @@ def test_the_cycle_detector_finds_a_cycle():
 
 
 def test_layers_depend_one_way():
-    """loading/arch -> inputs/sites -> sources -> decoders -> reduce -> engine -> result -> wire -> widget | plots."""
+    """loading/arch -> inputs/sites -> sources -> decoders -> reduce -> result -> compare -> engine -> wire -> widget | plots."""
     graph = _graph()
     order = [
         ["lens_widget.arch", "lens_widget.loading", "lens_widget.devices", "lens_widget.tokens", "lens_widget.metrics", "lens_widget.progress"],
@@ -118,6 +118,7 @@ def test_layers_depend_one_way():
         ["lens_widget.decoders"],
         ["lens_widget.reduce"],
         ["lens_widget.result"],
+        ["lens_widget.compare"],
         ["lens_widget.engine", "lens_widget.generation"],
         ["lens_widget.wire"],
         ["lens_widget.widget", "lens_widget.widget.widget", "lens_widget.widget.requests", "lens_widget.widget.export", "lens_widget.plots", "lens_widget.cli"],
@@ -146,7 +147,7 @@ def _ts_const(name: str) -> list[str]:
     return re.findall(r'"([^"]+)"', m.group(1))
 
 
-@pytest.mark.parametrize(("ts", "py"), [("METRIC_NAMES", metrics.GRID_METRICS), ("TRAJECTORY_METRICS", metrics.TRAJECTORY_METRICS)])
+@pytest.mark.parametrize(("ts", "py"), [("METRIC_NAMES", metrics.GRID_METRICS), ("TRAJECTORY_METRICS", metrics.TRAJECTORY_METRICS), ("COMPARE_METRICS", metrics.COMPARE_METRICS)])
 def test_metric_names_are_the_same_in_python_and_js(ts, py):
     assert tuple(_ts_const(ts)) == tuple(py)
 

@@ -2,7 +2,17 @@
 // legend. Reads and writes traits.
 import type { LensData } from "./data";
 import { setTrait, setTraits, type LensModel } from "./model";
-import { DEFAULT_METRIC, METRIC_LABELS, METRIC_NAMES, type MetricView } from "./metrics";
+import {
+  COMPARE_LABELS,
+  COMPARE_METRICS,
+  DEFAULT_COMPARE_METRIC,
+  DEFAULT_METRIC,
+  METRIC_LABELS,
+  METRIC_NAMES,
+  isCompareMetric,
+  isMetric,
+  type MetricView,
+} from "./metrics";
 import { renderLegend } from "./legend";
 import { h, type Disposers } from "./dom";
 
@@ -44,15 +54,28 @@ export class Controls {
   private diffB = h("select", "lw-diff-b", undefined, { "aria-label": "logit diff token b" });
   private diffBox = h("span", "lw-diff");
   private transpose = h("input", "", undefined, { type: "checkbox" });
+  /** the diff grid on / off (shown when there is a comparison) */
+  private compareToggle = h("input", "lw-compare-toggle", undefined, { type: "checkbox" });
+  private compareBox = h("label", "lw-compare", undefined, { title: "diff grid of two sides: b − a" });
+  /** which two (lens, prompt) sides are compared (shown with two or more to choose from) */
+  private cmpA = h("select", "lw-cmp-a", undefined, { "aria-label": "compare side a" });
+  private cmpB = h("select", "lw-cmp-b", undefined, { "aria-label": "compare side b" });
+  private cmpPair = h("span", "lw-cmp-pair");
+  /** which metric family the metric select lists ("grid" or "compare") */
+  private family = "";
   private legend = h("div", "lw-legend");
 
   constructor(private model: LensModel, d: Disposers) {
-    for (const m of METRIC_NAMES) this.metric.appendChild(h("option", "", METRIC_LABELS[m], { value: m }));
+    this.fillMetrics(false);
     this.diffBox.append(this.diffA, h("span", "", " − "), this.diffB);
+    this.compareBox.append(this.compareToggle, h("span", "", " compare"));
+    const go = h("button", "lw-cmp-go", "compare", { title: "show the diff grid of these two sides (b − a)" });
+    this.cmpPair.append(this.cmpA, h("span", "", " vs "), this.cmpB, go);
+    this.compareBox.hidden = this.cmpPair.hidden = true;
     const transposeLbl = h("label", "lw-transpose");
     transposeLbl.append(this.transpose, h("span", "", " transpose"));
     this.el = h("div", "lw-controls");
-    this.el.append(this.lens, this.promptSel, this.metric, this.token, this.diffBox, transposeLbl, this.legend);
+    this.el.append(this.lens, this.promptSel, this.compareBox, this.cmpPair, this.metric, this.token, this.diffBox, transposeLbl, this.legend);
     this.lens.hidden = this.promptSel.hidden = true;
 
     d.listen(this.lens, "change", () => setTrait(model, "lens", this.lens.value));
@@ -63,6 +86,16 @@ export class Controls {
     });
 
     d.listen(this.metric, "change", () => setTrait(model, "metric", this.metric.value));
+    d.listen(this.compareToggle, "change", () => {
+      const on = this.compareToggle.checked;
+      const metric = String(model.get("metric") ?? "");
+      const keep = on ? isCompareMetric(metric) : isMetric(metric);
+      setTraits(model, keep ? { compare_view: on } : { compare_view: on, metric: on ? DEFAULT_COMPARE_METRIC : DEFAULT_METRIC });
+    });
+    const setPair = () => setTrait(model, "compare_pair", [JSON.parse(this.cmpA.value), JSON.parse(this.cmpB.value)]);
+    d.listen(this.cmpA, "change", setPair);
+    d.listen(this.cmpB, "change", setPair);
+    d.listen(go, "click", setPair);
     d.listen(this.token, "change", () => setTrait(model, "metric_token", Number(this.token.value)));
     const setDiff = () => setTrait(model, "diff_tokens", [Number(this.diffA.value), Number(this.diffB.value)]);
     d.listen(this.diffA, "change", setDiff);
@@ -70,17 +103,30 @@ export class Controls {
     d.listen(this.transpose, "change", () => setTrait(model, "transpose", this.transpose.checked));
   }
 
+  /** List the grid's metrics, or the compare metrics on the diff grid. */
+  private fillMetrics(compare: boolean): void {
+    const family = compare ? "compare" : "grid";
+    if (family === this.family) return;
+    this.family = family;
+    const opts = compare
+      ? COMPARE_METRICS.map((m) => h("option", "", COMPARE_LABELS[m], { value: m }))
+      : METRIC_NAMES.map((m) => h("option", "", METRIC_LABELS[m], { value: m }));
+    this.metric.replaceChildren(...opts);
+  }
+
   /** Show the traits' values (the token selects list `lens`'s tracked tokens). */
   sync(lens: LensData | null): void {
     const model = this.model;
+    this.fillMetrics(!!lens?.compare);
     const metric = model.get("metric") ?? DEFAULT_METRIC;
     this.metric.value = metric;
+    if (this.metric.value !== metric) this.metric.selectedIndex = lens?.compare ? COMPARE_METRICS.indexOf(DEFAULT_COMPARE_METRIC) : 0;
     fillTokenSelect(this.token, lens, model.get("metric_token") ?? -1);
     const diff = model.get("diff_tokens") ?? [];
     fillTokenSelect(this.diffA, lens, diff[0] ?? lens?.trackedIds[0] ?? -1);
     fillTokenSelect(this.diffB, lens, diff[1] ?? lens?.trackedIds[1] ?? -1);
-    this.token.hidden = metric !== "tracked_prob";
-    this.diffBox.hidden = metric !== "logit_diff";
+    this.token.hidden = metric !== "tracked_prob" && metric !== "d_tracked_prob";
+    this.diffBox.hidden = metric !== "logit_diff" && metric !== "d_logit_diff";
     this.transpose.checked = !!model.get("transpose");
   }
 
@@ -98,6 +144,27 @@ export class Controls {
     if (prompts.length > 1) options.push([MEAN_VIEW, `mean of ${prompts.length} prompts (aligned on the last token)`]);
     fillSelect(this.promptSel, options, model.get("aggregate") && prompts.length > 1 ? MEAN_VIEW : String(model.get("prompt_index") ?? 0));
     this.promptSel.hidden = prompts.length < 2;
+    this.syncCompare(lenses, prompts);
+  }
+
+  /** The compare toggle (with a comparison) and the side selectors (with two or more sides). */
+  private syncCompare(lenses: string[], prompts: string[]): void {
+    const model = this.model;
+    const cmp = model.get("comparison");
+    const has = !!cmp && typeof cmp === "object" && Object.keys(cmp as object).length > 0;
+    this.compareBox.hidden = !has;
+    this.compareToggle.checked = has && !!model.get("compare_view");
+    const sides: [string, string, string?][] = [];
+    for (const l of lenses)
+      prompts.forEach((p, i) => {
+        const short = p.length > PROMPT_CHARS ? `${p.slice(0, PROMPT_CHARS)}…` : p;
+        sides.push([JSON.stringify([l, i]), lenses.length > 1 ? `${l} · ${i + 1}: ${short}` : `${i + 1}: ${short}`, p]);
+      });
+    const pair = model.get("compare_pair");
+    const side = (j: number) => (Array.isArray(pair) && Array.isArray(pair[j]) ? JSON.stringify(pair[j]) : sides[Math.min(j, sides.length - 1)]?.[0] ?? "");
+    fillSelect(this.cmpA, sides, side(0));
+    fillSelect(this.cmpB, sides, side(1));
+    this.cmpPair.hidden = sides.length < 2;
   }
 
   showLegend(view: MetricView | null, lensName = ""): void {

@@ -1,5 +1,6 @@
 // Decoding of wire arrays ({dtype, shape, buffer | b64 | buffer_index}) and of the `data` trait.
 import { displayToken } from "./tokens";
+import type { CompareData } from "./compare";
 
 export type DType = "int32" | "uint32" | "float32" | "uint8";
 export type TypedArray = Int32Array | Uint32Array | Float32Array | Uint8Array;
@@ -115,6 +116,8 @@ export interface LensData {
   vocab: Map<number, string>;
   /** set on the mean view of a batch (aggregate.ts): how many prompts, and each one's column count */
   aggregate?: { count: number; lengths: number[] };
+  /** set on the diff grid of a comparison (compare.ts): both sides and the aligned Δ arrays */
+  compare?: CompareData;
   /** column headers that replace the tokens (the mean view: "last", "last−1", …) */
   columnLabels?: string[];
   /** index of the first token the model wrote (a generation), -1 when every token was given */

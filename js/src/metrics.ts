@@ -18,8 +18,29 @@ export const METRIC_LABELS: Record<Metric, string> = {
   logit_diff: "logit diff a−b",
 };
 
+/** What the diff grid of a comparison colours by (Python: lens_widget.metrics.COMPARE_METRICS; b − a). */
+export const COMPARE_METRICS = ["d_top1_prob", "d_next_prob", "next_rank_log_ratio", "d_entropy", "d_kl", "d_tracked_prob", "d_logit_diff", "js", "top1_agree"] as const;
+export type CompareMetric = (typeof COMPARE_METRICS)[number];
+export const DEFAULT_COMPARE_METRIC: CompareMetric = "js";
+
+export const COMPARE_LABELS: Record<CompareMetric, string> = {
+  d_top1_prob: "Δ top-1 prob",
+  d_next_prob: "Δ next-token prob",
+  next_rank_log_ratio: "log(rank b / rank a)",
+  d_entropy: "Δ entropy (nats)",
+  d_kl: "Δ KL to final (nats)",
+  d_tracked_prob: "Δ tracked token prob",
+  d_logit_diff: "Δ logit diff a−b",
+  js: "JS divergence (nats)",
+  top1_agree: "top-1 agrees",
+};
+
+export function isCompareMetric(x: unknown): x is CompareMetric {
+  return typeof x === "string" && (COMPARE_METRICS as readonly string[]).includes(x);
+}
+
 /** Metrics that read the tracked tokens (the cell stats show them as an extra line). */
-export const TOKEN_METRICS: readonly Metric[] = ["tracked_prob", "logit_diff"];
+export const TOKEN_METRICS: readonly string[] = ["tracked_prob", "logit_diff", "d_tracked_prob", "d_logit_diff"];
 
 export function isMetric(x: unknown): x is Metric {
   return typeof x === "string" && (METRIC_NAMES as readonly string[]).includes(x);
@@ -60,7 +81,8 @@ export function rankScale(hi: number): Scale {
 }
 
 export interface MetricView {
-  metric: Metric;
+  /** a grid metric, or a compare metric on the diff grid (compare.ts) */
+  metric: Metric | CompareMetric;
   values: Float32Array;
   scale: Scale;
   label: string;

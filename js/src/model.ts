@@ -33,6 +33,12 @@ export interface LensTraits {
   aggregate: boolean;
   /** {lens label: [data of each prompt]}; {} when `data` is the only grid */
   grids: Record<string, unknown[]>;
+  /** the comparison the diff grid shows (compare.ts decodes it); {} none */
+  comparison: unknown;
+  /** true: the grid is the diff grid of `comparison` */
+  compare_view: boolean;
+  /** [[lens, prompt index], [lens, prompt index]]: sides a and b; the kernel recomputes `comparison` */
+  compare_pair: unknown[];
 }
 
 export type LensModel = AnyModel<LensTraits>;
@@ -66,6 +72,13 @@ export interface CellDetailResult {
   top_probs: Float32Array;
   tokens: Record<string, string>;
   entropy: number;
+}
+
+export interface CompareDetailResult {
+  a: CellDetailResult;
+  b: CellDetailResult;
+  js: number;
+  js_exact: boolean;
 }
 
 export interface TrajectoryResult {

@@ -2,7 +2,7 @@
 import type { LensData } from "./data";
 import type { Cell } from "./grid";
 import type { Requester } from "./requests";
-import type { CellDetailResult, TrajectoryResult } from "./model";
+import type { CellDetailResult, CompareDetailResult, TrajectoryResult } from "./model";
 import {
   DEFAULT_TRAJECTORY_METRIC,
   TRAJECTORY_LABELS,
@@ -12,7 +12,7 @@ import {
   type MetricView,
   type TrajMetric,
 } from "./metrics";
-import { cellStats, cellSummary } from "./tooltip";
+import { cellStats, cellSummary, compareCell } from "./tooltip";
 import { clearChart, paintChart, type TrajSeries } from "./chart";
 import { tokenRow } from "./tokenrow";
 import { h } from "./dom";
@@ -145,7 +145,12 @@ export class Panel {
       if (cell.site >= lens.S || cell.col >= lens.P) continue;
       const chip = h("span", "lw-chip", undefined, { "data-site": String(cell.site), "data-col": String(cell.col) });
       const label = h("button", "lw-chip-label", `${lens.siteLabels[cell.site]} · ${lens.columnLabels?.[cell.col] ?? lens.positions[cell.col]} `);
-      label.appendChild(h("span", "lw-tok", lens.display(lens.topkIds[(cell.site * lens.P + cell.col) * lens.k])));
+      const cmp = lens.compare;
+      if (cmp) {
+        // a pin of the diff grid pins the cell on both sides: their top-1, a then b
+        const top = (side: LensData, col: number) => side.display(side.topkIds[(cell.site * side.P + col) * side.k]);
+        label.append(h("span", "lw-tok lw-pin-a", top(cmp.a, cmp.colsA[cell.col])), h("span", "", "│"), h("span", "lw-tok lw-pin-b", top(cmp.b, cmp.colsB[cell.col])));
+      } else label.appendChild(h("span", "lw-tok", lens.display(lens.topkIds[(cell.site * lens.P + cell.col) * lens.k])));
       label.onclick = () => this.host.select(cell);
       const x = h("button", "lw-chip-x", "×", { "aria-label": "unpin" });
       x.onclick = () => this.host.unpin(cell);
@@ -180,6 +185,7 @@ export class Panel {
       void this.drawTrajectory();
       return;
     }
+    if (lens.compare) return this.renderCompare(lens, cell);
     this.detail.append(...cellSummary(lens, cell));
     const i = cell.site * lens.P + cell.col;
     const table = h("table", "lw-detail-topk");
@@ -193,6 +199,37 @@ export class Panel {
     more.onclick = () => void this.fetchDetail(cell);
     this.detail.append(more);
     void this.drawTrajectory();
+  }
+
+  /** A diff-grid cell: both sides next to each other; the kernel answers the full vocabulary of both. */
+  private renderCompare(lens: LensData, cell: Cell): void {
+    this.detail.append(...compareCell(lens, cell, this.view));
+    const more = h("button", "lw-more", "full vocabulary detail (both sides)");
+    more.onclick = () => void this.fetchCompareDetail(cell);
+    this.detail.append(more);
+    clearChart(this.chart);
+    this.chartNote.textContent = "the trajectory shows one side: switch the compare view off to see it";
+  }
+
+  private async fetchCompareDetail(cell: Cell): Promise<void> {
+    this.host.status("asking the kernel for both sides' full distributions…");
+    const lens = this.lens;
+    try {
+      const r = await this.host.req.request<CompareDetailResult>("compare_detail", { site: cell.site, col: cell.col, k: 50 });
+      if (!this.alive || this.cell !== cell || this.lens !== lens) return;
+      for (const which of ["a", "b"] as const) {
+        const d = r[which];
+        const table = h("table", `lw-topk lw-topk-${which} lw-full`);
+        for (let j = 0; j < d.top_ids.length; j++) {
+          const id = d.top_ids[j];
+          table.appendChild(tokenRow({ id, prob: d.top_probs[j], display: displayToken(String(d.tokens?.[String(id)] ?? "")), rowClass: "lw-tip-row" }));
+        }
+        this.detail.querySelector(`.lw-topk-${which}`)?.replaceWith(table);
+      }
+      this.host.status("");
+    } catch (e) {
+      if (this.alive) this.host.status((e as Error).message, true);
+    }
   }
 
   /** A top-k row: a chart toggle, the token as a "track" button, its bar, probability and id. */
@@ -246,6 +283,7 @@ export class Panel {
     this.chartNote.textContent = "";
     this.chart.dataset.metric = metric;
     if (!lens || !cell) return clearChart(this.chart);
+    if (lens.compare) return clearChart(this.chart);
     const col = cell.col;
     const { series, missing } = this.collect(lens, col, metric);
     paintChart(this.chart, this.el, lens, series, metric);

@@ -3,6 +3,7 @@
 import type { LensModel } from "./model";
 import { decodeLens, withColumn, type ColumnUpdate, type LensData } from "./data";
 import { meanLens } from "./aggregate";
+import { compareView, decodeComparison, diffLens } from "./compare";
 import { DEFAULT_METRIC, metricView, type MetricView } from "./metrics";
 import type { Controls } from "./controls";
 import type { Grid } from "./grid";
@@ -37,6 +38,8 @@ export class TraitSync {
   private decoded = new WeakMap<object, LensData | null>();
   /** mean views by the list of grids they average */
   private means = new WeakMap<object, LensData | null>();
+  /** diff grids by the comparison they show */
+  private diffs = new WeakMap<object, LensData | null>();
 
   constructor(private model: LensModel, private v: Views) {}
 
@@ -49,7 +52,8 @@ export class TraitSync {
     this.syncBusy();
     this.syncError();
     const on = (trait: string, fn: () => void) => d.on(model, `change:${trait}`, fn);
-    for (const t of ["data", "grids", "lens", "prompt_index", "aggregate"]) on(t, () => this.loadData());
+    for (const t of ["data", "grids", "lens", "prompt_index", "aggregate", "comparison", "compare_view"]) on(t, () => this.loadData());
+    on("compare_pair", () => this.syncControls());
     for (const t of ["lenses", "prompts"]) on(t, () => this.syncControls());
     on("tracked", () => this.syncControls());
     for (const t of ["metric", "metric_token", "diff_tokens"]) on(t, () => (this.syncControls(), this.recolor()));
@@ -70,7 +74,8 @@ export class TraitSync {
 
   recolor(): void {
     const { model, v, lens } = this;
-    this.view = lens ? metricView(lens, model.get("metric") ?? DEFAULT_METRIC, model.get("metric_token") ?? -1, model.get("diff_tokens") ?? []) : null;
+    const args = [model.get("metric") ?? DEFAULT_METRIC, model.get("metric_token") ?? -1, model.get("diff_tokens") ?? []] as const;
+    this.view = !lens ? null : lens.compare ? compareView(lens.compare, ...args) : metricView(lens, ...args);
     v.grid.setData(lens, this.view);
     v.panel.setData(lens, this.view);
     v.controls.showLegend(this.view, lens?.lensName ?? "");
@@ -85,9 +90,25 @@ export class TraitSync {
     return lens;
   }
 
-  /** The grid to show: the mean view, else the chosen lens and prompt in `grids`, else `data`. */
+  /** The diff grid of the `comparison` trait (decoded once per trait value), or null. */
+  private diffGrid(): LensData | null {
+    const raw = this.model.get("comparison");
+    if (!raw || typeof raw !== "object") return null;
+    let lens = this.diffs.get(raw);
+    if (lens === undefined) {
+      const cmp = decodeComparison(raw);
+      this.diffs.set(raw, (lens = cmp ? diffLens(cmp) : null));
+    }
+    return lens;
+  }
+
+  /** The grid to show: the diff grid, the mean view, else the chosen lens and prompt in `grids`, else `data`. */
   private current(): LensData | null {
     const model = this.model;
+    if (model.get("compare_view")) {
+      const diff = this.diffGrid();
+      if (diff) return diff;
+    }
     const label = String(model.get("lens") ?? "");
     const grids = model.get("grids");
     const list = grids && typeof grids === "object" && Array.isArray(grids[label]) ? grids[label] : null;
@@ -108,6 +129,7 @@ export class TraitSync {
   private titleText(lens: LensData | null): string {
     if (!lens) return "no lens data";
     const n = (this.model.get("prompts") ?? []).length;
+    if (lens.compare) return `${lens.modelName} · compare: ${lens.compare.labelA} vs ${lens.compare.labelB} (b − a, aligned ${lens.compare.align}) — ${lens.S} sites × ${lens.P} tokens`;
     const which = lens.aggregate
       ? ` · mean of ${lens.aggregate.count} prompts, aligned on the last token`
       : n > 1
@@ -129,7 +151,7 @@ export class TraitSync {
     const lens = this.lens;
     v.title.textContent = this.titleText(lens);
     v.root.dataset.lens = lens?.lensName ?? "";
-    v.root.dataset.view = lens?.aggregate ? "mean" : String(this.model.get("prompt_index") ?? 0);
+    v.root.dataset.view = lens?.compare ? "compare" : lens?.aggregate ? "mean" : String(this.model.get("prompt_index") ?? 0);
     this.markRoot(lens);
     this.syncControls();
     this.recolor();

@@ -5,6 +5,7 @@ import { TOKEN_METRICS, type MetricView } from "./metrics";
 import { fmt } from "./format";
 import { h } from "./dom";
 import { tokenRow } from "./tokenrow";
+import type { CompareData } from "./compare";
 
 /** The head of a cell's tooltip and detail: site, position and token, the lens (and, for the mean
  * view, over how many prompts). */
@@ -71,6 +72,43 @@ export function cellStats(lens: LensData, cell: Cell, view: MetricView | null): 
   return div;
 }
 
+/** One side of a compared cell: its label, position and token, top-k, entropy and next token. */
+function compareSide(cmp: CompareData, which: "a" | "b", cell: Cell): HTMLElement {
+  const side = which === "a" ? cmp.a : cmp.b;
+  const col = (which === "a" ? cmp.colsA : cmp.colsB)[cell.col];
+  const box = h("div", `lw-cmp-side lw-cmp-side-${which}`, undefined, { "data-side": which });
+  const head = h("div", "lw-cmp-side-head");
+  head.append(h("b", "lw-cmp-side-label", `${which}: ${which === "a" ? cmp.labelA : cmp.labelB}`));
+  const pos = h("div", "lw-cmp-side-pos");
+  pos.append(h("span", "", `pos ${side.positions[col]} `), h("span", "lw-tok", side.display(side.tokenAt(col))));
+  box.append(head, pos, topkTable(side, { site: cell.site, col }, `lw-topk lw-topk-${which}`), cellStats(side, { site: cell.site, col }, null));
+  return box;
+}
+
+/** The tooltip / detail of a diff-grid cell: the metric's Δ, the JS divergence (exact or the
+ * top-k approximation, labelled), top-1 agreement, then both sides next to each other. */
+export function compareCell(lens: LensData, cell: Cell, view: MetricView | null): HTMLElement[] {
+  const cmp = lens.compare!;
+  const i = cell.site * lens.P + cell.col;
+  const head = h("div", "lw-tip-head");
+  head.append(h("b", "", `${lens.sites[cell.site]} · column ${cell.col + 1} of ${lens.P} (aligned ${cmp.align})`));
+  const out: HTMLElement[] = [head, h("div", "lw-tip-lens", `${cmp.labelA} vs ${cmp.labelB}`, { "data-lens": lens.lensName })];
+  if (cmp.nonfinite[i]) out.push(h("div", "lw-warn", "no data: non-finite activation or logits on a side"));
+  const stats = h("div", "lw-tip-stats lw-cmp-stats");
+  const line = (label: string, value: string, cls: string) => {
+    const d = h("div", cls);
+    d.append(h("span", "lw-k", label), h("span", "lw-v", value));
+    stats.appendChild(d);
+  };
+  if (view && view.metric !== "js" && view.metric !== "top1_agree") line(`${view.label} (b − a) `, fmt(view.values[i]), "lw-cmp-value");
+  line(`${cmp.jsLabel} `, fmt(cmp.js[i]), "lw-cmp-js");
+  line("top-1 ", cmp.top1Agree[i] ? "agrees" : "differs", "lw-cmp-agree");
+  const sides = h("div", "lw-cmp-sides");
+  sides.append(compareSide(cmp, "a", cell), compareSide(cmp, "b", cell));
+  out.push(stats, sides);
+  return out;
+}
+
 export class Tooltip {
   readonly el: HTMLDivElement;
   cell: Cell | null = null;
@@ -83,7 +121,8 @@ export class Tooltip {
   show(lens: LensData, view: MetricView | null, cell: Cell, clientX: number, clientY: number): void {
     if (!this.cell || this.cell.site !== cell.site || this.cell.col !== cell.col) {
       this.cell = cell;
-      this.el.replaceChildren(...cellSummary(lens, cell), topkTable(lens, cell), cellStats(lens, cell, view));
+      if (lens.compare) this.el.replaceChildren(...compareCell(lens, cell, view));
+      else this.el.replaceChildren(...cellSummary(lens, cell), topkTable(lens, cell), cellStats(lens, cell, view));
       this.el.dataset.site = String(cell.site);
       this.el.dataset.col = String(cell.col);
     }

@@ -34,6 +34,17 @@ def _cell_detail(w: "LensWidget", m: dict[str, Any]) -> dict[str, Any]:
     return w.cell_detail(site, col, k, ids)
 
 
+def _compare_detail(w: "LensWidget", m: dict[str, Any]) -> dict[str, Any]:
+    site, col = m.get("site"), m.get("col")
+    if not isinstance(site, int) or not isinstance(col, int) or isinstance(site, bool) or isinstance(col, bool):
+        raise RequestError("site and col must be ints")
+    k = int_in("k", m.get("k", 50), 1, MAX_K)
+    ids = m.get("token_ids") or []
+    if not isinstance(ids, list):
+        raise RequestError("token_ids must be a list of token ids")
+    return w.compare_detail(site, col, k, ids)
+
+
 def _search(w: "LensWidget", m: dict[str, Any]) -> dict[str, Any]:
     query = m.get("query")
     if not isinstance(query, str):
@@ -122,6 +133,7 @@ def start_background(widget: "LensWidget", message: dict[str, Any], reply: Calla
 #: message ``type`` -> handler(widget, message) -> reply result
 REQUESTS: dict[str, Callable[["LensWidget", dict[str, Any]], dict[str, Any]]] = {
     "cell_detail": _cell_detail,
+    "compare_detail": _compare_detail,
     "search": _search,
     "set_prompt": _set_prompt,
     "trajectory": _trajectory,

@@ -20,16 +20,17 @@ import numpy as np
 import torch
 import traitlets as t
 
+from ..compare import Align, Comparison, compare
 from ..decoders import Decoder
 from ..engine import LogitLens
 from ..generation import GeneratedColumn, generate as generate_with_lens
 from ..hooked import HookedModel
 from ..inputs import PromptError
-from ..metrics import GRID_METRICS
+from ..metrics import COMPARE_METRICS, GRID_METRICS
 from ..progress import Progress, Stopped
 from ..result import LensResult
 from ..tokens import TokenLookupError
-from ..wire import COLUMN_KEYS, column_message, lift_arrays, result_to_wire
+from ..wire import COLUMN_KEYS, column_message, comparison_to_wire, lift_arrays, result_to_wire
 from .export import BUNDLE_PATH, bundle_source, standalone_html
 from .requests import BACKGROUND, RequestError, handle, int_in, start_background
 
@@ -100,6 +101,16 @@ class LensWidget(anywidget.AnyWidget):
     column per token (``column`` messages, docs/wire.md), the generated tokens are marked, and
     a stop button (:meth:`stop`) keeps the tokens so far. A long recompute (a new prompt from the
     front end) runs in the background too, with progress messages and the same stop.
+
+    Compare (a diff grid of two sides, see :mod:`lens_widget.compare`):
+    ``LensWidget.compare(model, prompt_a, prompt_b)`` (two prompts),
+    ``LensWidget.compare(model, prompt, decoder_b=tuned)`` (two lenses on one prompt), or
+    ``LensWidget(comparison=lens_widget.compare(a, b))`` (two saved results, e.g. two models that
+    share a tokenizer). In any widget with several prompts or lenses,
+    ``w.compare_with((lens, prompt_index), (lens, prompt_index))`` (or the front end's compare
+    selectors, trait ``compare_pair``) compares any two of them. With a model the JS divergence
+    is exact (both sides decoded from the kept activations); from saved results it is the top-k
+    approximation, labelled so.
     """
 
     # anywidget reads the file (and, with ANYWIDGET_HMR=1, watches it for live reload).
@@ -142,6 +153,13 @@ class LensWidget(anywidget.AnyWidget):
     #: Every computed grid, ``{lens label: [data of prompt 0, data of prompt 1, ...]}``;
     #: ``{}`` when there is one lens and one prompt (then ``data`` alone is the grid).
     grids = t.Dict().tag(sync=True)
+    #: The comparison shown by the diff grid (``lens_widget.wire.comparison_to_wire``; ``{}`` none).
+    comparison = t.Dict().tag(sync=True)
+    #: True: the grid is the diff grid of ``comparison`` (coloured by a ``COMPARE_METRICS`` metric).
+    compare_view = t.Bool(False).tag(sync=True)
+    #: ``[[lens label, prompt index], [lens label, prompt index]]``: sides a and b of ``comparison``
+    #: (``[]`` none); the front end sets it to compare another pair.
+    compare_pair = t.List().tag(sync=True)
 
     def __init__(
         self,
@@ -150,6 +168,7 @@ class LensWidget(anywidget.AnyWidget):
         *,
         decoders: Mapping[str, Decoder | None] | None = None,
         result: LensResult | Mapping[str, LensResult] | None = None,
+        comparison: Comparison | None = None,
         tokenizer: Any = None,
         sites: str | Sequence[str] | None = None,
         k: int = 10,
@@ -162,6 +181,12 @@ class LensWidget(anywidget.AnyWidget):
         source = bundle_source()  # a clear error, before anything is shown, if the front end is not built
         if isinstance(type(self)._esm, Path):  # the bundle was built after this module was imported
             self._esm = source
+        if comparison is not None:
+            if model is not None or result is not None:
+                raise ValueError("comparison= shows a saved Comparison alone (no model=, no result=)")
+            if not isinstance(comparison, Comparison):
+                raise TypeError(f"comparison must be a lens_widget.Comparison, got {type(comparison).__name__}")
+            result = {comparison.label_b or "b": comparison.b}
         if (model is None) == (result is None):
             raise ValueError("give a model and a prompt, or result=LensResult")
         if model is not None and prompt is None:
@@ -184,6 +209,8 @@ class LensWidget(anywidget.AnyWidget):
         self._task: Task | None = None
         self._task_lock = threading.Lock()
         self._pending_generate = int(generate)
+        self._compared: Comparison | None = comparison
+        self._pair: tuple[tuple[str, int], tuple[str, int], Align] | None = None
         if lenses:
             assert prompt is not None
             prompts = [prompt] if isinstance(prompt, str) else list(prompt)
@@ -198,7 +225,114 @@ class LensWidget(anywidget.AnyWidget):
             self._show(results)  # type: ignore[arg-type]
         if self._pending_generate and not self._lenses:
             raise ValueError("generate= needs a model")
+        if comparison is not None:
+            with self._quietly():
+                self.prompt_index = comparison.prompt_b
+            self._show_current()
+            self._show_comparison(comparison)
         self.on_msg(self._on_msg)
+
+    @classmethod
+    def compare(
+        cls,
+        model: Any,
+        prompt_a: str,
+        prompt_b: str | None = None,
+        *,
+        decoder_a: Decoder | None = None,
+        decoder_b: Decoder | None = None,
+        labels: tuple[str, str] | None = None,
+        align: Align = "last",
+        **kwargs: Any,
+    ) -> "LensWidget":
+        """A widget showing the diff grid of two prompts (``prompt_b``), two lenses on one prompt
+        (``decoder_b``; ``decoder_a`` defaults to the logit lens), or both. ``labels`` name the two
+        lenses when both are given. The JS divergence is exact; every other widget feature (each
+        side's own grid, the lens switch, the prompt selector) stays available."""
+        if prompt_b is None and decoder_b is None:
+            raise ValueError("LensWidget.compare needs prompt_b or decoder_b")
+        prompts = [prompt_a] if prompt_b is None else [prompt_a, prompt_b]
+        if decoder_b is None:
+            decoders = None if decoder_a is None else {decoder_a.name: decoder_a}
+        else:
+            la, lb = labels or ((decoder_a.name if decoder_a is not None else "logit lens"), decoder_b.name)
+            if la == lb:
+                la, lb = f"{la} (a)", f"{lb} (b)"
+            decoders = {la: decoder_a, lb: decoder_b}
+        w = cls(model, prompts[0] if len(prompts) == 1 else prompts, decoders=decoders, **kwargs)
+        lenses = list(w.lenses)
+        w.compare_with((lenses[0], 0), (lenses[-1], len(prompts) - 1), align=align)
+        return w
+
+    @property
+    def compared(self) -> Comparison | None:
+        """The :class:`~lens_widget.Comparison` the diff grid shows (``None``: none)."""
+        return self._compared
+
+    def compare_with(self, a: tuple[str, int], b: tuple[str, int], align: Align = "last") -> Comparison:
+        """Compare side ``a = (lens label, prompt index)`` with side ``b`` of this widget's grids
+        and show the diff grid (``compare_view``). Exact JS when the widget has its model."""
+        (la, pa), (lb, pb) = self._check_side(a, "a"), self._check_side(b, "b")
+        ra, rb = self._results[la], self._results[lb]
+        labels = self._side_labels((la, pa), (lb, pb))
+        c = compare(ra, rb, align=align, prompt_a=pa, prompt_b=pb, labels=labels)
+        if self._lenses and len(self._acts_by_prompt) > max(pa, pb):
+            acts = self._acts_by_prompt
+            js = self._lenses[la].js_between(acts[pa], acts[pb], c.sites, c.cols_a, c.cols_b, self._lenses[lb].decoder)
+            c = compare(ra, rb, align=align, prompt_a=pa, prompt_b=pb, labels=labels, js=js)
+        self._pair = ((la, pa), (lb, pb), align)
+        self._compared = c
+        self._show_comparison(c)
+        return c
+
+    def _check_side(self, side: Any, name: str) -> tuple[str, int]:
+        if not isinstance(side, (list, tuple)) or len(side) != 2 or not isinstance(side[0], str) or isinstance(side[1], bool) or not isinstance(side[1], (int, np.integer)):
+            raise RequestError(f"side {name} must be (lens label, prompt index), got {side!r}")
+        label, pi = side[0], int(side[1])
+        if label not in self._results:
+            raise RequestError(f"side {name}: lens must be one of {', '.join(map(repr, self._results))}, got {label!r}")
+        int_in(f"side {name} prompt index", pi, 0, self._results[label].n_prompts - 1)
+        return label, pi
+
+    def _side_labels(self, a: tuple[str, int], b: tuple[str, int]) -> tuple[str, str]:
+        """What tells two sides apart: the lens, the prompt, or both."""
+        def prompt(i: int) -> str:
+            text = self.prompts[i] if i < len(self.prompts) else ""
+            return f"prompt {i + 1}: {text[:40]}{'…' if len(text) > 40 else ''}"
+
+        if a[1] == b[1]:
+            return a[0], b[0]
+        if a[0] == b[0]:
+            return prompt(a[1]), prompt(b[1])
+        return f"{a[0]} · {prompt(a[1])}", f"{b[0]} · {prompt(b[1])}"
+
+    def _show_comparison(self, c: Comparison) -> None:
+        with self.hold_sync():
+            self.comparison = comparison_to_wire(c)
+            with self._quietly():
+                if self._pair is not None:
+                    self.compare_pair = [list(self._pair[0]), list(self._pair[1])]
+                self.compare_view = True
+                if self.metric not in COMPARE_METRICS:
+                    self.metric = "js"
+            n_cols = c.n_positions
+            self.pinned = [p for p in self.pinned if p[0] < c.n_sites and p[1] < n_cols]
+
+    def compare_detail(self, site: int, col: int, k: int = 50, token_ids: Sequence[int | str] = ()) -> dict[str, Any]:
+        """Full-vocabulary detail of one cell of the diff grid, for both sides: ``{"a": …, "b": …}``
+        (each as :meth:`cell_detail`), plus the cell's JS divergence."""
+        self._check_open()
+        c = self._compared
+        if c is None or self._pair is None:
+            raise RequestError("no comparison with a model to answer for (LensWidget.compare or compare_with first)")
+        site = int_in("site", site, 0, c.n_sites - 1)
+        col = int_in("col", col, 0, c.n_positions - 1)
+        out: dict[str, Any] = {}
+        for name, (label, pi), rcol in (("a", self._pair[0], c.cols_a[col]), ("b", self._pair[1], c.cols_b[col])):
+            out[name] = self._detail_of(label, pi, site, int(rcol), k, token_ids)
+        js = float(c.js[site, col])
+        out.update({"site": site, "col": col, "js": js, "js_exact": c.js_exact})
+        return out
 
     # -- state ------------------------------------------------------------------------------
     @property
@@ -287,6 +421,16 @@ class LensWidget(anywidget.AnyWidget):
             self.grids = {label: list(w) for label, w in self._wire.items()} if multi else {}
             self._show_current()
             self.error = ""
+            pair = getattr(self, "_pair", None)
+            if pair is not None:  # a recompute (track, set_prompt): the comparison follows
+                try:
+                    self.compare_with(pair[0], pair[1], pair[2])
+                except Exception as exc:  # e.g. a new prompt has no column at the aligned position
+                    self._pair, self._compared = None, None
+                    self.comparison, self.compare_pair, self.compare_view = {}, [], False
+                    if self.metric in COMPARE_METRICS:
+                        self.metric = "top1_prob"
+                    self.error = f"the comparison was dropped: {type(exc).__name__}: {exc}"
 
     def _show_current(self) -> None:
         """``data``, ``prompt``, pins and selection for the lens and prompt chosen."""
@@ -549,17 +693,25 @@ class LensWidget(anywidget.AnyWidget):
         site = int(site) + r.n_sites if int(site) < 0 else int(site)
         col = int(col) + r.n_columns(pi) if int(col) < 0 else int(col)
         site, col = self.check_cell(site, col)
+        return self._detail_of(self.lens, pi, site, col, k, token_ids)
+
+    def _detail_of(self, label: str, pi: int, site: int, col: int, k: int, token_ids: Sequence[int | str]) -> dict[str, Any]:
+        """:meth:`cell_detail` of lens ``label``, prompt ``pi`` (indices checked by the caller)."""
+        r = self._results[label]
         ids = [self._token_id(i) for i in token_ids]
-        lens = self._need_model()
+        lens = self._lenses.get(label)
+        acts = self._acts_by_prompt[pi] if pi < len(self._acts_by_prompt) else {}
+        if lens is None or not acts:
+            raise RequestError("no model attached (widget built from a LensResult, or an exported page)")
         next_id = int(r.next_ids[pi, col])
         # one decode of the row answers the top-k, the asked tokens and the next token
-        detail = lens.cell_detail(self._acts[r.sites[site]][col], r.sites[site], k, ids + ([next_id] if next_id >= 0 else []))
+        detail = lens.cell_detail(acts[r.sites[site]][col], r.sites[site], k, ids + ([next_id] if next_id >= 0 else []))
         next_stats = detail["token_stats"].pop() if next_id >= 0 else None
         return {
             "site": site,
             "col": col,
             "position": int(r.positions[pi, col]),
-            "lens": self.lens,
+            "lens": label,
             "lens_name": lens.decoder.name,
             "prompt_index": pi,
             "top_ids": detail["top_ids"],
@@ -614,9 +766,19 @@ class LensWidget(anywidget.AnyWidget):
     # -- trait reactions -------------------------------------------------------------------
     @t.validate("metric")
     def _valid_metric(self, proposal: dict) -> str:
-        if proposal["value"] not in GRID_METRICS:
-            raise t.TraitError(f"metric must be one of {', '.join(GRID_METRICS)}, got {proposal['value']!r}")
+        if proposal["value"] not in GRID_METRICS + COMPARE_METRICS:
+            raise t.TraitError(f"metric must be one of {', '.join(GRID_METRICS + COMPARE_METRICS)}, got {proposal['value']!r}")
         return proposal["value"]
+
+    @t.observe("compare_pair")
+    def _compare_pair_changed(self, change: dict) -> None:
+        if self._syncing or not getattr(self, "_results", None) or not change["new"]:
+            return
+        pair = list(change["new"])
+        if self._pair is not None and pair == [list(self._pair[0]), list(self._pair[1])]:
+            return
+        align = self._pair[2] if self._pair is not None else "last"
+        self._recompute_or_revert("compare_pair", list(change["old"]), lambda: self.compare_with(pair[0] if len(pair) > 0 else None, pair[1] if len(pair) > 1 else None, align))
 
     @t.validate("lens")
     def _valid_lens(self, proposal: dict) -> str:
