@@ -110,5 +110,22 @@ def test_marimo_demo(browser, marimo_server, steps, smollm):
         assert widget.locator(".lw-error").is_hidden()
         assert re.search(rf"31 sites × {n} tokens", widget.locator(".lw-title").inner_text())
 
+    with steps("generate through marimo's transport: the grid grows by the model's own greedy tokens"):
+        want = LogitLens(smollm).generate(new, max_new_tokens=3, progress=False)
+        widget.locator(".lw-generate-n").fill("3")
+        widget.locator(".lw-generate").click()
+        page.wait_for_function(
+            "([el, n]) => el.textContent.includes(`× ${n} tokens`)",
+            arg=[widget.locator(".lw-title").element_handle(), n + 3],
+            timeout=KERNEL_MS,
+        )
+        assert int(want.lengths[0]) == n + 3
+        # the prompt box still holds the prompt; the generated tokens are the greedy ones
+        page.mouse.move(*cell_center(canvas, 0, n + 1), steps=2)  # final layer, second generated column
+        tip = widget.locator(".lw-tooltip")
+        tip.wait_for(state="visible", timeout=UI_MS)
+        assert tip.locator(".lw-tip-head .lw-tok").inner_text() == want.display(int(want.input_ids[0, n + 1]))
+        assert widget.locator(".lw-error").is_hidden()
+
     with steps("no uncaught errors in the page"):
         steps.assert_no_page_errors()
