@@ -24,8 +24,8 @@ from .hooked import HookedModel, as_hooked_model
 from .inputs import Batch
 from .progress import Progress, ProgressBar
 from .reduce import FUSE_MIN_WORK, FUSED, ChunkReducer, js_divergence, rows_for_budget, token_stats
-from .result import LensResult
-from .sites import resolve_positions, select_matrix
+from .result import CellStore, LensResult
+from .sites import next_token_ids, resolve_positions, select_matrix
 from .sources import ActivationRef, RemoteActivations, Work
 
 __all__ = ["LogitLens", "DEFAULT_MEMORY_BUDGET", "COMPUTE_METRICS"]
@@ -203,7 +203,7 @@ class LogitLens:
         """
         plan = self._plan(prompts, sites, positions, k, track, track_top)
         reducer = ChunkReducer(self.decoder, plan.max_rows, plan.k, fused=self._use_fused(plan), strict=self.compile == "always")
-        store = _ResultStore(len(plan.positions), len(plan.sites), max(len(p) for p in plan.positions), plan.k, int(plan.tracked.numel()))
+        store = CellStore(len(plan.positions), len(plan.sites), max(len(p) for p in plan.positions), plan.k, int(plan.tracked.numel()))
         kept: list[dict[str, torch.Tensor]] = []
         report = progress if callable(progress) else None
         tq = tqdm(total=plan.n_chunks, desc=f"{self.decoder.name.capitalize()}", unit="chunk", disable=not progress or report is not None)
@@ -325,7 +325,7 @@ class LogitLens:
         return True
 
     @torch.inference_mode()
-    def _reduce_batch(self, plan: _Plan, reducer: ChunkReducer, store: "_ResultStore", idx: list[int], batch: Batch,
+    def _reduce_batch(self, plan: _Plan, reducer: ChunkReducer, store: CellStore, idx: list[int], batch: Batch,
                       acts: dict[str, torch.Tensor], bar: Any, kept: list[dict[str, torch.Tensor]] | None) -> None:
         """Every chunk of one forward batch: final distribution per position block, then each
         group of sites, each site's rows prepared by the decoder (its own translator)."""
@@ -333,19 +333,15 @@ class LogitLens:
         with self.decoder.loaded():
             for j, b in enumerate(idx):
                 pos = plan.positions[b]
-                ids = batch.input_ids[j, : int(batch.lengths[j])]
-                pos_t = torch.as_tensor(pos)
-                nxt = torch.where(pos_t + 1 < ids.numel(), ids[(pos_t + 1).clamp(max=ids.numel() - 1)], -1)
+                nxt = next_token_ids(batch.input_ids[j, : int(batch.lengths[j])], pos)
                 for p0 in range(0, len(pos), plan.block):
                     p1 = min(len(pos), p0 + plan.block)
                     final = reducer.final_distribution(self.decoder.prepare(acts[plan.final_site][j, p0:p1], plan.final_site))
                     for s0 in range(0, S, plan.group):
                         s1 = min(S, s0 + plan.group)
                         g = s1 - s0
-                        raw = [acts[site][j, p0:p1] for site in plan.sites[s0:s1]]
-                        x = torch.stack([self.decoder.prepare(h, site) for h, site in zip(raw, plan.sites[s0:s1])], 1)
-                        bad = ~torch.isfinite(torch.stack(raw, 1)).all(-1)
-                        stats = reducer.reduce(x.reshape(-1, x.shape[-1]), nxt[p0:p1].repeat_interleave(g), plan.tracked, final, group=g, nonfinite=bad.reshape(-1))
+                        x, bad = reducer.prepare_rows([acts[site][j, p0:p1] for site in plan.sites[s0:s1]], plan.sites[s0:s1])
+                        stats = reducer.reduce(x, nxt[p0:p1].repeat_interleave(g), plan.tracked, final, group=g, nonfinite=bad)
                         store.put(b, slice(s0, s1), slice(p0, p1), stats, g)
                         bar.update(1)
                 if kept is not None:
@@ -359,7 +355,7 @@ class LogitLens:
                 "(nnsight remote=True / 'local') only the plain logit lens runs next to the model"
             )
 
-    def _lens_job(self, plan: _Plan, store: "_ResultStore", idx: list[int], batch: Batch) -> dict[str, Any]:
+    def _lens_job(self, plan: _Plan, store: CellStore, idx: list[int], batch: Batch) -> dict[str, Any]:
         """Plain data for :func:`lens_widget.sources.intrace.lens_cells`: the same chunks as
         :meth:`_reduce_batch`."""
         self._check_portable()
@@ -382,7 +378,7 @@ class LogitLens:
             "group": plan.group,
         }
 
-    def _accept(self, plan: _Plan, store: "_ResultStore", idx: list[int], res: dict[str, Any], bar: Any) -> None:
+    def _accept(self, plan: _Plan, store: CellStore, idx: list[int], res: dict[str, Any], bar: Any) -> None:
         """Cells reduced next to the model, into the result store."""
         for key, arr in store.a.items():
             arr[idx] = res[key].numpy().astype(arr.dtype)
@@ -398,7 +394,7 @@ class LogitLens:
         work: Work[dict[str, Any]] = Work(None, "detail", job, lambda res: res)
         return self.model.source.reduce(batch, list(sites), select, work)
 
-    def _assemble(self, plan: _Plan, store: "_ResultStore") -> LensResult:
+    def _assemble(self, plan: _Plan, store: CellStore) -> LensResult:
         """The result's arrays: ids and positions padded with -1, KL and entropy clamped at 0
         against rounding, KL exactly 0 at the final site."""
         batch, B = plan.batch, len(plan.positions)
@@ -409,13 +405,7 @@ class LogitLens:
             n = int(batch.lengths[b])
             positions_np[b, : len(pl)] = pl
             next_np[b, : len(pl)] = [int(input_ids[b, p + 1]) if p + 1 < n else -1 for p in pl]
-        arrays = store.a
-        # KL and entropy are >= 0, KL(final || final) is 0 by definition: rounding (~1e-5) says otherwise.
-        for key in ("kl", "entropy"):
-            np.maximum(arrays[key], 0, out=arrays[key], where=~np.isnan(arrays[key]))
-        if plan.final_site in plan.sites:
-            kl_final = arrays["kl"][:, plan.sites.index(plan.final_site)]
-            kl_final[~np.isnan(kl_final)] = 0.0
+        arrays = store.finish(plan.sites.index(plan.final_site) if plan.final_site in plan.sites else None)
         used = set(input_ids[input_ids >= 0].tolist()) | set(np.unique(arrays["topk_ids"]).tolist()) | set(plan.tracked.tolist())
         return LensResult(
             prompts=list(batch.prompts),
@@ -577,9 +567,9 @@ class LogitLens:
                 raise RuntimeError(f"compile='always': torch.compile of the JS divergence failed: {FUSED.failure('js')}")
         sides = [
             _Side(self, 0, ChunkReducer(self.decoder, plan.max_rows, plan.k, fused=fused, strict=self.compile == "always"),
-                  _ResultStore(1, S, len(plan.positions[0]), plan.k, M), int(ia_cols[0])),
+                  CellStore(1, S, len(plan.positions[0]), plan.k, M), int(ia_cols[0])),
             _Side(other, ib, ChunkReducer(other.decoder, plan.max_rows, plan.k, fused=fused, strict=self.compile == "always"),
-                  _ResultStore(1, S, len(plan.positions[ib]), plan.k, M), int(ib_cols[0])),
+                  CellStore(1, S, len(plan.positions[ib]), plan.k, M), int(ib_cols[0])),
         ]
         js = np.full((S, ia_cols.size), np.nan, dtype=np.float32)
         kept: list[dict[str, torch.Tensor]] = []
@@ -623,25 +613,13 @@ class LogitLens:
                     out[s, j0 : j0 + ja.numel()] = js_divergence(za, zb).cpu().numpy()
         return out
 
-    def _side_rows(self, plan: _Plan, acts: dict[str, torch.Tensor], j: int, p0: int, p1: int, s0: int, s1: int, nxt: torch.Tensor):
-        """Prepared rows of sites ``s0:s1`` at columns ``p0:p1`` of batch row ``j`` (position-major),
-        their next-token ids and non-finite flags."""
-        sites = plan.sites[s0:s1]
-        raw = [acts[site][j, p0:p1] for site in sites]
-        x = torch.stack([self.decoder.prepare(h, site) for h, site in zip(raw, sites)], 1)
-        bad = ~torch.isfinite(torch.stack(raw, 1)).all(-1)
-        return x.reshape(-1, x.shape[-1]), nxt[p0:p1].repeat_interleave(s1 - s0), bad.reshape(-1)
-
     def _compare_batch(self, plan: _Plan, sides: list["_Side"], n: int, js: np.ndarray, acts: dict[str, torch.Tensor], bar: Any,
                        kept: list[dict[str, torch.Tensor]] | None) -> None:
         """Both sides of a comparison: the paired columns chunk by chunk with JS, then each
         side's unpaired columns alone."""
         S = len(plan.sites)
         for side in sides:
-            pos = plan.positions[side.b]
-            ids = plan.batch.input_ids[side.b, : int(plan.batch.lengths[side.b])]
-            pos_t = torch.as_tensor(pos)
-            side.nxt = torch.where(pos_t + 1 < ids.numel(), ids[(pos_t + 1).clamp(max=ids.numel() - 1)], -1)
+            side.nxt = next_token_ids(plan.batch.input_ids[side.b, : int(plan.batch.lengths[side.b])], plan.positions[side.b])
         a, b = sides
         with a.runner.decoder.loaded(), b.runner.decoder.loaded():
             for c0 in range(0, n, plan.block):
@@ -650,7 +628,7 @@ class LogitLens:
                 for s0 in range(0, S, plan.group):
                     s1 = min(S, s0 + plan.group)
                     g = s1 - s0
-                    rows = [s.runner._side_rows(plan, acts, s.b, s.off + c0, s.off + c1, s0, s1, s.nxt) for s in sides]
+                    rows = [s.rows(plan, acts, s.off + c0, s.off + c1, s0, s1) for s in sides]
                     za, zb = a.reducer.logits(rows[0][0]), b.reducer.logits(rows[1][0])
                     js[s0:s1, c0:c1] = a.reducer.js(za, zb).view(c1 - c0, g).T.cpu().numpy()
                     for side, z, (x, nxt, bad), final in zip(sides, (za, zb), rows, finals):
@@ -665,7 +643,7 @@ class LogitLens:
                         final = side.final(plan, acts, p0, p1)
                         for s0 in range(0, S, plan.group):
                             s1 = min(S, s0 + plan.group)
-                            x, nxt, bad = side.runner._side_rows(plan, acts, side.b, p0, p1, s0, s1, side.nxt)
+                            x, nxt, bad = side.rows(plan, acts, p0, p1, s0, s1)
                             stats = side.reducer.reduce(x, nxt, plan.tracked, final, group=s1 - s0, nonfinite=bad)
                             side.store.put(0, slice(s0, s1), slice(p0, p1), stats, s1 - s0)
                             bar.update(1)
@@ -705,36 +683,6 @@ def _expand_key(activations: Any, target_key: str) -> list[str]:
     return [target_key]
 
 
-class _ResultStore:
-    """Output arrays ``[B, S, P, ...]`` filled chunk by chunk (rows come position-major)."""
-
-    def __init__(self, B: int, S: int, P: int, k: int, M: int):
-        f, i = np.float32, np.int64
-        nan = np.nan
-        self.P = P
-        self.a = {
-            "topk_ids": np.full((B, S, P, k), -1, i),
-            "topk_probs": np.full((B, S, P, k), nan, f),
-            "topk_logits": np.full((B, S, P, k), nan, f),
-            "entropy": np.full((B, S, P), nan, f),
-            "next_prob": np.full((B, S, P), nan, f),
-            "next_logit": np.full((B, S, P), nan, f),
-            "next_rank": np.zeros((B, S, P), i),
-            "kl": np.full((B, S, P), nan, f),
-            "tracked_prob": np.full((B, S, P, M), nan, f),
-            "tracked_logit": np.full((B, S, P, M), nan, f),
-            "tracked_rank": np.zeros((B, S, P, M), i),
-            "nonfinite": np.zeros((B, S, P), bool),
-        }
-
-    def put(self, b: int, sites: slice, pos: slice, stats: dict[str, torch.Tensor], group: int) -> None:
-        n_pos = pos.stop - pos.start
-        for key, arr in self.a.items():
-            v = stats[key].detach().cpu().numpy()
-            v = v.reshape(n_pos, group, *v.shape[1:])  # [pos, site, ...]
-            arr[b, sites, pos] = np.swapaxes(v, 0, 1)
-
-
 @dataclass
 class _Side:
     """One side of :meth:`LogitLens.compare`: its runner, its prompt's row in the batch, its reducer
@@ -743,9 +691,16 @@ class _Side:
     runner: LogitLens
     b: int
     reducer: ChunkReducer
-    store: _ResultStore
+    store: CellStore
     off: int
     nxt: torch.Tensor = dataclasses.field(default_factory=lambda: torch.empty(0, dtype=torch.long))
+
+    def rows(self, plan: _Plan, acts: dict[str, torch.Tensor], p0: int, p1: int, s0: int, s1: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """This side's prepared rows of sites ``s0:s1`` at columns ``p0:p1`` (position-major),
+        their next-token ids and non-finite flags."""
+        sites = plan.sites[s0:s1]
+        x, bad = self.reducer.prepare_rows([acts[site][self.b, p0:p1] for site in sites], sites)
+        return x, self.nxt[p0:p1].repeat_interleave(s1 - s0), bad
 
     def final(self, plan: _Plan, acts: dict[str, torch.Tensor], p0: int, p1: int) -> tuple[torch.Tensor, torch.Tensor]:
         """This side's final-layer distribution at columns ``p0:p1`` (its own decoder's)."""

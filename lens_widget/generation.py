@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from .inputs import Batch, PromptError
 from .progress import Progress, StopLike, is_stopped
 from .reduce import ChunkReducer, rows_for_budget
-from .result import LensResult
+from .result import CellStore, LensResult
 
 if TYPE_CHECKING:  # the engine delegates here; this module never imports it at run time
     from .engine import LogitLens
@@ -89,21 +89,7 @@ class _ColumnReducer:
     def reduce(self, acts: dict[str, torch.Tensor], next_ids: torch.Tensor) -> dict[str, np.ndarray]:
         """``acts[site]`` ``[n, d]`` of ``n`` positions whose next tokens are ``next_ids [n]``."""
         S, n = len(self.sites), int(next_ids.numel())
-        M = int(self.tracked.numel())
-        out = {
-            "topk_ids": np.full((S, n, self.k), -1, np.int64),
-            "topk_probs": np.full((S, n, self.k), np.nan, np.float32),
-            "topk_logits": np.full((S, n, self.k), np.nan, np.float32),
-            "entropy": np.full((S, n), np.nan, np.float32),
-            "next_prob": np.full((S, n), np.nan, np.float32),
-            "next_logit": np.full((S, n), np.nan, np.float32),
-            "next_rank": np.zeros((S, n), np.int64),
-            "kl": np.full((S, n), np.nan, np.float32),
-            "tracked_prob": np.full((S, n, M), np.nan, np.float32),
-            "tracked_logit": np.full((S, n, M), np.nan, np.float32),
-            "tracked_rank": np.zeros((S, n, M), np.int64),
-            "nonfinite": np.zeros((S, n), bool),
-        }
+        store = CellStore(1, S, n, self.k, int(self.tracked.numel()))
         dec = self.decoder
         with dec.loaded():
             for p0 in range(0, n, self.block):
@@ -114,27 +100,19 @@ class _ColumnReducer:
                 for s0 in range(0, S, self.group):
                     s1 = min(S, s0 + self.group)
                     g = s1 - s0
-                    raw = [acts[site][p0:p1] for site in self.sites[s0:s1]]
-                    x = torch.stack([dec.prepare(h, site) for h, site in zip(raw, self.sites[s0:s1])], 1).reshape(-1, raw[0].shape[-1])
-                    bad = ~torch.isfinite(torch.stack(raw, 1)).all(-1)
+                    x, bad = self.reducer.prepare_rows([acts[site][p0:p1] for site in self.sites[s0:s1]], self.sites[s0:s1])
                     row_args = (next_ids[p0:p1].repeat_interleave(g), self.tracked)
                     if one_matmul:  # a single column: the final row's logits are among the chunk's
                         z = self.reducer.logits(x)
                         f = self.sites.index(self.final_site)
                         final = self.reducer.final_from_logits(z[f : f + 1])
-                        stats = self.reducer.reduce_logits(z, x, *row_args, final, group=g, nonfinite=bad.reshape(-1))
+                        stats = self.reducer.reduce_logits(z, x, *row_args, final, group=g, nonfinite=bad)
                     else:
-                        stats = self.reducer.reduce(x, *row_args, final, group=g, nonfinite=bad.reshape(-1))
-                    for key, arr in out.items():
-                        v = stats[key].detach().cpu().numpy()
-                        arr[s0:s1, p0:p1] = np.swapaxes(v.reshape(p1 - p0, g, *v.shape[1:]), 0, 1)
-        # as LogitLens.run: KL and entropy are >= 0, and KL(final || final) is 0 by definition
-        for key in ("kl", "entropy"):
-            np.maximum(out[key], 0, out=out[key], where=~np.isnan(out[key]))
-        if self.final_site in self.sites:
-            kl_final = out["kl"][self.sites.index(self.final_site)]
-            kl_final[~np.isnan(kl_final)] = 0.0
-        return out
+                        stats = self.reducer.reduce(x, *row_args, final, group=g, nonfinite=bad)
+                    store.put(0, slice(s0, s1), slice(p0, p1), stats, g)
+        # as LogitLens.run: rounding undone (KL and entropy >= 0, KL(final || final) = 0)
+        arrays = store.finish(self.sites.index(self.final_site) if self.final_site in self.sites else None)
+        return {key: arr[0] for key, arr in arrays.items()}
 
 
 def clear_next(cells: dict[str, np.ndarray], col: int | slice = -1) -> None:

@@ -307,6 +307,15 @@ class ChunkReducer:
         return (out[0].view(r, -1), out[1].view(r), out[2].view(r), out[3].view(r)), top
 
     @torch.inference_mode()
+    def prepare_rows(self, raw: list[torch.Tensor], sites: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """One chunk's rows for :meth:`reduce`: ``raw[i]`` ``[n, d]`` activations of ``sites[i]``,
+        each prepared by the decoder (its own translator), as ``[n * g, d]`` position-major, and
+        ``[n * g]`` flags of rows whose activations held NaN/inf."""
+        x = torch.stack([self.decoder.prepare(h, site) for h, site in zip(raw, sites)], 1)
+        bad = ~torch.isfinite(torch.stack(raw, 1)).all(-1)
+        return x.reshape(-1, x.shape[-1]), bad.reshape(-1)
+
+    @torch.inference_mode()
     def reduce(
         self,
         x: torch.Tensor,

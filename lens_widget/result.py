@@ -16,7 +16,7 @@ import pandas as pd
 from .sites import site_label
 from .tokens import TokenLookupError, display_token
 
-__all__ = ["LensResult"]
+__all__ = ["LensResult", "CellStore"]
 
 
 @dataclass
@@ -231,3 +231,47 @@ class LensResult:
                 break
             first = s
         return first
+
+
+class CellStore:
+    """The per-cell arrays of a :class:`LensResult` (``[B, S, P, ...]``, NaN / -1 / 0 where not
+    computed), filled chunk by chunk from a reducer's rows (position-major in groups of sites)."""
+
+    def __init__(self, B: int, S: int, P: int, k: int, M: int):
+        f, i, nan = np.float32, np.int64, np.nan
+        self.P = P
+        self.a: dict[str, np.ndarray] = {
+            "topk_ids": np.full((B, S, P, k), -1, i),
+            "topk_probs": np.full((B, S, P, k), nan, f),
+            "topk_logits": np.full((B, S, P, k), nan, f),
+            "entropy": np.full((B, S, P), nan, f),
+            "next_prob": np.full((B, S, P), nan, f),
+            "next_logit": np.full((B, S, P), nan, f),
+            "next_rank": np.zeros((B, S, P), i),
+            "kl": np.full((B, S, P), nan, f),
+            "tracked_prob": np.full((B, S, P, M), nan, f),
+            "tracked_logit": np.full((B, S, P, M), nan, f),
+            "tracked_rank": np.zeros((B, S, P, M), i),
+            "nonfinite": np.zeros((B, S, P), bool),
+        }
+
+    def put(self, b: int, sites: slice, pos: slice, stats: dict[str, Any], group: int) -> None:
+        """A chunk's statistics (tensors ``[n_pos * group, ...]``, position-major) into prompt
+        ``b``'s ``sites`` x ``pos`` cells."""
+        n_pos = pos.stop - pos.start
+        for key, arr in self.a.items():
+            v = stats[key].detach().cpu().numpy()
+            v = v.reshape(n_pos, group, *v.shape[1:])  # [pos, site, ...]
+            arr[b, sites, pos] = np.swapaxes(v, 0, 1)
+
+    def finish(self, final_index: int | None) -> dict[str, np.ndarray]:
+        """The arrays, with rounding undone: KL and entropy are >= 0, and KL(final || final) is 0
+        by definition (``final_index``: the final site's index, ``None`` if not among the sites),
+        where float32 rounding (~1e-5) says otherwise."""
+        arrays = self.a
+        for key in ("kl", "entropy"):
+            np.maximum(arrays[key], 0, out=arrays[key], where=~np.isnan(arrays[key]))
+        if final_index is not None:
+            kl_final = arrays["kl"][:, final_index]
+            kl_final[~np.isnan(kl_final)] = 0.0
+        return arrays

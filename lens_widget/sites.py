@@ -28,6 +28,7 @@ __all__ = [
     "resolve_positions",
     "select_matrix",
     "position_matrix",
+    "next_token_ids",
 ]
 
 SITE_KINDS = ("embed", "resid_out", "resid_mid", "attn_out", "mlp_out")
@@ -146,3 +147,10 @@ def position_matrix(positions: list[list[int]]) -> torch.Tensor:
     """``[B, P]`` token index of each column, ``-1`` where a shorter list is padded."""
     select, valid = select_matrix(positions)
     return torch.where(valid, select, torch.full_like(select, -1))
+
+
+def next_token_ids(ids: torch.Tensor, positions: Sequence[int]) -> torch.Tensor:
+    """The token after each of ``positions`` in ``ids`` (one prompt's real tokens), ``-1`` at the
+    last token, where nothing follows."""
+    pos = torch.as_tensor(list(positions), dtype=torch.long)
+    return torch.where(pos + 1 < ids.numel(), ids[(pos + 1).clamp(max=ids.numel() - 1)], -1)
