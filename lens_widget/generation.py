@@ -27,19 +27,15 @@ from tqdm.auto import tqdm
 
 from .inputs import Batch, PromptError
 from .progress import Progress, StopLike, is_stopped
-from .reduce import ChunkReducer, rows_for_budget
+from .reduce import ChunkReducer, Lane, reduce_columns, rows_for_budget
 from .result import CellStore, LensResult
+from .schema import CELL_KEYS
+from .sites import next_token_ids
 
 if TYPE_CHECKING:  # the engine delegates here; this module never imports it at run time
     from .engine import LogitLens
 
-__all__ = ["GeneratedColumn", "GenerationProgress", "generate", "clear_next", "CELL_KEYS"]
-
-#: The per-cell arrays of a column, as in :class:`LensResult` (``[S, ...]`` per column).
-CELL_KEYS = (
-    "topk_ids", "topk_probs", "topk_logits", "entropy", "next_prob", "next_logit", "next_rank", "kl",
-    "tracked_prob", "tracked_logit", "tracked_rank", "nonfinite",
-)
+__all__ = ["GeneratedColumn", "GenerationProgress", "generate", "clear_next"]
 
 
 @dataclass
@@ -50,7 +46,7 @@ class GeneratedColumn:
     token index in the grid (they are equal: every position is a column); ``token_id``: the
     generated token this column reads; ``next_id``: the token the model wrote after it (``-1``
     for the last one); ``cells``: ``{key: [S, ...]}`` arrays laid out as one column of
-    :class:`LensResult` (keys :data:`CELL_KEYS`); ``acts``: ``{site: [d]}`` the residual vectors
+    :class:`LensResult` (keys :data:`~lens_widget.schema.CELL_KEYS`); ``acts``: ``{site: [d]}`` the residual vectors
     (on the decoder's device, for exact cell detail); ``token_strings``: decoded text of the ids
     in ``cells``, the token and its next token.
     """
@@ -70,14 +66,13 @@ GenerationProgress = Progress
 
 
 class _ColumnReducer:
-    """Columns of recorded activations -> per-cell arrays ``[S, n, ...]``, chunked by the memory
-    budget exactly as ``LogitLens.run`` chunks them (final distribution per position block, then
-    groups of sites)."""
+    """Columns of recorded activations -> per-cell arrays ``[S, n, ...]``, through the engine's
+    own chunk loop (:func:`~lens_widget.reduce.reduce_columns`) with buffers no larger than the
+    work (one column needs S rows, not the whole budget's)."""
 
     def __init__(self, lens: "LogitLens", sites: list[str], final_site: str, tracked: torch.Tensor, k: int, n_positions: int):
         self.decoder = lens.decoder
         self.sites, self.final_site, self.tracked = sites, final_site, tracked
-        # buffers no larger than the work: one column needs S rows, not the whole budget's
         self.max_rows = min(rows_for_budget(self.decoder.vocab, lens.memory_budget), len(sites) * max(1, int(n_positions)))
         self.group = min(len(sites), self.max_rows)
         self.block = max(1, self.max_rows // self.group)
@@ -90,26 +85,9 @@ class _ColumnReducer:
         """``acts[site]`` ``[n, d]`` of ``n`` positions whose next tokens are ``next_ids [n]``."""
         S, n = len(self.sites), int(next_ids.numel())
         store = CellStore(1, S, n, self.k, int(self.tracked.numel()))
-        dec = self.decoder
-        with dec.loaded():
-            for p0 in range(0, n, self.block):
-                p1 = min(n, p0 + self.block)
-                one_matmul = self.group == S and p1 - p0 == 1 and self.final_site in self.sites
-                if not one_matmul:
-                    final = self.reducer.final_distribution(dec.prepare(acts[self.final_site][p0:p1], self.final_site))
-                for s0 in range(0, S, self.group):
-                    s1 = min(S, s0 + self.group)
-                    g = s1 - s0
-                    x, bad = self.reducer.prepare_rows([acts[site][p0:p1] for site in self.sites[s0:s1]], self.sites[s0:s1])
-                    row_args = (next_ids[p0:p1].repeat_interleave(g), self.tracked)
-                    if one_matmul:  # a single column: the final row's logits are among the chunk's
-                        z = self.reducer.logits(x)
-                        f = self.sites.index(self.final_site)
-                        final = self.reducer.final_from_logits(z[f : f + 1])
-                        stats = self.reducer.reduce_logits(z, x, *row_args, final, group=g, nonfinite=bad)
-                    else:
-                        stats = self.reducer.reduce(x, *row_args, final, group=g, nonfinite=bad)
-                    store.put(0, slice(s0, s1), slice(p0, p1), stats, g)
+        with self.decoder.loaded():
+            lane = Lane(self.reducer, lambda site, c0, c1: acts[site][c0:c1], next_ids, store.putter(0))
+            reduce_columns([lane], self.sites, self.final_site, n, self.block, self.group, self.tracked)
         # as LogitLens.run: rounding undone (KL and entropy >= 0, KL(final || final) = 0)
         arrays = store.finish(self.sites.index(self.final_site) if self.final_site in self.sites else None)
         return {key: arr[0] for key, arr in arrays.items()}
@@ -220,7 +198,7 @@ def generate(
         n_new = max(0, limit - len(ids))
     site_names = hm.site_names(sites)
     lens.decoder.check_sites(site_names)
-    final_site = f"resid_out_{hm.num_layers - 1}"
+    final_site = hm.final_site
     record = list(dict.fromkeys(site_names + [final_site]))
     tracked = lens.token_ids(track)
     tracked = torch.tensor(list(dict.fromkeys(tracked.tolist())), dtype=torch.long)
@@ -241,7 +219,7 @@ def generate(
         past = rec.past
         acts = {s: rec.acts[s][0] for s in record}
         pending = choose(rec.logits[0]) if n_new > 0 else -1
-        nxt = torch.tensor(ids[1:] + [pending], dtype=torch.long)
+        nxt = next_token_ids(torch.tensor(ids + [pending]), range(n_prompt))
         prompt_cells = prompt_cols.reduce(acts, nxt)
         del prompt_cols
         if return_activations:
@@ -299,8 +277,7 @@ def _assemble(lens: "LogitLens", ids: list[int], n_prompt: int, sites: list[str]
     if cells["entropy"].shape[1] != P:
         raise AssertionError("one column per token")
     ids_np = np.asarray(ids, dtype=np.int64)[None]
-    next_np = np.full((1, P), int(last_next), np.int64)
-    next_np[0, :-1] = ids_np[0, 1:]
+    next_np = next_token_ids(torch.tensor(ids + [int(last_next)]), range(P)).numpy()[None]
     used = set(ids) | set(np.unique(cells["topk_ids"]).tolist()) | set(tracked.tolist()) | ({int(last_next)} if last_next >= 0 else set())
     return LensResult(
         prompts=[lens.model.tokenizer.decode(ids)],

@@ -133,6 +133,12 @@ class HookedModel:
         return int(self.model.get_output_embeddings().weight.shape[0])
 
     @property
+    def final_site(self) -> str:
+        """The last block's output, ``resid_out_{L-1}``: the site every KL is measured against
+        and the one whose lens reproduces the model's logits."""
+        return f"resid_out_{self.num_layers - 1}"
+
+    @property
     def device(self) -> torch.device:
         """Where the unembedding computes (accelerate's execution device under a ``device_map``)."""
         return execution_device(self.model.get_output_embeddings())

@@ -14,17 +14,14 @@ from __future__ import annotations
 import os
 import threading
 import warnings
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import torch
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # a type only: reduce stays torch-only (it travels to NDIF inside traces)
-    from .decoders import Decoder
-
 __all__ = [
     "ChunkReducer",
+    "Lane",
+    "reduce_columns",
     "FusedKernels",
     "FUSED",
     "blocked_topk",
@@ -44,9 +41,25 @@ TOPK_BLOCK = 64
 FUSE_MIN_WORK = int(os.environ.get("LENS_WIDGET_FUSE_MIN_WORK", 64 * 49152 * 31))
 
 
-def rows_for_budget(vocab: int, budget: int) -> int:
-    """Rows per chunk: logits and eager scratch (4 B each), a mask (1 B), final probs (4 B)."""
-    return max(1, int(budget // (vocab * 13)))
+def rows_for_budget(vocab: int, budget: int, lanes: int = 1) -> int:
+    """Rows per chunk: logits and eager scratch (4 B each), a mask (1 B), and each lane's final
+    probabilities (4 B; ``lanes`` decoders reduce the same rows, sharing the other buffers)."""
+    return max(1, int(budget // (vocab * (9 + 4 * max(1, int(lanes))))))
+
+
+if TYPE_CHECKING:  # types only: this module travels by value into nnsight traces (plain classes only)
+    from typing import Protocol
+
+    class RowDecoder(Protocol):
+        """What a :class:`ChunkReducer` decodes with: a :class:`~lens_widget.decoders.Decoder`,
+        or the in-trace lens's bare :class:`~lens_widget.unembed.Unembed` (the logit lens)."""
+
+        vocab: int
+        device: torch.device
+
+        def prepare(self, h: torch.Tensor, site: str | None = None) -> torch.Tensor: ...
+
+        def unembed(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor: ...
 
 
 def cell_stats(z: torch.Tensor, targets: torch.Tensor, p_final: torch.Tensor, m: torch.Tensor | None = None):
@@ -177,6 +190,14 @@ class FusedKernels:
         self._failed: dict[str, str] = {}
         self._threads: list[threading.Thread] = []
 
+    def __getstate__(self) -> dict[str, Any]:
+        # This module travels by value into nnsight traces (NDIF): a copy starts with no kernels
+        # (its reducers run eager passes there) and no locks or threads, which cannot travel.
+        return {}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__()  # type: ignore[misc]
+
     @staticmethod
     def enabled() -> bool:
         return os.environ.get("LENS_WIDGET_COMPILE", "1") != "0"
@@ -232,16 +253,22 @@ class ChunkReducer:
     logits buffer alive and writing with ``out=`` avoids that.
     """
 
-    def __init__(self, decoder: Decoder, max_rows: int, k: int, fused: bool = True, strict: bool = False):
+    def __init__(self, decoder: "RowDecoder", max_rows: int, k: int, fused: bool = True, strict: bool = False,
+                 share: "ChunkReducer | None" = None):
+        """``share``: another reducer whose buffers this one reuses (several decoders reducing
+        the same rows one after the other: one set of ``[rows, V]`` buffers for all)."""
         V = decoder.vocab
         self.decoder, self.k, self.max_rows = decoder, min(k, V), max_rows
-        self.z = torch.empty(max_rows, V, dtype=torch.float32, device=decoder.device)
+        if share is not None and (share.z.shape != (max_rows, V) or share.z.device != torch.device(decoder.device)):
+            share = None
+        self.z = share.z if share is not None else torch.empty(max_rows, V, dtype=torch.float32, device=decoder.device)
         self.blocked = uses_blocked_topk(V, self.k)
         self.kernel = self.kernel_for(V, self.k)
         self.fused = fused
         self.strict = strict  # a failing compiled kernel raises instead of falling back
         self.fused_chunks = 0  # how many chunks the compiled kernel reduced (tests, benchmarks)
         self.fused_js_chunks = 0  # how many JS divergences the compiled kernel computed
+        self._shared = share
         self._p: torch.Tensor | None = None
         self._mask: torch.Tensor | None = None
 
@@ -251,16 +278,18 @@ class ChunkReducer:
         return "cell_stats_blocked" if uses_blocked_topk(vocab, min(k, vocab)) else "cell_stats"
 
     def _scratch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._shared is not None:
+            return self._shared._scratch()
         if self._p is None or self._mask is None:
             self._p = torch.empty_like(self.z)
             self._mask = torch.empty(self.z.shape, dtype=torch.bool, device=self.z.device)
         return self._p, self._mask
 
     @torch.inference_mode()
-    def final_distribution(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Probabilities ``[r, V]`` (a new tensor) and negative entropy ``[r]`` of prepared
-        final-layer rows."""
-        return self.final_from_logits(self.decoder.unembed(x))
+    def final(self, h: torch.Tensor, site: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Probabilities ``[r, V]`` (a new tensor) and negative entropy ``[r]`` of the final
+        layer's rows ``h [r, d]`` (activations of ``site``) through this reducer's decoder."""
+        return self.final_from_logits(self.logits(self.decoder.prepare(h, site)))
 
     @torch.inference_mode()
     def final_from_logits(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -408,3 +437,80 @@ def cell_outputs(stats, top_ids, top_logits, next_logit, tracked_logit, has_next
             v = out[key]
             out[key] = torch.where(nonfinite.view(-1, *([1] * (v.dim() - 1))), nan, v)
     return out
+
+
+class Lane:
+    """One decoder reading one prompt's columns in :func:`reduce_columns`.
+
+    ``reducer`` decodes and reduces (its decoder prepares and unembeds); ``acts(site, c0, c1)``
+    gives the ``[c1 - c0, d]`` activations of ``site`` at columns ``c0:c1``; ``next_ids [n_cols]``
+    the token after each column (``-1``: none); ``put(s0, s1, c0, c1, cells)`` takes the cells
+    of sites ``s0:s1`` x columns ``c0:c1`` (tensors ``[(c1 - c0) * (s1 - s0), ...]``,
+    position-major)."""
+
+    def __init__(self, reducer: ChunkReducer, acts: Callable[[str, int, int], torch.Tensor], next_ids: torch.Tensor,
+                 put: Callable[[int, int, int, int, dict], Any]):
+        self.reducer, self.acts, self.next_ids, self.put = reducer, acts, next_ids, put
+
+
+@torch.inference_mode()
+def reduce_columns(
+    lanes: Sequence[Lane],
+    sites: Sequence[str],
+    final_site: str,
+    n_cols: int,
+    block: int,
+    group: int,
+    tracked: torch.Tensor,
+    *,
+    between: Callable[[int, int, int, int, list], Any] | None = None,
+    done: Callable[[int], Any] | None = None,
+) -> None:
+    """The chunk loop, the one every lens computation runs: ``n_cols`` columns in blocks of
+    ``block`` positions x groups of ``group`` sites; per block each lane's final-layer
+    distribution, per chunk each lane's rows prepared, unembedded and reduced (never a
+    ``[sites, positions, vocab]`` tensor).
+
+    Several lanes read the same columns: several lenses over one recording (decoded one after
+    the other, sharing buffers), or the two sides of a comparison, whose logits ``between(s0,
+    s1, c0, c1, [z of each lane])`` reads before they are reduced (the exact JS divergence).
+    When one group holds every site, the final distribution comes from the chunk's own logits
+    (no second product of the final rows). ``done(n)`` is called after every ``n`` chunks
+    reduced (progress, stop).
+    """
+    S = len(sites)
+    f = list(sites).index(final_site) if final_site in sites else None
+    from_chunk = f is not None and group >= S
+    for c0 in range(0, n_cols, block):
+        c1 = min(n_cols, c0 + block)
+        n = c1 - c0
+        finals = [None if from_chunk else lane.reducer.final(lane.acts(final_site, c0, c1), final_site) for lane in lanes]
+        for s0 in range(0, S, group):
+            s1 = min(S, s0 + group)
+            g = s1 - s0
+            chunk_sites = list(sites[s0:s1])
+
+            def decode(lane: Lane) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                x, bad = lane.reducer.prepare_rows([lane.acts(site, c0, c1) for site in chunk_sites], chunk_sites)
+                return x, bad, lane.reducer.logits(x)
+
+            def finish(i: int, x: torch.Tensor, bad: torch.Tensor, z: torch.Tensor) -> None:
+                lane = lanes[i]
+                final = finals[i]
+                if final is None:  # the final site's rows are among the chunk's
+                    final = lane.reducer.final_from_logits(z.view(n, g, -1)[:, f - s0])  # type: ignore[operator]
+                nxt = lane.next_ids[c0:c1].repeat_interleave(g)
+                lane.put(s0, s1, c0, c1, lane.reducer.reduce_logits(z, x, nxt, tracked, final, g, bad))
+
+            if between is None:
+                for i, lane in enumerate(lanes):
+                    finish(i, *decode(lane))
+                    if done is not None:
+                        done(1)
+            else:
+                decoded = [decode(lane) for lane in lanes]
+                between(s0, s1, c0, c1, [d[2] for d in decoded])
+                for i, d in enumerate(decoded):
+                    finish(i, *d)
+                if done is not None:
+                    done(len(lanes))

@@ -13,10 +13,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .schema import CELL_FIELDS, trailing
 from .sites import site_label
 from .tokens import TokenLookupError, display_token
 
-__all__ = ["LensResult", "CellStore"]
+__all__ = ["LensResult", "CellStore", "NUMPY_DTYPES"]
+
+#: The numpy dtype of each cell kind of :data:`~lens_widget.schema.CELL_FIELDS` in a result.
+NUMPY_DTYPES = {"int": np.int64, "float": np.float32, "bool": np.bool_}
 
 
 @dataclass
@@ -238,21 +242,9 @@ class CellStore:
     computed), filled chunk by chunk from a reducer's rows (position-major in groups of sites)."""
 
     def __init__(self, B: int, S: int, P: int, k: int, M: int):
-        f, i, nan = np.float32, np.int64, np.nan
         self.P = P
         self.a: dict[str, np.ndarray] = {
-            "topk_ids": np.full((B, S, P, k), -1, i),
-            "topk_probs": np.full((B, S, P, k), nan, f),
-            "topk_logits": np.full((B, S, P, k), nan, f),
-            "entropy": np.full((B, S, P), nan, f),
-            "next_prob": np.full((B, S, P), nan, f),
-            "next_logit": np.full((B, S, P), nan, f),
-            "next_rank": np.zeros((B, S, P), i),
-            "kl": np.full((B, S, P), nan, f),
-            "tracked_prob": np.full((B, S, P, M), nan, f),
-            "tracked_logit": np.full((B, S, P, M), nan, f),
-            "tracked_rank": np.zeros((B, S, P, M), i),
-            "nonfinite": np.zeros((B, S, P), bool),
+            f.name: np.full((B, S, P, *trailing(f, k, M)), f.fill, NUMPY_DTYPES[f.kind]) for f in CELL_FIELDS
         }
 
     def put(self, b: int, sites: slice, pos: slice, stats: dict[str, Any], group: int) -> None:
@@ -263,6 +255,10 @@ class CellStore:
             v = stats[key].detach().cpu().numpy()
             v = v.reshape(n_pos, group, *v.shape[1:])  # [pos, site, ...]
             arr[b, sites, pos] = np.swapaxes(v, 0, 1)
+
+    def putter(self, b: int):
+        """``put(s0, s1, c0, c1, cells)`` into prompt ``b``'s cells (a chunk loop's lane sink)."""
+        return lambda s0, s1, c0, c1, cells: self.put(b, slice(s0, s1), slice(c0, c1), cells, s1 - s0)
 
     def finish(self, final_index: int | None) -> dict[str, np.ndarray]:
         """The arrays, with rounding undone: KL and entropy are >= 0, and KL(final || final) is 0

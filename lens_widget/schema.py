@@ -13,22 +13,28 @@ Plain data only (no torch, no numpy): it travels by value to NDIF with the in-tr
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 __all__ = ["CellField", "CELL_FIELDS", "CELL_KEYS", "WIRE_KEYS", "FLOAT_KEYS", "field", "trailing"]
 
 
-class CellField(NamedTuple):
+class CellField:
     """One per-cell array: ``name``; ``kind`` ``"int"`` / ``"float"`` / ``"bool"``; ``fill``,
     the value of a cell not computed (and of a float cell whose row overflowed); ``axis``,
     the trailing axis (``"k"``: top tokens, ``"M"``: tracked tokens, ``""``: none); ``wire``,
-    whether the front end receives it (``data`` and column messages)."""
+    whether the front end receives it (``data`` and column messages).
 
-    name: str
-    kind: str
-    fill: float | int | bool
-    axis: str
-    wire: bool
+    (A plain class, not a ``NamedTuple``: this module travels by value into nnsight traces,
+    where a ``NamedTuple`` class cannot be rebuilt.)"""
+
+    __slots__ = ("name", "kind", "fill", "axis", "wire")
+
+    def __init__(self, name: str, kind: str, fill: float | int | bool, axis: str, wire: bool):
+        self.name, self.kind, self.fill, self.axis, self.wire = name, kind, fill, axis, wire
+
+    def __iter__(self):
+        return iter((self.name, self.kind, self.fill, self.axis, self.wire))
+
+    def __repr__(self) -> str:
+        return f"CellField{tuple(self)!r}"
 
 
 NAN = float("nan")

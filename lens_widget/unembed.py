@@ -18,7 +18,7 @@ that scale for a cell; interventions and decoders can read it.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 
@@ -28,17 +28,21 @@ __all__ = ["Unembed", "NormParts", "UPCAST_BYTES"]
 UPCAST_BYTES = 32 * 2**20
 
 
-class NormParts(NamedTuple):
+class NormParts:
     """The final norm of some rows as an affine map with its scale frozen:
     ``norm(x) = gain * (x - centred * mean(x)) / scale + shift``.
 
     ``scale [..., 1]`` per row; ``gain``, ``shift`` ``[d]``; ``centred``: the norm subtracts the
-    mean (LayerNorm) or not (RMSNorm)."""
+    mean (LayerNorm) or not (RMSNorm). (A plain class: this module travels by value into
+    nnsight traces.)"""
 
-    scale: torch.Tensor
-    gain: torch.Tensor
-    shift: torch.Tensor
-    centred: bool
+    def __init__(self, scale: torch.Tensor, gain: torch.Tensor, shift: torch.Tensor, centred: bool):
+        self.scale, self.gain, self.shift, self.centred = scale, gain, shift, centred
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """The frozen-scale norm of ``x [..., d]`` (linear in ``x`` but for ``shift``)."""
+        c = x - x.mean(-1, keepdim=True) if self.centred else x
+        return self.gain * c / self.scale + self.shift
 
 
 class Unembed:

@@ -15,13 +15,12 @@ import numpy as np
 
 from .compare import Comparison
 from .result import LensResult
+from .schema import WIRE_KEYS
 
-__all__ = ["WIRE_VERSION", "COLUMN_KEYS", "wire_dtype", "encode_array", "result_to_wire", "column_message", "message_bytes", "comparison_to_wire", "lift_arrays", "json_state"]
+__all__ = ["WIRE_VERSION", "WIRE_KEYS", "wire_dtype", "encode_array", "result_to_wire", "column_message", "message_bytes", "comparison_to_wire", "lift_arrays", "json_state"]
 
 WIRE_VERSION = 1
 _BY_KIND = {"b": "uint8", "i": "int32", "u": "uint32", "f": "float32"}
-#: The per-cell arrays of ``data`` (``[S, P, ...]``); a column message carries one column of each.
-COLUMN_KEYS = ("topk_ids", "topk_probs", "entropy", "next_prob", "next_rank", "kl", "nonfinite", "tracked_prob", "tracked_logit", "tracked_rank")
 
 
 def wire_dtype(array: np.ndarray) -> str:
@@ -73,17 +72,8 @@ def result_to_wire(result: LensResult, prompt: int = 0) -> dict[str, Any]:
         "positions": encode_array(r.positions[prompt, cols].astype(np.int32)),
         "input_ids": encode_array(ids_in.astype(np.int32)),
         "next_ids": encode_array(r.next_ids[prompt, cols].astype(np.int32)),
-        "topk_ids": cells(r.topk_ids),
-        "topk_probs": cells(r.topk_probs),
-        "entropy": cells(r.entropy),
-        "next_prob": cells(r.next_prob),
-        "next_rank": cells(r.next_rank),
-        "kl": cells(r.kl),
-        "nonfinite": cells(r.nonfinite),
+        **{key: cells(getattr(r, key)) for key in WIRE_KEYS},
         "tracked_ids": encode_array(r.tracked_ids.astype(np.int32)),
-        "tracked_prob": cells(r.tracked_prob),
-        "tracked_logit": cells(r.tracked_logit),
-        "tracked_rank": cells(r.tracked_rank),
         "vocab_ids": encode_array(vocab_ids),
         "vocab_strings": [r.token_strings.get(int(i), "") for i in vocab_ids.tolist()],
         "generated_from": -1 if r.generated_from is None else int(r.generated_from[prompt]),
@@ -102,7 +92,7 @@ def column_message(
     """One grid column for the front end (``{"type": "column", ...}``, see ``docs/wire.md``).
 
     ``cells[key]`` is ``[S, ...]`` (one column of a :class:`LensResult` array, keys
-    :data:`COLUMN_KEYS`); ``col`` the column it sets (``n_positions``: appended; less: replaced).
+    :data:`~lens_widget.schema.WIRE_KEYS`); ``col`` the column it sets (``n_positions``: appended; less: replaced).
     The token table carries only ids not in ``known_ids`` (the ids the front end already has),
     which is updated. Arrays stay numpy: :func:`lift_arrays` turns them into binary buffers.
     ``fields`` (``done``, ``total``, ``eta_s``, ``generated_from``, ...) are added as they are.
@@ -117,7 +107,7 @@ def column_message(
         "position": int(col),
         "token_id": int(token_id),
         "next_id": int(next_id),
-        "cells": {key: np.ascontiguousarray(cells[key]) for key in COLUMN_KEYS},
+        "cells": {key: np.ascontiguousarray(cells[key]) for key in WIRE_KEYS},
         "vocab_ids": np.asarray(new, dtype=np.int32),
         "vocab_strings": [token_strings.get(i, "") for i in new],
         **fields,

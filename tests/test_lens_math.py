@@ -331,7 +331,7 @@ def test_a_failing_compiled_kernel_falls_back_to_eager(monkeypatch, reducers):
         raise RuntimeError("inductor exploded")
 
     monkeypatch.setattr(reduce.FUSED, "get", lambda name: broken)
-    monkeypatch.setattr(LogitLens, "_use_fused", lambda self, plan: True)  # as for a large run
+    monkeypatch.setattr(LogitLens, "use_fused", lambda self, plan: True)  # as for a large run
     with pytest.warns(UserWarning, match="compiled reductions failed"):
         r = LogitLens(hm).run(PROMPT, k=10, track=[5], progress=False)
     red = reducers[-1]

@@ -12,7 +12,8 @@ import pytest
 from lens_widget import LogitLens
 from lens_widget.widget import widget as widget_module
 from lens_widget.widget import LensWidget
-from lens_widget.wire import COLUMN_KEYS, result_to_wire
+from lens_widget.schema import WIRE_KEYS as COLUMN_KEYS
+from lens_widget.wire import result_to_wire
 from zoo import tiny
 
 PROMPT = "Hello wor"

@@ -9,8 +9,9 @@ from typing import Any, Callable, Generic, Iterator, Mapping, Sequence, TypeVar
 import torch
 
 from ..inputs import Batch
+from .intrace import apply_intervention
 
-__all__ = ["ActivationSource", "Recording", "Work", "ActivationRef", "RemoteActivations"]
+__all__ = ["ActivationSource", "Recording", "Work", "ActivationRef", "RemoteActivations", "Intervention"]
 
 T = TypeVar("T")
 
@@ -26,6 +27,45 @@ class Recording:
     logits: torch.Tensor | None = None
     last_layernorm: torch.Tensor | None = None
     past: Any = None
+
+
+@dataclass(frozen=True)
+class Intervention:
+    """A change to a site's value during the forward pass: the intervention seam that patching,
+    ablation and steering use.
+
+    At token ``positions`` (indices into each prompt of the batch) of ``site`` (``"embed"``,
+    ``"resid_out_{i}"``, or ``"attn_out_{i}"`` / ``"mlp_out_{i}"`` where the model has that
+    module), ``value`` replaces the site's vector (``mode="replace"``) or is added to it
+    (``mode="add"``). ``value`` is ``[d]``, ``[len(positions), d]`` or, for different values
+    per prompt, ``[B, len(positions), d]``; ``rows`` limits it to some prompts of the batch
+    (``None``: all). Everything downstream of the site sees the changed value, and a recording
+    of the site itself records it.
+    """
+
+    site: str
+    positions: tuple[int, ...]
+    value: torch.Tensor
+    mode: str = "replace"
+    rows: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("replace", "add"):
+            raise ValueError(f"an intervention's mode is 'replace' or 'add', got {self.mode!r}")
+        object.__setattr__(self, "positions", tuple(int(p) for p in (self.positions if isinstance(self.positions, (list, tuple, range)) else [self.positions])))
+        if self.rows is not None:
+            object.__setattr__(self, "rows", tuple(int(r) for r in self.rows))
+        if not isinstance(self.value, torch.Tensor) or self.value.dim() not in (1, 2, 3):
+            raise ValueError("an intervention's value is a tensor [d], [positions, d] or [prompts, positions, d]")
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """``x [B, T, d]`` with this intervention applied (a new tensor; ``x`` is left alone)."""
+        return apply_intervention(x, self.positions, self.value, self.mode, self.rows)
+
+    def as_data(self) -> dict[str, Any]:
+        """Plain data for a trace's body (what travels to NDIF)."""
+        return {"positions": list(self.positions), "value": self.value.detach().cpu(), "mode": self.mode,
+                "rows": None if self.rows is None else list(self.rows)}
 
 
 @dataclass
@@ -106,15 +146,18 @@ class ActivationSource(abc.ABC):
         final_norm: bool = False,
         past: Any = None,
         use_cache: bool = False,
+        interventions: Sequence[Intervention] = (),
     ) -> Recording:
-        """One forward pass; the activations of ``sites`` at ``select``.
+        """One forward pass; the activations of ``sites`` at ``select``; ``interventions``
+        change sites' values during the pass (see :class:`Intervention`).
 
         Generation (:mod:`lens_widget.generation`) passes ``use_cache=True`` and, after the
         first pass, the previous ``Recording.past``: ``batch`` then holds only the new tokens
         (one prompt), ``select`` indexes them, and ``want_logits`` returns the model's logits
         at the last new token only. Sources that cannot cache raise ``NotImplementedError``."""
 
-    def reduce(self, batch: Batch, sites: Sequence[str], select: torch.Tensor, work: "Work[T] | Callable[[dict[str, torch.Tensor]], T]") -> T:
+    def reduce(self, batch: Batch, sites: Sequence[str], select: torch.Tensor, work: "Work[T] | Callable[[dict[str, torch.Tensor]], T]",
+               interventions: Sequence[Intervention] = ()) -> T:
         """Record ``sites`` and apply ``work`` to them where they live; only its result returns.
 
         Local sources record and call ``work`` (or ``work.local``) here; a remote source runs
@@ -124,4 +167,4 @@ class ActivationSource(abc.ABC):
         fn = work.local if isinstance(work, Work) else work
         if fn is None:
             raise TypeError("this work has no local form")
-        return fn(self.record(batch, sites, select).acts)
+        return fn(self.record(batch, sites, select, interventions=interventions).acts)

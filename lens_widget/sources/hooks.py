@@ -14,9 +14,9 @@ from ..arch import ArchSpec, get_path
 from ..devices import execution_device
 from ..inputs import Batch
 from ..sites import parse_site
-from .base import ActivationSource, Recording
+from .base import ActivationSource, Intervention, Recording
 
-__all__ = ["HookSource", "SiteRecorder"]
+__all__ = ["HookSource", "SiteRecorder", "Intervener"]
 
 
 def _first_tensor(x: Any) -> torch.Tensor:
@@ -58,7 +58,8 @@ class SiteRecorder:
         self.raw: dict[str, torch.Tensor] = {}
         self.recorded: dict[str, torch.Tensor] = {}
         self._handles: list[Any] = []
-        self._plan = self._plan_hooks()
+        #: the raw points (hook names) the sites are made of
+        self.points = self._plan_hooks()
 
     # -- which raw points each site needs ----------------------------------------------------
     def _plan_hooks(self) -> set[str]:
@@ -109,7 +110,7 @@ class SiteRecorder:
         return hook
 
     def __enter__(self) -> "SiteRecorder":
-        for name in sorted(self._plan):
+        for name in sorted(self.points):
             kind, _, idx = name.rpartition("_")
             if name == "final_norm":
                 module, pre = get_path(self.model, self.arch.final_norm), False
@@ -157,6 +158,64 @@ class SiteRecorder:
         return out
 
 
+class Intervener:
+    """Hooks that apply :class:`Intervention` s during one forward pass (a context manager;
+    enter it before a :class:`SiteRecorder`, so that a recording of an intervened site records
+    the new value)."""
+
+    def __init__(self, model: nn.Module, arch: ArchSpec, interventions: Sequence[Intervention]):
+        self.model, self.arch = model, arch
+        self.blocks: nn.ModuleList = get_path(model, arch.blocks)
+        self.interventions = list(interventions)
+        self.batch = 1  # prompts in the pass (set before it: some blocks flatten [batch * tokens, d])
+        self._handles: list[Any] = []
+        self._where = [self._module_of(iv) for iv in self.interventions]  # errors before the pass
+
+    def _module_of(self, iv: Intervention) -> tuple[nn.Module, bool]:
+        """``(module, pre)``: the hook point whose input (``pre``) or output is the site."""
+        kind, layer = parse_site(iv.site, len(self.blocks))
+        if kind == "embed":
+            return self.blocks[0], True
+        if kind == "resid_out":
+            return self.blocks[int(layer)], False  # type: ignore[arg-type]
+        path = self.arch.attn_out if kind == "attn_out" else self.arch.mlp_out if kind == "mlp_out" else None
+        if path is None:
+            raise KeyError(
+                f"cannot intervene on {iv.site!r} of {self.model.config.model_type}: interventions go on 'embed', "
+                "'resid_out_i', and 'attn_out_i' / 'mlp_out_i' where the block has that module"
+            )
+        return get_path(self.blocks[int(layer)], path), False  # type: ignore[arg-type]
+
+    @staticmethod
+    def _changed(iv: Intervention, x: torch.Tensor, batch: int) -> torch.Tensor:
+        if x.dim() == 2:  # [batch * tokens, d] (OPT around the MLP)
+            return iv.apply(x.view(batch, -1, x.shape[-1])).view_as(x)
+        return iv.apply(x)
+
+    def __enter__(self) -> "Intervener":
+        for iv, (module, pre) in zip(self.interventions, self._where):
+            if pre:
+                def pre_hook(_m: nn.Module, args: tuple, kwargs: dict, iv: Intervention = iv) -> Any:
+                    if args:
+                        return (iv.apply(args[0]), *args[1:]), kwargs
+                    key = next(k for k in ("hidden_states", "input", "x") if k in kwargs)
+                    return args, {**kwargs, key: iv.apply(kwargs[key])}
+
+                self._handles.append(module.register_forward_pre_hook(pre_hook, with_kwargs=True))
+            else:
+                def out_hook(_m: nn.Module, args: tuple, output: Any, iv: Intervention = iv) -> Any:
+                    new = self._changed(iv, _first_tensor(output), self.batch)
+                    return (new, *output[1:]) if isinstance(output, tuple) else new
+
+                self._handles.append(module.register_forward_hook(out_hook))
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+
 class HookSource(ActivationSource):
     """Activations from forward hooks during one ordinary forward pass of the model.
 
@@ -189,7 +248,10 @@ class HookSource(ActivationSource):
         final_norm: bool = False,
         past: Any = None,
         use_cache: bool = False,
+        interventions: Sequence[Intervention] = (),
     ) -> Recording:
+        intervener = Intervener(self.model, self.arch, interventions)
+        intervener.batch = int(batch.input_ids.shape[0])
         recorder = SiteRecorder(self.model, self.arch, sites, extra_final_norm=final_norm, out_device=self.out_device)
         recorder.select = select
         kwargs: dict[str, Any] = {"use_cache": bool(use_cache or past is not None)}
@@ -201,7 +263,7 @@ class HookSource(ActivationSource):
             seen = int(past.get_seq_length())
             mask = torch.cat([torch.ones(mask.shape[0], seen, dtype=mask.dtype, device=dev), mask], 1)
             kwargs[self._cache_arg] = past
-        with recorder:
+        with intervener, recorder:
             out = self.model(input_ids=batch.input_ids.to(dev), attention_mask=mask, **kwargs)
         acts = recorder.finish()
         logits = None

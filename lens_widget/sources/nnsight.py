@@ -19,13 +19,14 @@ import torch
 from ..arch import ArchSpec
 from ..inputs import Batch
 from ..sites import parse_site
-from .base import ActivationSource, Recording, Work
+from .base import ActivationSource, Intervention, Recording, Work
 from .hooks import SiteRecorder
+from .intrace import ORDER
 
 __all__ = ["NNsightSource", "NDIFError", "ndif_api_key"]
 
 #: Modules whose code must travel by value to NDIF (the server does not have lens_widget).
-BY_VALUE = ("lens_widget.reduce", "lens_widget.sources.intrace")
+BY_VALUE = ("lens_widget.schema", "lens_widget.unembed", "lens_widget.reduce", "lens_widget.sources.intrace")
 
 
 class NDIFError(RuntimeError):
@@ -94,29 +95,29 @@ class NNsightSource(ActivationSource):
         return get_path(self.model, self.arch.final_norm).parameters() if self.arch.final_norm else iter(())
 
     # -- what the trace reads ------------------------------------------------------------------
-    def plan(self, sites: Sequence[str], final_norm: bool = False) -> tuple[list[tuple[str, str, str]], dict[str, tuple[str, str | None]]]:
-        """The raw points to read, in forward order, and how each site is made of them (the
-        same points and differences as :class:`SiteRecorder`'s hooks)."""
+    def plan(self, sites: Sequence[str], final_norm: bool = False, interventions: Sequence[Intervention] = ()
+             ) -> tuple[list[tuple[str, str, str]], dict[str, tuple[str, str | None]], dict[str, list[dict[str, Any]]]]:
+        """The raw points to read (and to change), in forward order, how each site is made of
+        them (the same points and differences as :class:`SiteRecorder`'s hooks), and the
+        interventions to apply at each point (plain data)."""
         rec = SiteRecorder(self.model, self.arch, sites, extra_final_norm=final_norm)
         blocks, n = self.arch.blocks, rec.n_layers
-        points = []
-        for name in rec._plan:
+        where: dict[str, tuple[tuple[int, int], str, str]] = {}
+        for name in rec.points:
             if name == "final_norm":
-                points.append(((n, 9), name, self.arch.final_norm, "output"))
+                where[name] = ((n, 9), self.arch.final_norm, "output")
                 continue
             kind, _, idx = name.rpartition("_")
-            i = int(idx)
-            if kind == "in":
-                path, io = f"{blocks}.{i}", "input"
-            elif kind == "out":
-                path, io = f"{blocks}.{i}", "output"
-            elif kind == "mid":
-                path, io = f"{blocks}.{i}.{self.arch.mid_norm}", "input"
-            else:
-                sub = self.arch.attn_out if kind == "attn_out" else self.arch.mlp_out
-                path, io = f"{blocks}.{i}.{sub}", "output"
-            points.append(((i, {"in": 0, "attn_out": 1, "mid": 2, "mlp_out": 3, "out": 4}[kind]), name, path, io))
-        points.sort()
+            where[name] = self._point(kind, int(idx))
+        patches: dict[str, list[dict[str, Any]]] = {}
+        for iv in interventions:
+            name = self._patch_point(iv, n)
+            if name not in where:
+                kind, _, idx = name.rpartition("_")
+                where["patch:" + name] = self._point(kind, int(idx))
+                name = "patch:" + name
+            patches.setdefault(name, []).append(iv.as_data())
+        points = sorted((order, name, path, io) for name, (order, path, io) in where.items())
         recipe: dict[str, tuple[str, str | None]] = {}
         for site in rec.sites:
             kind, layer = parse_site(site, n)
@@ -126,7 +127,7 @@ class NNsightSource(ActivationSource):
                 recipe[site] = (f"out_{layer}", None)
             elif kind == "resid_mid":
                 recipe[site] = (f"mid_{layer}", None)
-            elif f"{kind}_{layer}" in rec._plan:
+            elif f"{kind}_{layer}" in rec.points:
                 recipe[site] = (f"{kind}_{layer}", None)
             elif kind == "attn_out":
                 recipe[site] = (f"mid_{layer}", f"in_{layer}")
@@ -134,7 +135,33 @@ class NNsightSource(ActivationSource):
                 recipe[site] = (f"out_{layer}", f"mid_{layer}")
         if final_norm:
             recipe["last_layernorm"] = ("final_norm", None)
-        return [(name, path, io) for _, name, path, io in points], recipe
+        return [(name, path, io) for _, name, path, io in points], recipe, patches
+
+    def _point(self, kind: str, i: int) -> tuple[tuple[int, int], str, str]:
+        """(forward order, module path, "input" | "output") of a raw point of block ``i``."""
+        blocks = self.arch.blocks
+        if kind == "in":
+            path, io = f"{blocks}.{i}", "input"
+        elif kind == "out":
+            path, io = f"{blocks}.{i}", "output"
+        elif kind == "mid":
+            path, io = f"{blocks}.{i}.{self.arch.mid_norm}", "input"
+        else:
+            sub = self.arch.attn_out if kind == "attn_out" else self.arch.mlp_out
+            path, io = f"{blocks}.{i}.{sub}", "output"
+        return (i, ORDER[kind]), path, io
+
+    def _patch_point(self, iv: Intervention, n: int) -> str:
+        """The raw point an intervention changes (as the hook source's :class:`Intervener`)."""
+        kind, layer = parse_site(iv.site, n)
+        if kind == "embed":
+            return "in_0"
+        if kind == "resid_out":
+            return f"out_{layer}"
+        if (kind == "attn_out" and self.arch.attn_out) or (kind == "mlp_out" and self.arch.mlp_out):
+            return f"{kind}_{layer}"
+        raise KeyError(f"cannot intervene on {iv.site!r}: interventions go on 'embed', 'resid_out_i', and 'attn_out_i' / "
+                       "'mlp_out_i' where the block has that module")
 
     # -- running a trace -----------------------------------------------------------------------
     def _check_remote(self) -> None:
@@ -182,7 +209,8 @@ class NNsightSource(ActivationSource):
 
         return guard()
 
-    def _in_trace(self, batch: Batch, sites: Sequence[str], select: torch.Tensor, task: str, job: dict | None = None, final_norm: bool = False) -> dict[str, Any]:
+    def _in_trace(self, batch: Batch, sites: Sequence[str], select: torch.Tensor, task: str, job: dict | None = None, final_norm: bool = False,
+                  interventions: Sequence[Intervention] = ()) -> dict[str, Any]:
         """Run :func:`~lens_widget.sources.intrace.in_trace` inside the trace. The trace's body
         reads only plain data and the root envoy, so it serialises for NDIF as it stands."""
         import nnsight
@@ -191,49 +219,49 @@ class NNsightSource(ActivationSource):
 
         self._check_remote()
         self._register()
-        points, recipe = self.plan(sites, final_norm)
+        points, recipe, patches = self.plan(sites, final_norm, interventions)
         spec, lm = self.spec, self.lm
         select = select.long()
         inputs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
         with self._trace_errors(), torch.no_grad():
             with lm.trace(inputs, remote=self.mode, use_cache=False):
-                result = nnsight.save(in_trace(lm, points, recipe, select, task, job, spec))
+                result = nnsight.save(in_trace(lm, points, recipe, select, task, job, spec, patches))
         return result
 
     # -- the seam ------------------------------------------------------------------------------
     def record(self, batch: Batch, sites: Sequence[str], select: torch.Tensor, *, want_logits: bool = False, final_norm: bool = False,
-               past: Any = None, use_cache: bool = False) -> Recording:
+               past: Any = None, use_cache: bool = False, interventions: Sequence[Intervention] = ()) -> Recording:
         if use_cache or past is not None:
             raise NotImplementedError("generate() with an nnsight model is not supported yet: wrap the transformers model itself")
-        acts = self._in_trace(batch, sites, select, "record", final_norm=final_norm)
+        acts = self._in_trace(batch, sites, select, "record", final_norm=final_norm, interventions=interventions)
         logits = None
         if want_logits:  # the model's own logits at the selected positions
-            logits = self._in_trace(batch, [], select, "logits")["logits"]
+            logits = self._in_trace(batch, [], select, "logits", interventions=interventions)["logits"]
         if self.out_device is not None:
             acts = {k: v.to(self.out_device) for k, v in acts.items()}
             logits = None if logits is None else logits.to(self.out_device)
         return Recording(acts=acts, logits=logits, last_layernorm=acts.pop("last_layernorm", None))
 
-    def reduce(self, batch: Batch, sites: Sequence[str], select: torch.Tensor, work: Any) -> Any:
+    def reduce(self, batch: Batch, sites: Sequence[str], select: torch.Tensor, work: Any, interventions: Sequence[Intervention] = ()) -> Any:
         if isinstance(work, Work) and self.remote and work.task is not None:
-            result = self._in_trace(batch, sites, select, work.task, work.job)
+            result = self._in_trace(batch, sites, select, work.task, work.job, interventions=interventions)
             return work.accept(result) if work.accept is not None else result
         local = work.local if isinstance(work, Work) else work
         if local is None:
             raise TypeError("this work has no local form")
         if self.remote:  # a closure cannot travel: bring the rows back, then work here
-            return local(self.record(batch, sites, select).acts)
+            return local(self.record(batch, sites, select, interventions=interventions).acts)
         # remote=False: the engine's own reduction runs inside the trace's body, next to the model
         import nnsight
 
         from .intrace import record as record_points
 
-        points, recipe = self.plan(sites)
+        points, recipe, patches = self.plan(sites, interventions=interventions)
         sel, lm, out_device = select.long(), self.lm, self.out_device
         inputs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
         with torch.no_grad():
             with lm.trace(inputs, use_cache=False):
-                acts = record_points(lm, points, recipe, sel)
+                acts = record_points(lm, points, recipe, sel, patches)
                 if out_device is not None:
                     acts = {k: v.to(out_device) for k, v in acts.items()}
                 value = nnsight.save(local(acts))

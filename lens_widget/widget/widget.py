@@ -30,7 +30,8 @@ from ..metrics import COMPARE_METRICS, GRID_METRICS
 from ..progress import Progress, Stopped
 from ..result import LensResult
 from ..tokens import TokenLookupError
-from ..wire import COLUMN_KEYS, column_message, comparison_to_wire, lift_arrays, result_to_wire
+from ..schema import WIRE_KEYS
+from ..wire import column_message, comparison_to_wire, lift_arrays, result_to_wire
 from .export import BUNDLE_PATH, bundle_source, standalone_html
 from .requests import BACKGROUND, RequestError, handle, int_in, start_background
 
@@ -623,14 +624,14 @@ class LensWidget(anywidget.AnyWidget):
         def on_prompt(res: LensResult, _acts: Any) -> None:
             # the prompt's last column now has a next token (the first new one): replace it
             c = res.n_positions - 1
-            cells = {key: getattr(res, key)[0][:, c : c + 1] for key in COLUMN_KEYS}
+            cells = {key: getattr(res, key)[0][:, c : c + 1] for key in WIRE_KEYS}
             msg = column_message(cells, c, int(res.input_ids[0, c]), int(res.next_ids[0, c]), res.token_strings, known,
                                  lens=label, generated_from=boundary, done=0, total=n)
             self._send_safely(*lift_arrays(msg))
 
         def on_column(col: GeneratedColumn) -> None:
             p = Progress(col.index + 1, n, time.perf_counter() - task.t0)
-            cells = {key: col.cells[key][:, None] for key in COLUMN_KEYS}
+            cells = {key: col.cells[key][:, None] for key in WIRE_KEYS}
             msg = column_message(cells, col.col, col.token_id, col.next_id, col.token_strings, known, lens=label,
                                  generated_from=boundary, done=p.done, total=n, eta_s=None if p.eta is None else round(p.eta, 3))
             self._send_safely(*lift_arrays(msg))
