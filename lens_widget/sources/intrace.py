@@ -137,10 +137,12 @@ def apply_intervention(x: torch.Tensor, positions: Any, value: torch.Tensor, mod
     if int(pos.max()) >= x.shape[1] or int(pos.min()) < -x.shape[1]:
         raise IndexError(f"an intervention at positions {pos.tolist()}: the batch has {x.shape[1]} tokens")
     v = value.to(device=x.device, dtype=x.dtype)
-    v = v.expand(r.numel(), pos.numel(), x.shape[-1]) if v.dim() < 3 else v
-    if tuple(v.shape) != (r.numel(), pos.numel(), x.shape[-1]):
+    want = (r.numel(), pos.numel(), x.shape[-1])
+    fits = v.shape[-1] == want[2] and (v.dim() == 1 or (v.dim() == 2 and v.shape[0] in (1, want[1])) or tuple(v.shape) == want)
+    if not fits:
         raise ValueError(f"an intervention value of shape {tuple(value.shape)} does not fit {r.numel()} prompts x "
                          f"{pos.numel()} positions x d={x.shape[-1]}")
+    v = v.expand(*want) if v.dim() < 3 else v
     idx = (r[:, None], pos[None, :])
     out[idx] = v if mode == "replace" else out[idx] + v
     return out

@@ -88,7 +88,7 @@ class LensWidget(anywidget.AnyWidget):
 
     Several lenses: ``decoders={"logit": None, "tuned": tuned_lens}`` (``None`` is the logit lens;
     the keys are the labels the lens switch shows, in order). Every lens's grid is computed up
-    front (one run per lens; the activations are recorded once per run and shared), so the
+    front from one recorded pass of the model (``LogitLens.run(..., decoders=)``), so the
     front end switches lenses without asking the kernel, and an exported page carries them all.
     The ``lens`` trait names the lens shown; kernel requests answer for it.
 
@@ -381,24 +381,18 @@ class LensWidget(anywidget.AnyWidget):
         super().close()
 
     def _compute(self, prompts: list[str], tracked: list[int]) -> None:
-        """Run every lens on the prompts; on success replace what is shown, on failure keep it and raise."""
+        """Run every lens on the prompts from one recorded pass; on success replace what is
+        shown, on failure keep it and raise."""
         if not self._lenses:
             raise RequestError("this widget was built from a LensResult and has no model to recompute with")
-        results: dict[str, LensResult] = {}
-        acts: list[dict[str, torch.Tensor]] = []
         task = self._task if self._task is not None and self._task.thread is threading.current_thread() else None
-        n_lenses = len(self._lenses)
-        for i, (label, runner) in enumerate(self._lenses.items()):
-            progress: Any = self._progress
-            if task is not None:  # a background recompute: progress messages, and its stop button
-                progress = self._compute_reporter(task, i, n_lenses)
-            # the activations do not depend on the decoder: keep the first run's
-            out = runner.run(prompts, sites=self._sites, k=self._k, track=tracked, progress=progress, return_activations=i == 0,
-                             stop=None if task is None else task.stop)
-            if i == 0:
-                results[label], acts = out  # type: ignore[misc]
-            else:
-                results[label] = out  # type: ignore[assignment]
+        progress: Any = self._progress
+        if task is not None:  # a background recompute: progress messages, and its stop button
+            progress = self._compute_reporter(task, 0, 1)
+        base = next(iter(self._lenses.values()))
+        decoders = {label: runner.decoder for label, runner in self._lenses.items()}
+        results, acts = base.run(prompts, sites=self._sites, k=self._k, track=tracked, progress=progress, return_activations=True,
+                                 stop=None if task is None else task.stop, decoders=decoders)
         self._acts_by_prompt = acts
         self._show(results)
 
