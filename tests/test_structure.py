@@ -108,24 +108,68 @@ def test_the_cycle_detector_finds_a_cycle():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == [["a", "b", "c"]]
 
 
-def test_layers_depend_one_way():
-    """loading/arch -> inputs/sites -> sources -> decoders -> reduce -> result -> compare -> engine -> wire -> widget | plots."""
+#: Every module of the package, by layer: a module imports only from its own layer or below.
+LAYERS = [
+    ["lens_widget._version", "lens_widget.arch", "lens_widget.loading", "lens_widget.devices", "lens_widget.tokens", "lens_widget.metrics",
+     "lens_widget.progress", "lens_widget.schema", "lens_widget.unembed", "lens_widget.corpus", "lens_widget.lens_files"],
+    ["lens_widget.inputs", "lens_widget.sites", "lens_widget.lowrank"],
+    ["lens_widget.reduce"],  # torch only: travels by value into nnsight traces
+    ["lens_widget.sources.intrace"],  # the lens next to a remote model: reduce, unembed, schema only
+    ["lens_widget.sources", "lens_widget.sources.base", "lens_widget.sources.hooks", "lens_widget.sources.nnsight", "lens_widget.cache", "lens_widget.hooked"],
+    ["lens_widget.decoders"],
+    ["lens_widget.tuned_training"],
+    ["lens_widget.tuned_lens"],
+    ["lens_widget.result"],
+    ["lens_widget.compare"],
+    ["lens_widget.tutorial", "lens_widget.cells", "lens_widget.compare_run", "lens_widget.generation"],
+    ["lens_widget.engine"],
+    ["lens_widget.wire"],
+    ["lens_widget.widget.requests", "lens_widget.widget.tasks", "lens_widget.widget.export"],
+    ["lens_widget.widget.session"],
+    ["lens_widget.widget", "lens_widget.widget.widget", "lens_widget.plots"],
+    ["lens_widget.cli"],
+    ["lens_widget", "lens_widget.__main__"],
+]
+
+
+def test_every_module_has_a_layer():
     graph = _graph()
-    order = [
-        ["lens_widget.arch", "lens_widget.loading", "lens_widget.devices", "lens_widget.tokens", "lens_widget.metrics", "lens_widget.progress"],
-        ["lens_widget.inputs", "lens_widget.sites"],
-        ["lens_widget.sources", "lens_widget.sources.base", "lens_widget.sources.hooks", "lens_widget.cache", "lens_widget.hooked"],
-        ["lens_widget.decoders"],
-        ["lens_widget.reduce"],
-        ["lens_widget.result"],
-        ["lens_widget.compare"],
-        ["lens_widget.engine", "lens_widget.generation"],
-        ["lens_widget.wire"],
-        ["lens_widget.widget", "lens_widget.widget.widget", "lens_widget.widget.requests", "lens_widget.widget.export", "lens_widget.plots", "lens_widget.cli"],
-    ]
-    rank = {m: i for i, layer in enumerate(order) for m in layer}
+    ranked = {m for layer in LAYERS for m in layer}
+    assert sorted(set(graph) - ranked) == [], "add new modules to LAYERS"
+
+
+def test_layers_depend_one_way():
+    """Each module imports only from its own layer or those below (runtime and in-function imports)."""
+    graph = _graph()
+    rank = {m: i for i, layer in enumerate(LAYERS) for m in layer}
     upward = [(a, b) for a, deps in graph.items() for b in deps if a in rank and b in rank and rank[b] > rank[a]]
     assert upward == [], f"imports against the layering: {upward}"
+
+
+def test_the_layering_check_sees_an_upward_import():
+    graph = _graph()
+    graph["lens_widget.sources.intrace"].add("lens_widget.engine")  # what a careless edit would add
+    rank = {m: i for i, layer in enumerate(LAYERS) for m in layer}
+    assert any(rank[b] > rank[a] for a, deps in graph.items() for b in deps if a in rank and b in rank)
+
+
+def test_the_cycle_check_sees_a_runtime_cycle_through_an_in_function_import(tmp_path):
+    """An in-function import closes a cycle at run time: the graph counts it."""
+    pkg = tmp_path / "lens_widget"
+    pkg.mkdir()
+    (pkg / "a.py").write_text("from .b import f\n")
+    (pkg / "b.py").write_text("def f():\n    from .a import g\n    return g\n")
+    edges = {p.stem: {t.rpartition('.')[2] for t, _ in _runtime_imports_in(p, tmp_path)} for p in pkg.glob("*.py")}
+    assert _cycles({k: {v for v in vs if v in edges} for k, vs in edges.items()}) == [["a", "b"]]
+
+
+def _runtime_imports_in(path: Path, root: Path) -> list[tuple[str, list[str]]]:
+    global ROOT
+    saved, ROOT = ROOT, root
+    try:
+        return _runtime_imports(path)
+    finally:
+        ROOT = saved
 
 
 def test_no_private_names_across_modules():
@@ -136,7 +180,7 @@ def test_no_private_names_across_modules():
             if target.startswith("lens_widget"):
                 offenders += [f"{path.relative_to(ROOT)}: from {target} import {n}" for n in names if n.startswith("_") and n != "__version__"]
         text = path.read_text(encoding="utf-8")
-        offenders += [f"{path.relative_to(ROOT)}: {m}" for m in re.findall(r"\b(?:lens|hooked|result|reduce|engine|decoders|wire|plots)\._[a-z]\w*", text)]
+        offenders += [f"{path.relative_to(ROOT)}: {m}" for m in re.findall(r"\b(?:lens|hooked|result|reduce|engine|decoders|wire|plots|rec|recorder|reducer|session|tasks)\._[a-z]\w*", text)]
     assert offenders == []
 
 
