@@ -195,3 +195,9 @@ def test_cell_arrays_are_the_same_in_python_and_js():
     ts = [(wire, name, dtype, _same_fill(fill), axis) for wire, name, dtype, fill, axis in _ts_cell_arrays()]
     assert ts == py
 
+
+def test_cell_arrays_live_in_one_place_in_js():
+    """No other js/src module spells the cell arrays out (by wire name or as typed fields)."""
+    literal = re.compile(r'"topk_probs"|"tracked_logit"|\btopkProbs: Float32Array|\btrackedLogit: Float32Array')
+    spelled = [p.relative_to(ROOT) for p in (ROOT / "js" / "src").rglob("*.ts") if p.name != "schema.ts" and literal.search(p.read_text(encoding="utf-8"))]
+    assert spelled == []
