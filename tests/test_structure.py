@@ -202,3 +202,46 @@ def test_metric_names_live_in_one_place_per_language():
     spelled = [p.relative_to(ROOT) for p in PKG.rglob("*.py") if p.name != "metrics.py" and literal.search(p.read_text(encoding="utf-8"))]
     spelled += [p.relative_to(ROOT) for p in (ROOT / "js" / "src").rglob("*.ts") if p.name != "metrics.ts" and literal.search(p.read_text(encoding="utf-8"))]
     assert spelled == []
+
+
+_TS_CELL_ROW = re.compile(r'\s*\{ wire: "(\w+)", field: "(\w+)", dtype: "(\w+)", fill: (-?\d+|NaN), axis: "(k|M|)" \},')
+
+
+def _ts_cell_arrays() -> list[tuple[str, str, str, float, str]]:
+    """The rows of ``CELL_ARRAYS`` in js/src/schema.ts: (wire, field, dtype, fill, axis), one row a line."""
+    text = (ROOT / "js" / "src" / "schema.ts").read_text(encoding="utf-8")
+    m = re.search(r"^export const CELL_ARRAYS = \[\n(.*?)\n\] as const;$", text, re.S | re.M)
+    assert m, "CELL_ARRAYS not found in js/src/schema.ts as `export const CELL_ARRAYS = [` ... `] as const;`"
+    rows = []
+    for line in m.group(1).splitlines():
+        row = _TS_CELL_ROW.fullmatch(line)
+        assert row, f"js/src/schema.ts: not a plain row of CELL_ARRAYS: {line.strip()!r}"
+        wire, name, dtype, fill, axis = row.groups()
+        rows.append((wire, name, dtype, float(fill), axis))
+    return rows
+
+
+def _same_fill(x: float) -> object:
+    return "NaN" if x != x else float(x)  # NaN = NaN; False = 0, -1 = -1
+
+
+def test_cell_arrays_are_the_same_in_python_and_js():
+    """js/src/schema.ts mirrors the wired rows of schema.CELL_FIELDS: names in order, LensData
+    field (camelCase), dtype (the wire rule applied to the row's kind), fill and trailing axis."""
+    import numpy as np
+
+    from lens_widget.schema import CELL_FIELDS
+    from lens_widget.wire import wire_dtype
+
+    kind = {"int": np.int64, "float": np.float32, "bool": np.bool_}
+    camel = lambda name: re.sub(r"_([a-z])", lambda m: m.group(1).upper(), name)  # noqa: E731
+    py = [(f.name, camel(f.name), wire_dtype(np.zeros(0, kind[f.kind])), _same_fill(f.fill), f.axis) for f in CELL_FIELDS if f.wire]
+    ts = [(wire, name, dtype, _same_fill(fill), axis) for wire, name, dtype, fill, axis in _ts_cell_arrays()]
+    assert ts == py
+
+
+def test_cell_arrays_live_in_one_place_in_js():
+    """No other js/src module spells the cell arrays out (by wire name or as typed fields)."""
+    literal = re.compile(r'"topk_probs"|"tracked_logit"|\btopkProbs: Float32Array|\btrackedLogit: Float32Array')
+    spelled = [p.relative_to(ROOT) for p in (ROOT / "js" / "src").rglob("*.ts") if p.name != "schema.ts" and literal.search(p.read_text(encoding="utf-8"))]
+    assert spelled == []

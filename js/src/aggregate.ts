@@ -12,7 +12,8 @@
 // probability and the tracked tokens' probability and logit (so the logit diff is the mean
 // difference); ranks (next token, tracked tokens) are geometric means. A cell is "no data" only
 // when no prompt has a value there.
-import { displayFor, type LensData } from "./data";
+import { cellWidth, displayFor, filled, mapCells, type LensCells, type LensData } from "./data";
+import { CELL_ARRAYS, type CellArray } from "./schema";
 
 /** The header of mean column `j` of `P`: "last", "last−1", … */
 export function alignedLabel(j: number, P: number): string {
@@ -24,6 +25,15 @@ function sameIds(a: Int32Array, b: Int32Array): boolean {
   return a.length === b.length && a.every((v, i) => v === b[i]);
 }
 
+/** How the mean view folds one cell array over the prompts: ids have no mean (the view has no
+ * top-k, its ids stay at their fill), the non-finite flag is set where every prompt's is, ranks
+ * (the other integers) take geometric means, everything else arithmetic means. */
+function fold(f: CellArray): "none" | "every" | "geometric" | "arithmetic" {
+  if (f.field === "topkIds") return "none";
+  if (f.dtype === "uint8") return "every";
+  return f.dtype === "int32" ? "geometric" : "arithmetic";
+}
+
 /** The mean over `lenses` (one lens, every prompt of a batch); null when they do not line up. */
 export function meanLens(lenses: LensData[]): LensData | null {
   if (lenses.length === 0) return null;
@@ -33,24 +43,17 @@ export function meanLens(lenses: LensData[]): LensData | null {
   const P = Math.min(...lenses.map((l) => l.P));
   const M = lenses.every((l) => sameIds(l.trackedIds, first.trackedIds)) ? first.M : 0;
   const SP = S * P;
-  const top1 = new Float32Array(SP);
-  const entropy = new Float32Array(SP);
-  const kl = new Float32Array(SP);
-  const nextProb = new Float32Array(SP);
-  const nextRank = new Float32Array(SP);
-  const nonfinite = new Uint8Array(SP);
-  const trackedProb = new Float32Array(SP * M);
-  const trackedLogit = new Float32Array(SP * M);
-  const trackedRank = new Float32Array(SP * M);
+  // top-k arrays keep the top-1 only (k = 1); geometric means are fractional, so float32
+  const cells: LensCells = mapCells((f) => filled(fold(f) === "geometric" ? "float32" : f.dtype, SP * cellWidth(f, 1, M), f.fill));
 
-  // the mean of one value over the prompts, at mean cell (s, j)
-  const mean = (get: (l: LensData, i: number) => number, s: number, j: number, geometric = false): number => {
+  // the mean of value m of array f over the prompts, at mean cell (s, j); NaN where none has one
+  const mean = (f: CellArray, m: number, s: number, j: number, geometric: boolean): number => {
     let sum = 0;
     let n = 0;
     for (const l of lenses) {
       const i = s * l.P + (l.P - P + j);
       if (l.nonfinite[i]) continue;
-      const v = get(l, i);
+      const v = l[f.field][i * cellWidth(f, l.k, l.M) + m];
       if (geometric ? !(v >= 1) : !Number.isFinite(v)) continue;
       sum += geometric ? Math.log(v) : v;
       n++;
@@ -58,23 +61,21 @@ export function meanLens(lenses: LensData[]): LensData | null {
     return n === 0 ? NaN : geometric ? Math.exp(sum / n) : sum / n;
   };
 
-  for (let s = 0; s < S; s++)
-    for (let j = 0; j < P; j++) {
-      const c = s * P + j;
-      nonfinite[c] = lenses.every((l) => l.nonfinite[s * l.P + (l.P - P + j)]) ? 1 : 0;
-      top1[c] = mean((l, i) => l.topkProbs[i * l.k], s, j);
-      entropy[c] = mean((l, i) => l.entropy[i], s, j);
-      kl[c] = mean((l, i) => l.kl[i], s, j);
-      nextProb[c] = mean((l, i) => l.nextProb[i], s, j);
-      const r = mean((l, i) => l.nextRank[i], s, j, true);
-      nextRank[c] = Number.isNaN(r) ? 0 : r;
-      for (let m = 0; m < M; m++) {
-        trackedProb[c * M + m] = mean((l, i) => l.trackedProb[i * l.M + m], s, j);
-        trackedLogit[c * M + m] = mean((l, i) => l.trackedLogit[i * l.M + m], s, j);
-        const tr = mean((l, i) => l.trackedRank[i * l.M + m], s, j, true);
-        trackedRank[c * M + m] = Number.isNaN(tr) ? 0 : tr;
+  for (const f of CELL_ARRAYS) {
+    const how = fold(f);
+    const out = cells[f.field];
+    const w = cellWidth(f, 1, M);
+    for (let s = 0; s < S; s++)
+      for (let j = 0; j < P; j++) {
+        const c = s * P + j;
+        if (how === "every") out[c] = lenses.every((l) => l.nonfinite[s * l.P + (l.P - P + j)]) ? 1 : 0;
+        else if (how !== "none")
+          for (let m = 0; m < w; m++) {
+            const v = mean(f, m, s, j, how === "geometric");
+            out[c * w + m] = Number.isNaN(v) ? f.fill : v;
+          }
       }
-    }
+  }
 
   const vocab = new Map<number, string>();
   for (const l of lenses) for (const [id, text] of l.vocab) vocab.set(id, text);
@@ -93,17 +94,8 @@ export function meanLens(lenses: LensData[]): LensData | null {
     positions: Int32Array.from({ length: P }, (_, j) => j - P),
     inputIds: new Int32Array(0),
     nextIds: new Int32Array(P).fill(-1),
-    topkIds: new Int32Array(SP).fill(-1),
-    topkProbs: top1,
-    entropy,
-    nextProb,
-    nextRank,
-    kl,
-    nonfinite,
+    ...cells,
     trackedIds: M ? first.trackedIds.slice() : new Int32Array(0),
-    trackedProb,
-    trackedLogit,
-    trackedRank,
     vocab,
     aggregate: { count: lenses.length, lengths: lenses.map((l) => l.P) },
     columnLabels,

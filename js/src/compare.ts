@@ -5,8 +5,9 @@
 // Every difference is b − a (computed in Python, lens_widget.compare); the JS divergence is exact
 // when `js_exact`, else a top-k approximation (the label says which). Δ metrics use diverging
 // scales centred on zero, symmetric about the largest |Δ| of the cells with data.
-import { decodeArray, decodeLens, displayFor, isWireArray, WIRE_VERSION, type LensData, type WireArray } from "./data";
+import { decodeArray, decodeLens, displayFor, emptyCells, isWireArray, WIRE_VERSION, type LensData, type WireArray } from "./data";
 import { diverging, sequential } from "./color";
+import { CELL_ARRAYS, type WireCells } from "./schema";
 import { COMPARE_LABELS, DEFAULT_COMPARE_METRIC, isCompareMetric, type CompareMetric, type MetricView } from "./metrics";
 
 /** Δ arrays read straight off the cells (no token to choose), keyed by their metric name. */
@@ -94,19 +95,13 @@ export function columnLabel(cmp: CompareData, c: number): string {
 /** The diff grid as a LensData: cells show b's top-1, columns both sides' tokens, `compare` the rest. */
 export function diffLens(cmp: CompareData): LensData {
   const { S, P, a, b } = cmp;
-  const SP = S * P;
-  const topkIds = new Int32Array(SP);
-  const topkProbs = new Float32Array(SP);
-  for (let s = 0; s < S; s++)
-    for (let c = 0; c < P; c++) {
-      const i = s * b.P + cmp.colsB[c];
-      topkIds[s * P + c] = b.topkIds[i * b.k];
-      topkProbs[s * P + c] = b.topkProbs[i * b.k];
-    }
+  // every cell array at its fill (no data) but the top-k (b's top-1), the non-finite flag and the tracked Δs
+  const cells: WireCells = { ...emptyCells(S * P, 1, cmp.M), nonfinite: cmp.nonfinite, trackedProb: cmp.dTrackedProb, trackedLogit: cmp.dTrackedLogit };
+  for (const f of CELL_ARRAYS)
+    if (f.axis === "k")
+      for (let s = 0; s < S; s++) for (let c = 0; c < P; c++) cells[f.field][s * P + c] = b[f.field][(s * b.P + cmp.colsB[c]) * b.k];
   const vocab = new Map<number, string>(a.vocab);
   for (const [id, text] of b.vocab) vocab.set(id, text);
-  const positions = Int32Array.from(cmp.colsB, (c) => b.positions[c]);
-  const empty = new Float32Array(SP).fill(NaN);
   return {
     S,
     P,
@@ -117,20 +112,11 @@ export function diffLens(cmp: CompareData): LensData {
     prompt: b.prompt,
     sites: b.sites.slice(),
     siteLabels: b.siteLabels.slice(),
-    positions,
+    positions: Int32Array.from(cmp.colsB, (c) => b.positions[c]),
     inputIds: b.inputIds,
     nextIds: Int32Array.from(cmp.colsB, (c) => b.nextIds[c]),
-    topkIds,
-    topkProbs,
-    entropy: empty,
-    nextProb: empty,
-    nextRank: new Int32Array(SP),
-    kl: empty,
-    nonfinite: cmp.nonfinite,
+    ...cells,
     trackedIds: cmp.trackedIds,
-    trackedProb: cmp.dTrackedProb,
-    trackedLogit: cmp.dTrackedLogit,
-    trackedRank: new Int32Array(SP * cmp.M),
     vocab,
     columnLabels: Array.from({ length: P }, (_, c) => columnLabel(cmp, c)),
     generatedFrom: -1, // a diff grid marks no generation boundary

@@ -1,6 +1,7 @@
 // Decoding of wire arrays ({dtype, shape, buffer | b64 | buffer_index}) and of the `data` trait.
 import { displayToken } from "./tokens";
 import type { CompareData } from "./compare";
+import { CELL_ARRAYS, type CellArray, type WireCells } from "./schema";
 
 export type DType = "int32" | "uint32" | "float32" | "uint8";
 export type TypedArray = Int32Array | Uint32Array | Float32Array | Uint8Array;
@@ -86,8 +87,13 @@ export function decodeResult<T = unknown>(x: unknown, buffers?: Bytes[]): T {
   return x as T;
 }
 
-/** The decoded `data` trait. Cell (site s, column c) is index s * P + c. */
-export interface LensData {
+/** The cell arrays of a LensData (schema.ts): as the wire sends them, except the ranks, which
+ * the mean view of a batch holds as geometric means (float32). */
+export type LensCells = Omit<WireCells, "nextRank" | "trackedRank"> & { nextRank: Int32Array | Float32Array; trackedRank: Int32Array | Float32Array };
+
+/** The decoded `data` trait. Cell (site s, column c) is index s * P + c; the cell arrays
+ * (`topkIds` `[S, P, k]`, `entropy` `[S, P]`, `trackedProb` `[S, P, M]`, …) are in LensCells. */
+export interface LensData extends LensCells {
   S: number;
   P: number;
   k: number;
@@ -101,18 +107,7 @@ export interface LensData {
   positions: Int32Array;
   inputIds: Int32Array;
   nextIds: Int32Array;
-  topkIds: Int32Array;
-  topkProbs: Float32Array;
-  entropy: Float32Array;
-  nextProb: Float32Array;
-  /** int32 from the wire; a mean view holds geometric means (float32) */
-  nextRank: Int32Array | Float32Array;
-  kl: Float32Array;
-  nonfinite: Uint8Array;
   trackedIds: Int32Array;
-  trackedProb: Float32Array;
-  trackedLogit: Float32Array;
-  trackedRank: Int32Array | Float32Array;
   vocab: Map<number, string>;
   /** set on the mean view of a batch (aggregate.ts): how many prompts, and each one's column count */
   aggregate?: { count: number; lengths: number[] };
@@ -128,22 +123,37 @@ export interface LensData {
   tokenAt(c: number): number;
 }
 
-function arr<T extends TypedArray>(raw: Record<string, unknown>, key: string, dtype: DType, n: number): T {
+/** How many values one cell of `f` holds, with top-`k` and `M` tracked tokens. */
+export function cellWidth(f: CellArray, k: number, M: number): number {
+  return f.axis === "k" ? k : f.axis === "M" ? M : 1;
+}
+
+/** Every cell array, each made by `make` from its row of the schema. */
+export function mapCells(make: (f: CellArray) => TypedArray): WireCells {
+  const out: Record<string, TypedArray> = {};
+  for (const f of CELL_ARRAYS) out[f.field] = make(f);
+  return out as WireCells;
+}
+
+/** `n` values of `dtype`, every one `fill`. */
+export function filled(dtype: DType, n: number, fill: number): TypedArray {
+  return new CTORS[dtype](n).fill(fill);
+}
+
+/** Every cell array for `n` cells with top-`k` and `M` tracked tokens, each at its fill (no data). */
+export function emptyCells(n: number, k: number, M: number): WireCells {
+  return mapCells((f) => filled(f.dtype, n * cellWidth(f, k, M), f.fill));
+}
+
+function arr<T extends TypedArray>(raw: Record<string, unknown>, key: string, dtype: DType, n: number, fill = dtype === "float32" ? NaN : 0): T {
   const w = raw[key];
-  if (!isWireArray(w)) {
-    // Missing optional arrays: empty of the right size.
-    const C = CTORS[dtype];
-    const out = new C(n);
-    if (dtype === "float32") (out as Float32Array).fill(NaN);
-    return out as T;
-  }
-  return decodeArray(w) as T;
+  // Missing optional arrays: `n` values of `fill`.
+  return (isWireArray(w) ? decodeArray(w) : filled(dtype, n, fill)) as T;
 }
 
 /** The `data` layout this front end reads (docs/wire.md). */
 export const WIRE_VERSION = 1;
 
-/** Decode the `data` trait; null when it holds no lens yet; throws on another wire version. */
 /** Display form of ids from a vocabulary table (cached; `""` for -1, `#id` for an id not in it). */
 export function displayFor(vocab: Map<number, string>): (id: number) => string {
   const cache = new Map<number, string>();
@@ -157,6 +167,7 @@ export function displayFor(vocab: Map<number, string>): (id: number) => string {
   };
 }
 
+/** Decode the `data` trait; null when it holds no lens yet; throws on another wire version. */
 export function decodeLens(raw: unknown, lensLabel?: string): LensData | null {
   if (!raw || typeof raw !== "object") return null;
   const r = raw as Record<string, unknown>;
@@ -179,7 +190,9 @@ export function decodeLens(raw: unknown, lensLabel?: string): LensData | null {
   while (siteLabels.length < S) siteLabels.push(String(siteLabels.length));
   const positions = arr<Int32Array>(r, "positions", "int32", P);
   const inputIds = arr<Int32Array>(r, "input_ids", "int32", 0);
-  const lens: LensData = {
+  const cells = mapCells((f) => arr(r, f.wire, f.dtype, SP * cellWidth(f, k, M), f.fill));
+  if (cells.topkIds.length !== SP * k) throw new RangeError("topk_ids does not match n_sites x n_positions x k");
+  return {
     S,
     P,
     k,
@@ -192,17 +205,8 @@ export function decodeLens(raw: unknown, lensLabel?: string): LensData | null {
     positions,
     inputIds,
     nextIds: arr(r, "next_ids", "int32", P),
-    topkIds: arr(r, "topk_ids", "int32", SP * k),
-    topkProbs: arr(r, "topk_probs", "float32", SP * k),
-    entropy: arr(r, "entropy", "float32", SP),
-    nextProb: arr(r, "next_prob", "float32", SP),
-    nextRank: arr(r, "next_rank", "int32", SP),
-    kl: arr(r, "kl", "float32", SP),
-    nonfinite: arr(r, "nonfinite", "uint8", SP),
+    ...cells,
     trackedIds,
-    trackedProb: arr(r, "tracked_prob", "float32", SP * M),
-    trackedLogit: arr(r, "tracked_logit", "float32", SP * M),
-    trackedRank: arr(r, "tracked_rank", "int32", SP * M),
     vocab,
     generatedFrom: typeof r.generated_from === "number" ? r.generated_from : -1,
     display: displayFor(vocab),
@@ -211,14 +215,12 @@ export function decodeLens(raw: unknown, lensLabel?: string): LensData | null {
       return p >= 0 && p < inputIds.length ? inputIds[p] : -1;
     },
   };
-  if (lens.topkIds.length !== SP * k) throw new RangeError("topk_ids does not match n_sites x n_positions x k");
-  return lens;
 }
 
 // -- generation: one column at a time (docs/wire.md, "column" messages) -------------------------
 
-/** A decoded `column` message: one column of every per-cell array, `[S, 1, ...]` each. */
-export interface ColumnUpdate {
+/** A decoded `column` message: one column of every cell array (schema.ts), `[S, 1, ...]` each. */
+export interface ColumnUpdate extends WireCells {
   /** the column it sets: `P` appends, less replaces */
   col: number;
   tokenId: number;
@@ -229,16 +231,6 @@ export interface ColumnUpdate {
   done: number;
   total: number;
   etaS: number | null;
-  topkIds: Int32Array;
-  topkProbs: Float32Array;
-  entropy: Float32Array;
-  nextProb: Float32Array;
-  nextRank: Int32Array;
-  kl: Float32Array;
-  nonfinite: Uint8Array;
-  trackedProb: Float32Array;
-  trackedLogit: Float32Array;
-  trackedRank: Int32Array;
   vocab: Map<number, string>;
 }
 
@@ -248,10 +240,10 @@ export function decodeColumn(msg: unknown, buffers?: Bytes[]): ColumnUpdate | nu
   const m = msg as Record<string, unknown>;
   if (m.type !== "column" || !m.cells || typeof m.cells !== "object") return null;
   const cells = m.cells as Record<string, WireArray>;
-  const get = <T extends TypedArray>(key: string) => {
+  const get = (key: string) => {
     const w = cells[key];
     if (!isWireArray(w)) throw new TypeError(`column message has no ${key}`);
-    return decodeArray(w, buffers) as T;
+    return decodeArray(w, buffers);
   };
   const vocab = new Map<number, string>();
   if (isWireArray(m.vocab_ids)) {
@@ -269,16 +261,7 @@ export function decodeColumn(msg: unknown, buffers?: Bytes[]): ColumnUpdate | nu
     done: num(m.done, 0),
     total: num(m.total, 0),
     etaS: typeof m.eta_s === "number" ? m.eta_s : null,
-    topkIds: get<Int32Array>("topk_ids"),
-    topkProbs: get<Float32Array>("topk_probs"),
-    entropy: get<Float32Array>("entropy"),
-    nextProb: get<Float32Array>("next_prob"),
-    nextRank: get<Int32Array>("next_rank"),
-    kl: get<Float32Array>("kl"),
-    nonfinite: get<Uint8Array>("nonfinite"),
-    trackedProb: get<Float32Array>("tracked_prob"),
-    trackedLogit: get<Float32Array>("tracked_logit"),
-    trackedRank: get<Int32Array>("tracked_rank"),
+    ...mapCells((f) => get(f.wire)),
     vocab,
   };
 }
@@ -299,7 +282,8 @@ function spliceColumn<T extends TypedArray>(old: T, S: number, P: number, w: num
  * one unchanged. Returns `lens` itself when the update does not fit (a gap, other sites). */
 export function withColumn(lens: LensData, u: ColumnUpdate): LensData {
   const { S, P, k, M } = lens;
-  if (u.col < 0 || u.col > P || u.topkIds.length !== S * k || u.entropy.length !== S || u.trackedProb.length !== S * M) return lens;
+  const fits = CELL_ARRAYS.every((f) => u[f.field].length === S * cellWidth(f, k, M));
+  if (u.col < 0 || u.col > P || !fits) return lens;
   const append = u.col === P;
   const P2 = append ? P + 1 : P;
   const vocab = new Map(lens.vocab);
@@ -319,23 +303,13 @@ export function withColumn(lens: LensData, u: ColumnUpdate): LensData {
     }
   }
   nextIds[u.col] = u.nextId;
-  const col = u.col;
-  const next: LensData = {
+  return {
     ...lens,
     P: P2,
     positions,
     inputIds,
     nextIds,
-    topkIds: spliceColumn(lens.topkIds, S, P, k, col, u.topkIds),
-    topkProbs: spliceColumn(lens.topkProbs, S, P, k, col, u.topkProbs),
-    entropy: spliceColumn(lens.entropy, S, P, 1, col, u.entropy),
-    nextProb: spliceColumn(lens.nextProb, S, P, 1, col, u.nextProb),
-    nextRank: spliceColumn(lens.nextRank as Int32Array, S, P, 1, col, u.nextRank),
-    kl: spliceColumn(lens.kl, S, P, 1, col, u.kl),
-    nonfinite: spliceColumn(lens.nonfinite, S, P, 1, col, u.nonfinite),
-    trackedProb: spliceColumn(lens.trackedProb, S, P, M, col, u.trackedProb),
-    trackedLogit: spliceColumn(lens.trackedLogit, S, P, M, col, u.trackedLogit),
-    trackedRank: spliceColumn(lens.trackedRank as Int32Array, S, P, M, col, u.trackedRank),
+    ...mapCells((f) => spliceColumn(lens[f.field], S, P, cellWidth(f, k, M), u.col, u[f.field])),
     vocab,
     generatedFrom: u.generatedFrom >= 0 ? u.generatedFrom : lens.generatedFrom,
     display: displayFor(vocab),
@@ -344,5 +318,4 @@ export function withColumn(lens: LensData, u: ColumnUpdate): LensData {
       return p >= 0 && p < inputIds.length ? inputIds[p] : -1;
     },
   };
-  return next;
 }
