@@ -41,13 +41,13 @@ def main() -> None:
     w.send = lambda content, buffers=None: replies.append(content)
     # warm up so allocator pools are in place before the baseline
     for i in range(5):
-        w._on_msg(w, {"type": "set_prompt", "request_id": f"warm{i}", "prompt": " ".join(rng.choices(WORDS, k=rng.randint(3, 60)))}, [])
+        w.handle_message({"type": "set_prompt", "request_id": f"warm{i}", "prompt": " ".join(rng.choices(WORDS, k=rng.randint(3, 60)))})
     gc.collect()
     start_rss, samples = rss_mb(), []
     t0 = time.perf_counter()
     for i in range(args.n):
         prompt = " ".join(rng.choices(WORDS, k=rng.randint(3, 60)))
-        w._on_msg(w, {"type": "set_prompt", "request_id": f"s{i}", "prompt": prompt}, [])
+        w.handle_message({"type": "set_prompt", "request_id": f"s{i}", "prompt": prompt})
         if i % 20 == 19:
             samples.append(round(rss_mb(), 1))
     elapsed = time.perf_counter() - t0

@@ -280,7 +280,7 @@ def test_widget_compare_of_two_prompts_shows_the_exact_diff_grid(llama, lens):
         assert _wire(payload["top1_agree"]).dtype == np.uint8
         assert payload["a"]["prompt"] == PROMPT and payload["b"]["prompt"] == SHORT
         # cell detail for both sides, each side's own cell, exact ranks from the activations
-        w._on_msg(w, {"type": "compare_detail", "request_id": "x", "site": 2, "col": 1, "k": 5, "token_ids": [9]}, [])
+        w.handle_message({"type": "compare_detail", "request_id": "x", "site": 2, "col": 1, "k": 5, "token_ids": [9]})
         reply, buffers = w.replies[-1]
         assert reply["ok"], reply
         res = reply["result"]
@@ -290,7 +290,7 @@ def test_widget_compare_of_two_prompts_shows_the_exact_diff_grid(llama, lens):
             ids = np.frombuffer(buffers[side["top_ids"]["buffer_index"]], dtype="<i4")
             np.testing.assert_array_equal(ids, r.topk_ids[b, 2, cols[1], :5])
             assert side["col"] == cols[1] and side["token_stats"][0]["rank"] == r.tracked_rank[b, 2, cols[1], r.tracked_index(9)]
-        w._on_msg(w, {"type": "compare_detail", "request_id": "y", "site": 2, "col": 99}, [])
+        w.handle_message({"type": "compare_detail", "request_id": "y", "site": 2, "col": 99})
         assert w.replies[-1][0]["ok"] is False
         # tracking a token recomputes the grids, and the comparison follows
         w.track(7)

@@ -55,7 +55,7 @@ def test_rapid_prompt_edits_end_on_the_latest_prompt():
     w.send = lambda content, buffers=None: replies.append(content) if content.get("type") == "reply" else None
     prompts = [f"edit number {i}" + "!" * (i % 5) for i in range(25)] + ["", "final prompt"]
     for i, p in enumerate(prompts):
-        w._on_msg(w, {"type": "set_prompt", "request_id": f"p{i}", "prompt": p}, [])
+        w.handle_message({"type": "set_prompt", "request_id": f"p{i}", "prompt": p})
     w.wait()  # they run in the background, one after the other, in the order they came
     assert [r["request_id"] for r in replies] == [f"p{i}" for i in range(len(prompts))]  # every reply arrives
     assert [r["ok"] for r in replies] == [True] * 25 + [False, True]

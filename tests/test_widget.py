@@ -22,7 +22,7 @@ def widget():
 
 
 def ask(w, **content):
-    w._on_msg(w, {"request_id": f"r{len(w.replies)}", **content}, [])
+    w.handle_message({"request_id": f"r{len(w.replies)}", **content})
     w.wait()  # set_prompt runs in the background (its stop button): its reply comes when it ends
     reply, buffers = w.replies[-1]
     assert reply["type"] == "reply" and reply["request_id"] == content.get("request_id", f"r{len(w.replies) - 1}")
@@ -178,8 +178,8 @@ def test_bad_requests_get_an_error_reply_and_the_widget_keeps_working(widget, co
 
 
 def test_non_dict_message_is_ignored(widget):
-    widget._on_msg(widget, "garbage", [])
-    widget._on_msg(widget, ["x"], [])
+    widget.handle_message("garbage")
+    widget.handle_message(["x"])
     assert widget.replies == []
     assert ask(widget, type="cell_detail", site=0, col=0)[0]["ok"]
 

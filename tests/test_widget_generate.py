@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from lens_widget import LogitLens
-from lens_widget.widget import widget as widget_module
+from lens_widget.widget import tasks as tasks_module
 from lens_widget.widget import LensWidget
 from lens_widget.schema import WIRE_KEYS as COLUMN_KEYS
 from lens_widget.wire import result_to_wire
@@ -47,7 +47,7 @@ class Recorder:
 
 
 def ask(w: LensWidget, request_id: str, **content) -> None:
-    w._on_msg(w, {"request_id": request_id, **content}, [])
+    w.handle_message({"request_id": request_id, **content})
 
 
 def wire_array(a: dict, buffers: list | None = None) -> np.ndarray:
@@ -198,7 +198,7 @@ LONG = "The quick brown fox jumps over the lazy dog. " * 1
 
 
 def test_a_long_recompute_reports_progress_and_stop_keeps_the_old_grid(monkeypatch):
-    monkeypatch.setattr(widget_module, "PROGRESS_INTERVAL_S", 0.0)
+    monkeypatch.setattr(tasks_module, "PROGRESS_INTERVAL_S", 0.0)
     # a small memory budget: many chunks, so many progress steps
     w = LensWidget(tiny("llama"), PROMPT, progress=False, memory_budget=13 * 101 * 8)
     rec = Recorder(w)
@@ -246,7 +246,7 @@ def test_exported_page_of_a_finished_generation_carries_the_whole_grid(widget, t
 
 
 def test_tracking_a_token_is_background_work_with_progress_and_stop(monkeypatch):
-    monkeypatch.setattr(widget_module, "PROGRESS_INTERVAL_S", 0.0)
+    monkeypatch.setattr(tasks_module, "PROGRESS_INTERVAL_S", 0.0)
     w = LensWidget(tiny("llama"), LONG, progress=False, memory_budget=13 * 101 * 8)
     rec = Recorder(w)
     try:

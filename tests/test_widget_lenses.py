@@ -25,7 +25,7 @@ def capture(w: LensWidget) -> LensWidget:
 
 
 def ask(w, **content):
-    w._on_msg(w, {"request_id": f"r{len(w.replies)}", **content}, [])
+    w.handle_message({"request_id": f"r{len(w.replies)}", **content})
     w.wait()  # set_prompt runs in the background (its stop button): its reply comes when it ends
     return w.replies[-1]
 

@@ -101,7 +101,7 @@ class NNsightSource(ActivationSource):
         them (the same points and differences as :class:`SiteRecorder`'s hooks), and the
         interventions to apply at each point (plain data)."""
         rec = SiteRecorder(self.model, self.arch, sites, extra_final_norm=final_norm)
-        blocks, n = self.arch.blocks, rec.n_layers
+        n = rec.n_layers
         where: dict[str, tuple[tuple[int, int], str, str]] = {}
         for name in rec.points:
             if name == "final_norm":

@@ -1,15 +1,23 @@
-"""Requests from the front end: one handler per message type, each checking its fields and
-calling the widget's public API. Malformed requests raise :class:`RequestError` and get an
-``ok: false`` reply; the widget keeps working (see ``docs/wire.md``)."""
+"""The message protocol, whole: every message from the front end is answered here.
+
+One handler per message type, each checking its fields and calling the widget's public API;
+quick requests reply at once, long ones (:data:`BACKGROUND`) start background work and reply
+when it ends. Malformed requests raise :class:`RequestError` and get an ``ok: false`` reply; no
+request can kill the widget's message loop (see ``docs/wire.md``)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable
 
+from ..inputs import PromptError
+from ..progress import Stopped
+from ..tokens import TokenLookupError
+from ..wire import lift_arrays
+
 if TYPE_CHECKING:  # the widget imports this module; this is for type checkers only
     from .widget import LensWidget
 
-__all__ = ["RequestError", "REQUESTS", "BACKGROUND", "MAX_K", "int_in", "handle", "start_background"]
+__all__ = ["RequestError", "REQUESTS", "BACKGROUND", "MAX_K", "int_in", "handle", "start_background", "handle_message", "reply_to"]
 
 MAX_K = 200
 
@@ -25,24 +33,25 @@ def int_in(name: str, value: Any, lo: int, hi: int) -> int:
     return value
 
 
-def _cell_detail(w: "LensWidget", m: dict[str, Any]) -> dict[str, Any]:
-    site, col = w.check_cell(m.get("site"), m.get("col"))
+def _detail_options(m: dict[str, Any]) -> tuple[int, list[Any]]:
+    """``k`` and ``token_ids`` of a detail request, checked."""
     k = int_in("k", m.get("k", 50), 1, MAX_K)
     ids = m.get("token_ids") or []
     if not isinstance(ids, list):
         raise RequestError("token_ids must be a list of token ids")
-    return w.cell_detail(site, col, k, ids)
+    return k, ids
+
+
+def _cell_detail(w: "LensWidget", m: dict[str, Any]) -> dict[str, Any]:
+    site, col = w.check_cell(m.get("site"), m.get("col"))
+    return w.cell_detail(site, col, *_detail_options(m))
 
 
 def _compare_detail(w: "LensWidget", m: dict[str, Any]) -> dict[str, Any]:
     site, col = m.get("site"), m.get("col")
     if not isinstance(site, int) or not isinstance(col, int) or isinstance(site, bool) or isinstance(col, bool):
         raise RequestError("site and col must be ints")
-    k = int_in("k", m.get("k", 50), 1, MAX_K)
-    ids = m.get("token_ids") or []
-    if not isinstance(ids, list):
-        raise RequestError("token_ids must be a list of token ids")
-    return w.compare_detail(site, col, k, ids)
+    return w.compare_detail(site, col, *_detail_options(m))
 
 
 def _search(w: "LensWidget", m: dict[str, Any]) -> dict[str, Any]:
@@ -63,14 +72,6 @@ def _track(w: "LensWidget", m: dict[str, Any]) -> dict[str, Any]:
 def _untrack(w: "LensWidget", m: dict[str, Any]) -> dict[str, Any]:
     w.untrack(int_in("token_id", m.get("token_id", -1), 0, 2**31 - 1))
     return {"tracked": list(w.tracked)}
-
-
-def _set_prompt(w: "LensWidget", m: dict[str, Any]) -> dict[str, Any]:
-    prompt = m.get("prompt")
-    if not isinstance(prompt, str):
-        raise RequestError("prompt must be a string")
-    w.set_prompt(prompt)
-    return {"n_positions": int(w.data.get("n_positions", 0))}
 
 
 def _trajectory(w: "LensWidget", m: dict[str, Any]) -> dict[str, Any]:
@@ -135,7 +136,6 @@ REQUESTS: dict[str, Callable[["LensWidget", dict[str, Any]], dict[str, Any]]] = 
     "cell_detail": _cell_detail,
     "compare_detail": _compare_detail,
     "search": _search,
-    "set_prompt": _set_prompt,
     "trajectory": _trajectory,
     "stop": _stop,
 }
@@ -147,3 +147,42 @@ def handle(widget: "LensWidget", message: dict[str, Any]) -> dict[str, Any]:
     if handler is None:
         raise RequestError(f"unknown request type {message.get('type')!r}; known: {', '.join([*REQUESTS, *BACKGROUND])}")
     return handler(widget, message)
+
+
+#: Exceptions whose message is the whole reply (a bad request, not a bug).
+CLEAR_ERRORS = (RequestError, KeyError, IndexError, ValueError, TypeError)
+
+
+def reply_to(request_id: Any, outcome: Any) -> dict[str, Any]:
+    """The ``reply`` message for a request's outcome (a result, or the exception it raised)."""
+    if isinstance(outcome, Stopped):
+        return {"type": "reply", "request_id": request_id, "ok": False, "error": "stopped", "stopped": True}
+    if isinstance(outcome, CLEAR_ERRORS + (PromptError, TokenLookupError)):
+        return {"type": "reply", "request_id": request_id, "ok": False, "error": str(outcome) or type(outcome).__name__}
+    if isinstance(outcome, BaseException):  # never let a request kill the widget's message loop
+        return {"type": "reply", "request_id": request_id, "ok": False, "error": f"{type(outcome).__name__}: {outcome}"}
+    return {"type": "reply", "request_id": request_id, "ok": True, "result": outcome}
+
+
+def handle_message(widget: "LensWidget", content: Any) -> None:
+    """Answer one message from the front end: ``view_ready``, a quick request (:data:`REQUESTS`)
+    or background work (:data:`BACKGROUND`, answered when it ends). Replies go out through
+    ``widget.send_message``, arrays as binary buffers."""
+    if not isinstance(content, dict):
+        return
+    request_id = content.get("request_id")
+
+    def send_reply(outcome: Any) -> None:
+        widget.send_message(*lift_arrays(reply_to(request_id, outcome)))
+
+    try:
+        if content.get("type") == "view_ready":
+            outcome: Any = widget.view_ready()
+        elif content.get("type") in BACKGROUND:
+            start_background(widget, content, lambda _task, result: send_reply(result))
+            return
+        else:
+            outcome = handle(widget, content)
+    except Exception as exc:
+        outcome = exc
+    send_reply(outcome)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -25,15 +24,14 @@ from ..decoders import Decoder
 from ..engine import LogitLens
 from ..generation import GeneratedColumn, generate as generate_with_lens
 from ..hooked import HookedModel
-from ..inputs import PromptError
 from ..metrics import COMPARE_METRICS, GRID_METRICS
 from ..progress import Progress, Stopped
 from ..result import LensResult
-from ..tokens import TokenLookupError
 from ..schema import WIRE_KEYS
 from ..wire import column_message, comparison_to_wire, lift_arrays, result_to_wire
 from .export import BUNDLE_PATH, bundle_source, standalone_html
-from .requests import BACKGROUND, RequestError, handle, int_in, start_background
+from .requests import RequestError, handle_message, int_in
+from .tasks import BackgroundWork, Task
 
 __all__ = ["LensWidget", "WidgetClosedError", "Task"]
 
@@ -41,40 +39,10 @@ __all__ = ["LensWidget", "WidgetClosedError", "Task"]
 MAX_NEW_TOKENS = 4096
 #: Generation options the widget passes through to ``LogitLens.generate``.
 GENERATE_OPTIONS = ("do_sample", "seed", "temperature", "top_k", "top_p", "eos_token_id")
-#: Seconds between two progress messages of a recompute (a generation reports every token).
-PROGRESS_INTERVAL_S = 0.2
 
 
 class WidgetClosedError(RuntimeError):
     """The widget was closed; its front end is gone."""
-
-
-class Task:
-    """Long work running in the kernel's background thread: a recompute or a generation.
-
-    ``kind`` is ``"compute"`` or ``"generate"``; ``stop`` the event a stop request sets;
-    ``thread`` the worker; ``error`` what ended it badly (``None``: finished or stopped)."""
-
-    def __init__(self, kind: str, total: int = 0):
-        self.kind = kind
-        self.total = int(total)
-        self.stop = threading.Event()
-        self.thread: threading.Thread | None = None
-        self.error: BaseException | None = None
-        self.stopped = False
-        self.t0 = time.perf_counter()
-        self.previous: Task | None = None  # the work queued before this one
-        self.reported = False  # a progress message went out
-
-    @property
-    def running(self) -> bool:
-        return self.thread is not None and self.thread.is_alive()
-
-    def join(self, timeout: float | None = None) -> bool:
-        """Wait for the work to end; True when it has."""
-        if self.thread is not None:
-            self.thread.join(timeout)
-        return not self.running
 
 
 class LensWidget(anywidget.AnyWidget):
@@ -207,8 +175,7 @@ class LensWidget(anywidget.AnyWidget):
         self._acts_by_prompt: list[dict[str, torch.Tensor]] = []
         self._closed = False
         self._syncing = False
-        self._task: Task | None = None
-        self._task_lock = threading.Lock()
+        self._work = BackgroundWork(self._send_safely)
         self._pending_generate = int(generate)
         self._compared: Comparison | None = comparison
         self._pair: tuple[tuple[str, int], tuple[str, int], Align] | None = None
@@ -231,7 +198,7 @@ class LensWidget(anywidget.AnyWidget):
                 self.prompt_index = comparison.prompt_b
             self._show_current()
             self._show_comparison(comparison)
-        self.on_msg(self._on_msg)
+        self.on_msg(lambda _widget, content, _buffers: self.handle_message(content))
 
     @classmethod
     def compare(
@@ -372,7 +339,8 @@ class LensWidget(anywidget.AnyWidget):
             raise WidgetClosedError("this LensWidget was closed; create a new one")
 
     def close(self) -> None:
-        task = getattr(self, "_task", None)  # a widget that failed in __init__ has none
+        work = getattr(self, "_work", None)  # a widget that failed in __init__ has none
+        task = None if work is None else work.task
         if task is not None:
             task.stop.set()
             task.join(30)
@@ -385,10 +353,10 @@ class LensWidget(anywidget.AnyWidget):
         shown, on failure keep it and raise."""
         if not self._lenses:
             raise RequestError("this widget was built from a LensResult and has no model to recompute with")
-        task = self._task if self._task is not None and self._task.thread is threading.current_thread() else None
+        task = self._work.current()
         progress: Any = self._progress
         if task is not None:  # a background recompute: progress messages, and its stop button
-            progress = self._compute_reporter(task, 0, 1)
+            progress = self._work.reporter(task)
         base = next(iter(self._lenses.values()))
         decoders = {label: runner.decoder for label, runner in self._lenses.items()}
         results, acts = base.run(prompts, sites=self._sites, k=self._k, track=tracked, progress=progress, return_activations=True,
@@ -466,67 +434,17 @@ class LensWidget(anywidget.AnyWidget):
     @property
     def task(self) -> Task | None:
         """The background work running or last run (``None``: none yet)."""
-        return self._task
-
-    def _start_task(self, kind: str, total: int, work: Callable[[Task], Any], reply: Callable[[Task, Any], None] | None = None) -> Task:
-        """Run ``work(task)`` in a background thread, after the work started before it (requests
-        run in the order they came, and the kernel's message loop is never blocked, so a stop
-        request is read at once); ``reply(task, result_or_exception)`` runs when it ends."""
-        with self._task_lock:
-            prev = self._task
-            task = Task(kind, total)
-            self._task = task
-
-            def body() -> None:
-                outcome: Any = None
-                try:
-                    if prev is not None:
-                        prev.join()
-                        task.previous = None  # finished: no chain of old work
-                    if task.stop.is_set():
-                        raise Stopped("stopped before it started")
-                    task.t0 = time.perf_counter()
-                    outcome = work(task)
-                except Stopped as exc:
-                    task.stopped = True
-                    outcome = exc
-                except BaseException as exc:  # reported to the front end; the widget keeps working
-                    task.error = outcome = exc
-                finally:
-                    state = "stopped" if task.stopped else "error" if task.error is not None else "done"
-                    if task.reported or kind == "generate":  # the front end shows progress: end it
-                        self._send_safely({"type": "progress", "task": kind, "state": state, "done": -1, "total": task.total,
-                                       "elapsed_s": round(time.perf_counter() - task.t0, 3), "eta_s": 0})
-                    if reply is not None:
-                        reply(task, outcome)
-
-            task.thread = threading.Thread(target=body, name=f"lens-widget-{kind}", daemon=True)
-            task.previous = prev
-            task.thread.start()
-        return task
+        return self._work.task
 
     def stop(self) -> bool:
         """Stop the background work, running or waiting (a generation keeps its tokens so far; a
         recompute keeps the previous grid). True when something was running."""
-        task, stopped = self._task, False
-        while task is not None:
-            if task.running:
-                task.stop.set()
-                stopped = True
-            task = task.previous
-        return stopped
+        return self._work.stop()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait for the background work to end; True when it has (its error, if any, is in
         ``task.error`` and the ``error`` trait)."""
-        task = self._task
-        return True if task is None else task.join(timeout)
-
-    def _finish_background(self) -> None:
-        """Let background work end before a recompute from Python (never from the worker itself)."""
-        task = self._task
-        if task is not None and task.thread is not threading.current_thread():
-            task.join()
+        return self._work.wait(timeout)
 
     def _send_safely(self, content: dict[str, Any], buffers: list[bytes] | None = None) -> None:
         """A message to the front end from any thread (dropped once the widget is closed)."""
@@ -537,31 +455,6 @@ class LensWidget(anywidget.AnyWidget):
         except Exception:  # a closed comm: the front end is gone, the work still finishes
             pass
 
-    def _progress_message(self, task: Task, p: Progress, **fields: Any) -> dict[str, Any]:
-        task.reported = True
-        return {"type": "progress", "task": task.kind, "state": "running", "done": p.done, "total": p.total,
-                "elapsed_s": round(p.elapsed, 3), "eta_s": None if p.eta is None else round(p.eta, 3), **fields}
-
-    def _compute_reporter(self, task: Task, lens_index: int, n_lenses: int) -> Callable[[Progress], None]:
-        """Progress of lens ``lens_index``'s run as a share of the whole recompute (at most one
-        message per ``PROGRESS_INTERVAL_S``, and the last chunk)."""
-        last = [task.t0]
-
-        def report(p: Progress) -> None:
-            total = p.total * n_lenses
-            done = p.total * lens_index + p.done
-            task.total = total
-            now = time.perf_counter()
-            # a quick recompute shows no progress at all; a long one, every interval and its end
-            if now - last[0] < PROGRESS_INTERVAL_S and not (done == total and task.reported):
-                return
-            last[0] = now
-            task.reported = True
-            elapsed = now - task.t0
-            self._send_safely(self._progress_message(task, Progress(done, total, elapsed)))
-
-        return report
-
     def set_prompt_in_background(self, prompt: str, reply: Callable[[Task, Any], None] | None = None) -> Task:
         """:meth:`set_prompt` in a background thread, with progress messages; :meth:`stop` keeps
         the previous grid (the front end's prompt box runs this)."""
@@ -569,13 +462,13 @@ class LensWidget(anywidget.AnyWidget):
         if not isinstance(prompt, str):
             raise RequestError("prompt must be a string")
         prompts = self._prompts_with(prompt)
-        return self._start_task("compute", 0, lambda task: self._guarded(lambda: self._compute(prompts, list(self.tracked))), reply)
+        return self._work.start("compute", 0, lambda task: self._guarded(lambda: self._compute(prompts, list(self.tracked))), reply)
 
     def run_in_background(self, work: Callable[[], Any], reply: Callable[[Task, Any], None] | None = None) -> Task:
         """``work()`` (a recompute: tracking a token, a new prompt) in the background thread, with
         progress messages and :meth:`stop` (which keeps the previous grid)."""
         self._check_open()
-        return self._start_task("compute", 0, lambda task: work(), reply)
+        return self._work.start("compute", 0, lambda task: work(), reply)
 
     def generate(self, max_new_tokens: int = 20, *, wait: bool = False, **options: Any) -> Task:
         """Let the model write up to ``max_new_tokens`` tokens after the text shown, with the lens
@@ -605,7 +498,7 @@ class LensWidget(anywidget.AnyWidget):
             raise RequestError(f"unknown generation options {sorted(bad)}; known: {list(GENERATE_OPTIONS)}")
         r = self.result
         ids = r.input_ids[0, : int(r.lengths[0])].tolist()
-        return self._start_task("generate", n, lambda t: self._generate_work(t, lens, ids, n, options), reply)
+        return self._work.start("generate", n, lambda t: self._generate_work(t, lens, ids, n, options), reply)
 
     def _generate_work(self, task: Task, lens: LogitLens, ids: list[int], n: int, options: dict[str, Any]) -> dict[str, Any]:
         """The body of a generation: stream the columns, then show the whole grid."""
@@ -629,7 +522,7 @@ class LensWidget(anywidget.AnyWidget):
             msg = column_message(cells, col.col, col.token_id, col.next_id, col.token_strings, known, lens=label,
                                  generated_from=boundary, done=p.done, total=n, eta_s=None if p.eta is None else round(p.eta, 3))
             self._send_safely(*lift_arrays(msg))
-            self._send_safely(self._progress_message(task, p))
+            self._send_safely(BackgroundWork.progress_message(task, p))
 
         def work() -> dict[str, Any]:
             out = generate_with_lens(lens, ids, n, sites=self._sites, k=self._k, track=list(self.tracked), callback=on_column,
@@ -654,13 +547,13 @@ class LensWidget(anywidget.AnyWidget):
         """Recompute every lens for a new prompt (in a batch: it replaces the prompt shown);
         the old grids stay if it fails."""
         self._check_open()
-        self._finish_background()
+        self._work.finish()
         self._guarded(lambda: self._compute(self._prompts_with(prompt), list(self.tracked)))
 
     def track(self, token: int | str) -> int:
         """Track a token (id or single-token string) across the whole grid of every lens; returns its id."""
         self._check_open()
-        self._finish_background()
+        self._work.finish()
         tid = self._token_id(token)
         if tid not in self.tracked:
             self._guarded(lambda: self._compute(list(self.prompts), list(self.tracked) + [tid]))
@@ -669,7 +562,7 @@ class LensWidget(anywidget.AnyWidget):
     def untrack(self, token_id: int) -> None:
         """Stop tracking a token."""
         self._check_open()
-        self._finish_background()
+        self._work.finish()
         keep = [i for i in self.tracked if i != int(token_id)]
         if keep != list(self.tracked):
             self._guarded(lambda: self._compute(list(self.prompts), keep))
@@ -745,12 +638,12 @@ class LensWidget(anywidget.AnyWidget):
     def save_html(self, path: str | os.PathLike, title: str | None = None) -> Path:
         """Write one self-contained HTML file (opens offline, no kernel, no CDN): every computed
         lens and prompt travels in it, and the lens switch and prompt selector work there."""
-        page = standalone_html(self._export_state(), title or f"lens_widget — {self.prompt[:60]}")
+        page = standalone_html(self.export_state(), title or f"lens_widget — {self.prompt[:60]}")
         out = Path(path)
         out.write_text(page, encoding="utf-8")
         return out
 
-    def _export_state(self) -> dict[str, Any]:
+    def export_state(self) -> dict[str, Any]:
         """The synced traits an exported page starts from (``grids`` holds every lens and prompt)."""
         state = {name: getattr(self, name) for name in self.keys if not name.startswith("_") and name not in ("layout", "comm", "tabbable", "tooltip")}
         state["busy"] = False
@@ -834,39 +727,24 @@ class LensWidget(anywidget.AnyWidget):
             raise RequestError("no model attached (widget built from a LensResult, or an exported page)")
         return self._lens
 
-    def _on_msg(self, _widget: Any, content: Any, _buffers: Any) -> None:
-        if not isinstance(content, dict):
-            return
-        request_id = content.get("request_id")
+    def handle_message(self, content: Any) -> None:
+        """Answer one message from the front end (see :func:`lens_widget.widget.requests.handle_message`);
+        replies go out through ``send``. Tests and benchmarks drive the widget with it."""
+        handle_message(self, content)
 
-        def send_reply(result: Any) -> None:
-            if isinstance(result, Stopped):
-                reply = {"type": "reply", "request_id": request_id, "ok": False, "error": "stopped", "stopped": True}
-            elif isinstance(result, (RequestError, PromptError, TokenLookupError, KeyError, IndexError, ValueError, TypeError)):
-                reply = {"type": "reply", "request_id": request_id, "ok": False, "error": str(result) or type(result).__name__}
-            elif isinstance(result, BaseException):  # never let a request kill the widget's message loop
-                reply = {"type": "reply", "request_id": request_id, "ok": False, "error": f"{type(result).__name__}: {result}"}
-            else:
-                reply = {"type": "reply", "request_id": request_id, "ok": True, "result": result}
-            self._send_safely(*lift_arrays(reply))
+    def view_ready(self) -> dict[str, Any]:
+        """A view is listening: a pending ``generate=N`` starts (the ``view_ready`` request)."""
+        n, self._pending_generate = self._pending_generate, 0
+        if n and self._lenses:
+            try:
+                self.generate(n)
+            except Exception as exc:
+                self.error = f"{type(exc).__name__}: {exc}"
+        return {"generating": bool(n)}
 
-        if content.get("type") == "view_ready":  # a view is listening: a pending generate=N starts
-            n, self._pending_generate = self._pending_generate, 0
-            if n and self._lenses:
-                try:
-                    self.generate(n)
-                except Exception as exc:
-                    self.error = f"{type(exc).__name__}: {exc}"
-            send_reply({"generating": bool(n)})
-            return
-        try:
-            if content.get("type") in BACKGROUND:
-                start_background(self, content, lambda _task, outcome: send_reply(outcome))
-                return
-            result: Any = handle(self, content)
-        except Exception as exc:
-            result = exc
-        send_reply(result)
+    def send_message(self, content: dict[str, Any], buffers: list[bytes] | None = None) -> None:
+        """A message to the front end from any thread (dropped once the widget is closed)."""
+        self._send_safely(content, buffers)
 
 
 def _labelled(entries: Mapping[str, Any] | None, default_label: str | None) -> dict[str, Any]:

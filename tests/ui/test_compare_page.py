@@ -92,7 +92,7 @@ def compared():
 def test_the_diff_grid_recolours_by_every_compare_metric(open_page, compared):
     w = compared
     c = w.compared
-    page = open_page(w._export_state())
+    page = open_page(w.export_state())
     frames(page)
     root = page.locator(".lens-widget")
     assert root.get_attribute("data-view") == "compare"
@@ -115,7 +115,7 @@ def test_the_diff_grid_recolours_by_every_compare_metric(open_page, compared):
 def test_the_tooltip_shows_both_sides_and_a_click_pins_the_cell_on_both(open_page, compared):
     w = compared
     c = w.compared
-    page = open_page(w._export_state())
+    page = open_page(w.export_state())
     frames(page)
     page.select_option("select.lw-metric", "d_entropy")
     frames(page)
@@ -146,7 +146,7 @@ def test_hostile_token_strings_and_labels_stay_text_on_both_sides(open_page):
     c = compare(a, b, labels=('<img src=x onerror="window.__pwned=1">', "</script><script>window.__pwned=2</script>"))
     w = LensWidget(comparison=c)
     try:
-        page = open_page(w._export_state())
+        page = open_page(w.export_state())
     finally:
         w.close()
     frames(page)

@@ -39,7 +39,7 @@ def test_exported_generation_works_offline(open_page, finished):
     r = finished.result
     n0, P, S = len(PROMPT), r.n_positions, r.n_sites
     assert P == n0 + 6 and finished.data["generated_from"] == n0
-    page = open_page(finished._export_state())
+    page = open_page(finished.export_state())
     root = page.locator(".lens-widget")
     assert root.get_attribute("data-n-positions") == str(P)
     assert root.get_attribute("data-generated-from") == str(n0)

@@ -61,7 +61,7 @@ def batch():
 
 def test_lens_switch_recolours_and_the_tooltip_names_the_lens(open_page, two_lenses):
     w = two_lenses
-    page = open_page(w._export_state())
+    page = open_page(w.export_state())
     frames(page)
     assert page.locator("select.lw-lens").is_visible()
     assert page.locator("select.lw-prompt-select").is_hidden()
@@ -93,7 +93,7 @@ def test_lens_switch_recolours_and_the_tooltip_names_the_lens(open_page, two_len
 def test_prompt_selector_shows_each_prompts_grid(open_page, batch):
     w = batch
     r = w.result
-    page = open_page(w._export_state())
+    page = open_page(w.export_state())
     frames(page)
     assert page.locator("select.lw-lens").is_hidden()
     options = page.locator("select.lw-prompt-select option").all_text_contents()
@@ -115,7 +115,7 @@ def test_prompt_selector_shows_each_prompts_grid(open_page, batch):
 def test_mean_view_is_the_mean_aligned_on_the_last_token(open_page, batch):
     w = batch
     r = w.result
-    page = open_page(w._export_state())
+    page = open_page(w.export_state())
     frames(page)
     page.select_option("select.lw-prompt-select", "mean")
     frames(page)
@@ -147,7 +147,7 @@ def test_hostile_labels_prompts_and_tokens_stay_text(open_page):
     a.prompts = b.prompts = [HOSTILE_STRINGS[0], HOSTILE_STRINGS[1]]
     labels = ['<img src=x onerror="window.__pwned=5">', "</script><script>window.__pwned=6</script>"]
     w = LensWidget(result={labels[0]: a, labels[1]: b})
-    page = open_page(w._export_state())
+    page = open_page(w.export_state())
     frames(page)
     assert page.locator("select.lw-lens option").all_text_contents() == labels
     assert page.locator("select.lw-prompt-select option").all_text_contents()[:2] == [f"1: {HOSTILE_STRINGS[0]}", f"2: {HOSTILE_STRINGS[1][:40]}…"]
