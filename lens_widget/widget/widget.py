@@ -31,6 +31,7 @@ from ..schema import WIRE_KEYS
 from ..wire import column_message, comparison_to_wire, lift_arrays, result_to_wire
 from .export import BUNDLE_PATH, bundle_source, standalone_html
 from .requests import RequestError, handle_message, int_in
+from .session import LensSession
 from .tasks import BackgroundWork, Task
 
 __all__ = ["LensWidget", "WidgetClosedError", "Task"]
@@ -162,36 +163,33 @@ class LensWidget(anywidget.AnyWidget):
             raise ValueError("give the prompt to look at")
         if result is not None and decoders is not None:
             raise ValueError("decoders= needs a model; to show several saved results pass result={label: LensResult}")
-        lenses: dict[str, LogitLens] = {}
+        session = None
         if model is not None:
-            base = LogitLens(model, memory_budget, tokenizer=tokenizer) if memory_budget else LogitLens(model, tokenizer=tokenizer)
-            for label, decoder in _labelled(decoders, base.decoder.name).items():
-                lenses[label] = base if decoder is None else base.with_decoder(decoder)
+            session = LensSession(model, _labelled(decoders, "logit lens"), tokenizer=tokenizer, memory_budget=memory_budget, sites=sites, k=k)
         super().__init__(**kwargs)
-        self._lenses: dict[str, LogitLens] = lenses
-        self._sites, self._k, self._progress = sites, int(k), progress
+        #: the lenses over the model and the kept activations (``None``: built from saved results)
+        self._session: LensSession | None = session
+        self._progress = progress
         self._results: dict[str, LensResult] = {}
         self._wire: dict[str, list[dict[str, Any]]] = {}
-        self._acts_by_prompt: list[dict[str, torch.Tensor]] = []
         self._closed = False
         self._syncing = False
         self._work = BackgroundWork(self._send_safely)
         self._pending_generate = int(generate)
         self._compared: Comparison | None = comparison
         self._pair: tuple[tuple[str, int], tuple[str, int], Align] | None = None
-        if lenses:
+        if session is not None:
             assert prompt is not None
             prompts = [prompt] if isinstance(prompt, str) else list(prompt)
             if not prompts or not all(isinstance(p, str) for p in prompts):
                 raise ValueError("prompt must be a string or a non-empty list of strings")
-            first = next(iter(lenses.values()))
-            self._compute(prompts, [first.model.tokens.token_id(tok) for tok in track])
+            self._compute(prompts, [session.token_id(tok) for tok in track])
         else:
             assert result is not None
             results = dict(_labelled(result, None)) if isinstance(result, Mapping) else {result.lens_name or "logit lens": result}
             _check_same_shape(results)
             self._show(results)  # type: ignore[arg-type]
-        if self._pending_generate and not self._lenses:
+        if self._pending_generate and session is None:
             raise ValueError("generate= needs a model")
         if comparison is not None:
             with self._quietly():
@@ -244,9 +242,8 @@ class LensWidget(anywidget.AnyWidget):
         ra, rb = self._results[la], self._results[lb]
         labels = self._side_labels((la, pa), (lb, pb))
         c = compare(ra, rb, align=align, prompt_a=pa, prompt_b=pb, labels=labels)
-        if self._lenses and len(self._acts_by_prompt) > max(pa, pb):
-            acts = self._acts_by_prompt
-            js = self._lenses[la].js_between(acts[pa], acts[pb], c.sites, c.cols_a, c.cols_b, self._lenses[lb].decoder)
+        js = None if self._session is None else self._session.exact_js((la, pa), (lb, pb), c)
+        if js is not None:
             c = compare(ra, rb, align=align, prompt_a=pa, prompt_b=pb, labels=labels, js=js)
         self._pair = ((la, pa), (lb, pb), align)
         self._compared = c
@@ -283,8 +280,7 @@ class LensWidget(anywidget.AnyWidget):
                 self.compare_view = True
                 if self.metric not in COMPARE_METRICS:
                     self.metric = "js"
-            n_cols = c.n_positions
-            self.pinned = [p for p in self.pinned if p[0] < c.n_sites and p[1] < n_cols]
+            self._prune_pins(c.n_sites, c.n_positions)
 
     def compare_detail(self, site: int, col: int, k: int = 50, token_ids: Sequence[int | str] = ()) -> dict[str, Any]:
         """Full-vocabulary detail of one cell of the diff grid, for both sides: ``{"a": …, "b": …}``
@@ -315,12 +311,11 @@ class LensWidget(anywidget.AnyWidget):
 
     @property
     def model(self) -> HookedModel | None:
-        lens = self._lens
-        return None if lens is None else lens.model
+        return None if self._session is None else self._session.model
 
     @property
     def _lens(self) -> LogitLens | None:
-        return self._lenses.get(self.lens)
+        return None if self._session is None else self._session.runners.get(self.lens)
 
     @property
     def runner(self) -> LogitLens | None:
@@ -331,7 +326,7 @@ class LensWidget(anywidget.AnyWidget):
     @property
     def _acts(self) -> dict[str, torch.Tensor]:
         """``{site: [P, d]}`` activations of the prompt shown (``{}`` without a model)."""
-        acts = self._acts_by_prompt
+        acts = [] if self._session is None else self._session.acts
         return acts[self.prompt_index] if self.prompt_index < len(acts) else {}
 
     def _check_open(self) -> None:
@@ -345,24 +340,20 @@ class LensWidget(anywidget.AnyWidget):
             task.stop.set()
             task.join(30)
         self._closed = True
-        self._acts_by_prompt = []
+        if getattr(self, "_session", None) is not None:
+            self._session.forget()
         super().close()
 
     def _compute(self, prompts: list[str], tracked: list[int]) -> None:
         """Run every lens on the prompts from one recorded pass; on success replace what is
         shown, on failure keep it and raise."""
-        if not self._lenses:
+        if self._session is None:
             raise RequestError("this widget was built from a LensResult and has no model to recompute with")
         task = self._work.current()
         progress: Any = self._progress
         if task is not None:  # a background recompute: progress messages, and its stop button
             progress = self._work.reporter(task)
-        base = next(iter(self._lenses.values()))
-        decoders = {label: runner.decoder for label, runner in self._lenses.items()}
-        results, acts = base.run(prompts, sites=self._sites, k=self._k, track=tracked, progress=progress, return_activations=True,
-                                 stop=None if task is None else task.stop, decoders=decoders)
-        self._acts_by_prompt = acts
-        self._show(results)
+        self._show(self._session.compute(prompts, tracked, progress, None if task is None else task.stop))
 
     def _show(self, results: dict[str, LensResult]) -> None:
         self._results = results
@@ -403,9 +394,13 @@ class LensWidget(anywidget.AnyWidget):
             with self._quietly():
                 self.prompt = self.prompts[pi] if pi < len(self.prompts) else ""
             n_cols = r.n_columns(pi)
-            self.pinned = [p for p in self.pinned if p[0] < r.n_sites and p[1] < n_cols]
+            self._prune_pins(r.n_sites, n_cols)
             if self.selected and (self.selected.get("site", 0) >= r.n_sites or self.selected.get("col", 0) >= n_cols):
                 self.selected = {}
+
+    def _prune_pins(self, n_sites: int, n_cols: int) -> None:
+        """Drop the pins that fall outside a grid of ``n_sites`` x ``n_cols``."""
+        self.pinned = [p for p in self.pinned if p[0] < n_sites and p[1] < n_cols]
 
     @contextlib.contextmanager
     def _quietly(self) -> Iterator[None]:
@@ -490,7 +485,7 @@ class LensWidget(anywidget.AnyWidget):
         front end's "generate" button)."""
         self._check_open()
         lens = self._need_model()
-        if len(self._lenses) > 1 or len(self.prompts) > 1:
+        if self._session is None or len(self._session.runners) > 1 or len(self.prompts) > 1:
             raise RequestError("generate works on a widget with one lens and one prompt")
         n = int_in("max_new_tokens", max_new_tokens, 1, MAX_NEW_TOKENS)
         bad = set(options) - set(GENERATE_OPTIONS)
@@ -525,12 +520,14 @@ class LensWidget(anywidget.AnyWidget):
             self._send_safely(BackgroundWork.progress_message(task, p))
 
         def work() -> dict[str, Any]:
-            out = generate_with_lens(lens, ids, n, sites=self._sites, k=self._k, track=list(self.tracked), callback=on_column,
+            session = self._session
+            assert session is not None
+            out = generate_with_lens(lens, ids, n, sites=session.sites, k=session.k, track=list(self.tracked), callback=on_column,
                                      progress=False, stop=task.stop, on_prompt=on_prompt, return_activations=True, **options)
             result, acts = out  # type: ignore[misc]
             result.generated_from = np.array([boundary], np.int64)
             task.stopped = task.stop.is_set()
-            self._acts_by_prompt = [acts]
+            session.keep([acts])
             self._show({label: result})
             return {"n_positions": result.n_positions, "generated": result.n_positions - len(ids), "stopped": task.stopped}
 
@@ -585,55 +582,24 @@ class LensWidget(anywidget.AnyWidget):
 
     def _detail_of(self, label: str, pi: int, site: int, col: int, k: int, token_ids: Sequence[int | str]) -> dict[str, Any]:
         """:meth:`cell_detail` of lens ``label``, prompt ``pi`` (indices checked by the caller)."""
-        r = self._results[label]
-        ids = [self._token_id(i) for i in token_ids]
-        lens = self._lenses.get(label)
-        acts = self._acts_by_prompt[pi] if pi < len(self._acts_by_prompt) else {}
-        if lens is None or not acts:
+        if self._session is None:
             raise RequestError("no model attached (widget built from a LensResult, or an exported page)")
-        next_id = int(r.next_ids[pi, col])
-        # one decode of the row answers the top-k, the asked tokens and the next token
-        detail = lens.cell_detail(acts[r.sites[site]][col], r.sites[site], k, ids + ([next_id] if next_id >= 0 else []))
-        next_stats = detail["token_stats"].pop() if next_id >= 0 else None
-        return {
-            "site": site,
-            "col": col,
-            "position": int(r.positions[pi, col]),
-            "lens": label,
-            "lens_name": lens.decoder.name,
-            "prompt_index": pi,
-            "top_ids": detail["top_ids"],
-            "top_probs": detail["top_probs"],
-            "top_logits": detail["top_logits"],
-            "entropy": detail["entropy"],
-            "next_id": next_id,
-            "next_prob": None if next_stats is None else next_stats["prob"],
-            "next_rank": 0 if next_stats is None else next_stats["rank"],
-            "tokens": {str(i): lens.model.tokens.decode(i) for i in set(detail["top_ids"].tolist()) | set(ids)},
-            "token_stats": detail["token_stats"],
-            "vocab_size": lens.decoder.vocab,
-        }
+        return self._session.detail(self._results[label], label, pi, site, col, k, token_ids)
 
     def trajectory(self, col: int, token_ids: Sequence[int | str]) -> dict[str, Any]:
         """Probability, logit and exact rank of tokens at every site of one column (lens and prompt shown)."""
         self._check_open()
         _, col = self.check_cell(0, col)
-        ids = [self._token_id(i) for i in token_ids]
-        lens = self._need_model()
-        r, acts = self.result, self._acts
-        traj = lens.trajectory({s: acts[s][col] for s in r.sites}, r.sites, ids)
-        return {"token_ids": ids, "lens": self.lens, **traj}
+        if self._session is None:
+            raise RequestError("no model attached (widget built from a LensResult, or an exported page)")
+        return self._session.trajectory(self.result, self.lens, self.prompt_index, col, token_ids)
 
     def search(self, query: str, limit: int = 20) -> dict[str, Any]:
         """Vocabulary entries matching ``query`` (exact forms first, multi-token queries flagged)."""
         self._check_open()
-        if self._lens is None:
+        if self._session is None:
             raise RequestError("no model attached: vocabulary search needs the tokenizer")
-        matches, pieces = self._lens.model.tokens.search(query, limit)
-        return {
-            "matches": [{"id": m.id, "text": m.text, "display": m.display, "exact": m.exact} for m in matches],
-            "pieces": None if pieces is None else [[i, s] for i, s in pieces],
-        }
+        return self._session.search(query, limit)
 
     def save_html(self, path: str | os.PathLike, title: str | None = None) -> Path:
         """Write one self-contained HTML file (opens offline, no kernel, no CDN): every computed
@@ -690,7 +656,7 @@ class LensWidget(anywidget.AnyWidget):
 
     @t.observe("prompt")
     def _prompt_changed(self, change: dict) -> None:
-        if self._syncing or not self._results or not self._lenses:
+        if self._syncing or not self._results or self._session is None:
             return
         if change["new"] == self.prompts[self.prompt_index]:
             return
@@ -698,7 +664,7 @@ class LensWidget(anywidget.AnyWidget):
 
     @t.observe("tracked")
     def _tracked_changed(self, change: dict) -> None:
-        if self._syncing or not self._results or not self._lenses:
+        if self._syncing or not self._results or self._session is None:
             return
         if [int(i) for i in change["new"]] == self.result.tracked_ids.tolist():
             return
@@ -716,8 +682,8 @@ class LensWidget(anywidget.AnyWidget):
 
     # -- helpers ---------------------------------------------------------------------------
     def _token_id(self, token: Any) -> int:
-        if self._lens is not None:
-            return self._lens.model.tokens.token_id(token)
+        if self._session is not None:
+            return self._session.token_id(token)
         if isinstance(token, (int, np.integer)) and not isinstance(token, bool) and int(token) in self.result.token_strings:
             return int(token)
         raise RequestError("this widget has no model: only tokens already in the result can be used")
@@ -735,7 +701,7 @@ class LensWidget(anywidget.AnyWidget):
     def view_ready(self) -> dict[str, Any]:
         """A view is listening: a pending ``generate=N`` starts (the ``view_ready`` request)."""
         n, self._pending_generate = self._pending_generate, 0
-        if n and self._lenses:
+        if n and self._session is not None:
             try:
                 self.generate(n)
             except Exception as exc:
