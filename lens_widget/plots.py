@@ -601,14 +601,24 @@ def kl_by_layer(results: Any, *, log: bool = False, title: str = "KL(final ‖ l
         y_name="KL(final ‖ lens), nats",
         y_axis_type="log" if log else "linear",
     )
-    points = []
-    for n, (name, (sites, values)) in enumerate(curves.items()):
+    lines = []
+    for name, (sites, values) in curves.items():
         keep = np.isfinite(values) & ((values > 0) if log else True)
+        lines.append((name, values, keep, sites, {"lens": name}))
+    return _layer_lines(fig, lines)
+
+
+def _layer_lines(fig: figure, lines: list[tuple[str, np.ndarray, np.ndarray, Sequence[str], dict[str, str]]]) -> figure:
+    """One line + markers per ``(legend, values per layer, which to keep, layer labels, extra
+    hover columns)``, hover on the markers, the legend outside: kl_by_layer's and js_by_layer's plot."""
+    points = []
+    for n, (legend, values, keep, labels, extra) in enumerate(lines):
         x = np.arange(len(values))[keep]
-        source = ColumnDataSource({"x": x, "value": values[keep], "layer": [sites[i] for i in x], "lens": [name] * int(keep.sum())})
+        source = ColumnDataSource({"x": x, "value": values[keep], "layer": [labels[i] for i in x],
+                                   **{key: [v] * int(keep.sum()) for key, v in extra.items()}})
         color = Category10_10[n % 10]
-        fig.line("x", "value", source=source, color=color, line_width=2, legend_label=name)
-        points.append(fig.scatter("x", "value", source=source, color=color, size=6, legend_label=name))
+        fig.line("x", "value", source=source, color=color, line_width=2, legend_label=legend)
+        points.append(fig.scatter("x", "value", source=source, color=color, size=6, legend_label=legend))
     fig.select_one(HoverTool).renderers = points
     _legend_outside(fig)
     return fig
@@ -752,20 +762,13 @@ def js_by_layer(comparisons: Comparison | Mapping[str, Comparison], *, title: st
     first = next(iter(comparisons.values()))
     fig = _figure(title, [("comparison", "@name"), ("layer", "@layer"), ("JS (nats)", "@value{%.4g}")], width=640, height=320,
                   x_labels=first.site_labels, x_name="layer", y_name="JS divergence, nats")
-    points = []
-    for n, (name, c) in enumerate(comparisons.items()):
+    lines = []
+    for name, c in comparisons.items():
         if not isinstance(c, Comparison):
             raise TypeError(f"{name!r}: expected a Comparison, got {type(c).__name__}")
         js = np.where(c.nonfinite, np.nan, c.js.astype(np.float64))
         with np.errstate(invalid="ignore"):
             per_site = np.nanmean(js, axis=1) if js.shape[1] else np.full(js.shape[0], np.nan)
-        keep = np.isfinite(per_site)
-        x = np.arange(len(per_site))[keep]
         legend = f"{name} ({'exact' if c.js_exact else 'top-k approx.'})"
-        source = ColumnDataSource({"x": x, "value": per_site[keep], "layer": [c.site_labels[i] for i in x], "name": [str(name)] * int(keep.sum())})
-        color = Category10_10[n % 10]
-        fig.line("x", "value", source=source, color=color, line_width=2, legend_label=legend)
-        points.append(fig.scatter("x", "value", source=source, color=color, size=6, legend_label=legend))
-    fig.select_one(HoverTool).renderers = points
-    _legend_outside(fig)
-    return fig
+        lines.append((legend, per_site, np.isfinite(per_site), c.site_labels, {"name": str(name)}))
+    return _layer_lines(fig, lines)

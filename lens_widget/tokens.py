@@ -48,7 +48,7 @@ def display_token(text: str) -> str:
     """Human-readable form of one decoded token string.
 
     Whitespace becomes visible, byte tokens and control / zero-width / bidi characters are
-    shown as escapes, and an empty string (a partial UTF-8 sequence) as ``�``.
+    shown as escapes, and an empty string (a partial UTF-8 sequence) as ``∅``.
     """
     if text == "":
         return "∅"

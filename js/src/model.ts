@@ -4,7 +4,7 @@ import type { AnyModel } from "@anywidget/types";
 /** The widget's synced traits, as `lens_widget.widget.LensWidget` declares them. */
 export interface LensTraits {
   [key: string]: unknown;
-  /** `LensResult.to_wire()` (decoded by data.ts) */
+  /** `lens_widget.wire.result_to_wire(result, prompt)` (decoded by data.ts; cell arrays per schema.ts) */
   data: unknown;
   prompt: string;
   /** one of METRIC_NAMES (metrics.ts) */
