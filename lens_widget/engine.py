@@ -26,6 +26,7 @@ from .compare import Align
 from .compare_run import compare_in_one_run, js_between
 from .decoders import Decoder
 from .generation import generate
+from .patching import Patch, Sweep, patch, patch_sweep
 from .hooked import HookedModel, as_hooked_model
 from .inputs import Batch
 from .progress import Progress, ProgressBar
@@ -415,6 +416,21 @@ class LogitLens:
         """Exact Jensen–Shannon divergences ``[S, P]`` between recorded activations (see
         :func:`lens_widget.compare_run.js_between`)."""
         return js_between(self.decoder, self.memory_budget, acts_a, acts_b, sites, cols_a, cols_b, decoder_b)
+
+
+    # -- interventions (lens_widget.patching) ---------------------------------------------------
+    def patch(self, source_prompt: Any, target_prompt: Any, site: str | int, position: int, target_position: int | None = None,
+              **options: Any) -> Patch:
+        """The target's grid with the residual at (``site``, ``target_position``) replaced by the
+        source's at (``site``, ``position``), the clean grid and their exact comparison (see
+        :func:`lens_widget.patching.patch`: also ``value=``, ``ablation="zero" | "mean"``)."""
+        return patch(self, source_prompt, target_prompt, site, position, target_position, **options)
+
+    def patch_sweep(self, clean: Any, corrupt: Any, tokens: tuple[int | str, int | str], **options: Any) -> Sweep:
+        """Activation patching over the residual stream: the recovery of ``logit(a) − logit(b)``
+        for each (site, position) patched from ``clean`` into ``corrupt`` (see
+        :func:`lens_widget.patching.patch_sweep`)."""
+        return patch_sweep(self, clean, corrupt, tokens, **options)
 
 
 def _batches(n: int, size: int) -> list[list[int]]:

@@ -108,6 +108,30 @@ class LensResult:
     def display(self, token_id: int) -> str:
         return display_token(self.token(token_id))
 
+    def prompt(self, b: int) -> "LensResult":
+        """The one-prompt result of prompt ``b`` (its columns only; arrays are copies)."""
+        b = int(b)
+        if not 0 <= b < self.n_prompts:
+            raise IndexError(f"prompt {b}: this result has {self.n_prompts} prompt(s)")
+        cols = self.columns(b)
+        n = int(self.lengths[b])
+        cells = {f.name: getattr(self, f.name)[b : b + 1][:, :, cols].copy() for f in CELL_FIELDS}
+        return LensResult(
+            prompts=[self.prompts[b]] if b < len(self.prompts) else [""],
+            input_ids=self.input_ids[b : b + 1, :n].copy(),
+            lengths=self.lengths[b : b + 1].copy(),
+            sites=list(self.sites),
+            positions=self.positions[b : b + 1, cols].copy(),
+            next_ids=self.next_ids[b : b + 1, cols].copy(),
+            tracked_ids=self.tracked_ids.copy(),
+            token_strings=dict(self.token_strings),
+            model_name=self.model_name,
+            lens_name=self.lens_name,
+            generated_from=None if self.generated_from is None else self.generated_from[b : b + 1].copy(),
+            vocab_size=self.vocab_size,
+            **cells,
+        )
+
     # -- indexing helpers -----------------------------------------------------------------
     def columns(self, prompt: int = 0) -> np.ndarray:
         """Indices of the computed (non-padding) columns of one prompt."""
