@@ -102,10 +102,13 @@ def test_generate_streams_one_column_per_token_and_ends_equal_to_run(widget):
     # the front end's grid, grown from the columns alone, is the lens of the whole text
     grown = grow(start, cols)
     assert grown["input_ids"].tolist() == ids
+    assert len(set(ids[n0:])) > 2  # the text varies: the token read and the next token differ
+    # every column, the last streamed one (no next token) included
     for key in ("topk_ids", "next_rank", "tracked_rank", "nonfinite"):
-        np.testing.assert_array_equal(grown[key][:, :-1], np.asarray(getattr(ref, key)[0][:, :-1], grown[key].dtype), err_msg=key)
+        np.testing.assert_array_equal(grown[key], np.asarray(getattr(ref, key)[0], grown[key].dtype), err_msg=key)
     for key in ("topk_probs", "entropy", "next_prob", "tracked_prob", "tracked_logit"):
-        np.testing.assert_allclose(grown[key][:, :-1], getattr(ref, key)[0][:, :-1], atol=1e-5, err_msg=key)
+        np.testing.assert_allclose(grown[key], getattr(ref, key)[0], atol=1e-5, err_msg=key)
+    assert (grown["next_rank"][:, -1] == 0).all() and np.isnan(grown["next_prob"][:, -1]).all()
     # every token the grown grid shows has its string
     assert set(grown["topk_ids"].ravel().tolist()) | set(ids) <= set(grown["vocab"])
     # the finished state (traits) is the whole grid, with the boundary marked
