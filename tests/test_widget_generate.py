@@ -4,6 +4,9 @@ is there and the widget keeps working."""
 
 from __future__ import annotations
 
+import base64
+import json
+import re
 import threading
 
 import numpy as np
@@ -12,7 +15,7 @@ import pytest
 from lens_widget import LogitLens
 from lens_widget.widget import widget as widget_module
 from lens_widget.widget import LensWidget
-from lens_widget.wire import COLUMN_KEYS, result_to_wire
+from lens_widget.wire import COLUMN_KEYS
 from zoo import tiny
 
 PROMPT = "Hello wor"
@@ -241,10 +244,24 @@ def test_exported_page_of_a_finished_generation_carries_the_whole_grid(widget, t
     w, rec = widget
     w.generate(4, wait=True)
     page = w.save_html(tmp_path / "gen.html").read_text()
-    assert '"generated_from": %d' % len(PROMPT) in page or '"generated_from":%d' % len(PROMPT) in page
-    want = result_to_wire(w.result)
-    assert w.data["n_positions"] == want["n_positions"] == len(PROMPT) + 4
     assert "cdn" not in page.lower()
+    # the page's own state, decoded (JSON in a script element, arrays as base64), against a run()
+    # of the generated text: the whole grid is there, the generated columns included
+    state = json.loads(re.search(r'<script type="application/json" id="lw-state">(.*?)</script>', page, re.S).group(1))
+    data = state["data"]
+    ids = w.result.input_ids[0].tolist()
+    assert len(ids) == len(PROMPT) + 4 and data["n_positions"] == len(ids) and data["generated_from"] == len(PROMPT)
+
+    def decoded(key: str) -> np.ndarray:
+        a = data[key]
+        return np.frombuffer(base64.b64decode(a["b64"]), dtype=DTYPES[a["dtype"]]).reshape(a["shape"])
+
+    ref = LogitLens(tiny("llama"), compile="never").run([ids], track=["o"], progress=False)
+    assert decoded("input_ids").ravel().tolist() == ids
+    for key in ("topk_ids", "next_rank", "tracked_rank"):
+        np.testing.assert_array_equal(decoded(key), getattr(ref, key)[0], err_msg=key)
+    for key in ("topk_probs", "entropy", "next_prob", "tracked_prob"):
+        np.testing.assert_allclose(decoded(key), getattr(ref, key)[0], atol=1e-5, err_msg=key)
 
 
 def test_tracking_a_token_is_background_work_with_progress_and_stop(monkeypatch):
