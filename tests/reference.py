@@ -50,3 +50,11 @@ def stats(logits: np.ndarray) -> dict[str, np.ndarray]:
     entropy = -(p * logp).sum(-1)
     kl = (p[-1:] * (logp[-1:] - logp)).sum(-1)
     return {"logp": logp, "p": p, "entropy": entropy, "kl": kl}
+
+
+def rank_band(z: np.ndarray, tid: int, tol: float = 1e-4) -> tuple[int, int]:
+    """The bounds on the exact rank (1 + the number of strictly larger logits) of ``tid`` in the
+    float64 logits ``z [V]`` that an engine in float32 may report: ties within ``tol`` may go
+    either way. The token itself is never counted, so a rank one too large falls outside."""
+    others = np.arange(z.shape[-1]) != tid
+    return 1 + int((z > z[tid] + tol).sum()), 1 + int(((z > z[tid] - tol) & others).sum())

@@ -191,17 +191,31 @@ def test_tokens_never_bos_and_refuse_multi_token_strings():
 def test_bad_input_gets_a_clear_error_and_loses_nothing(call, error, match):
     lens = LogitLens(tiny("llama"))
     before = lens.run(PROMPT, progress=False)
-    assert hook_count(lens.model.model) == 0
+    hooked = hooks(lens.model.model)
     with pytest.raises(error, match=match):
         call(lens)
-    assert hook_count(lens.model.model) == 0  # no hook of ours is left on the model
+    assert hooks(lens.model.model) == hooked and ours(lens.model.model) == []  # no hook of ours is left on the model
     after = lens.run(PROMPT, progress=False)  # the model and lens still work, same answers
     np.testing.assert_array_equal(before.topk_ids, after.topk_ids)
     np.testing.assert_allclose(before.kl, after.kl, atol=1e-6)
 
 
-def hook_count(model: torch.nn.Module) -> int:
-    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+def hooks(model: torch.nn.Module) -> dict[str, tuple[tuple[int, ...], tuple[int, ...]]]:
+    """Every forward (pre-)hook on the model, by module and handle id. Compared before and after a
+    call: hooks others left on the shared model (transformers installs permanent ones on the first
+    ``output_hidden_states=True``) are in both, so only what the call leaves behind shows."""
+    return {name: (tuple(m._forward_hooks), tuple(m._forward_pre_hooks)) for name, m in model.named_modules() if m._forward_hooks or m._forward_pre_hooks}
+
+
+def ours(model: torch.nn.Module) -> list[str]:
+    """The forward (pre-)hooks on the model whose function is lens_widget's."""
+    found = []
+    for name, m in model.named_modules():
+        for fn in [*m._forward_hooks.values(), *m._forward_pre_hooks.values()]:
+            fn = getattr(fn, "func", fn)  # functools.partial
+            if (getattr(fn, "__module__", "") or "").startswith("lens_widget"):
+                found.append(f"{name}: {getattr(fn, '__qualname__', fn)}")
+    return found
 
 
 @pytest.mark.parametrize("where", ["run", "extract_cache", "widget"])
@@ -214,10 +228,11 @@ def test_an_error_inside_the_forward_removes_the_hooks_and_loses_nothing(monkeyp
     hm = lens.model
     before = lens.run(PROMPT, sites="all", track=[7], progress=False)
     widget = LensWidget(hm, PROMPT, progress=False) if where == "widget" else None
+    hooked = hooks(hm.model)
     calls = []
 
     def explode(*args, **kwargs):
-        calls.append(1)
+        calls.append(ours(hm.model))  # mid-pass: lens_widget's hooks are on the model (and ours() sees them)
         raise RuntimeError("CUDA out of memory (simulated)")
 
     with monkeypatch.context() as m:
@@ -229,7 +244,7 @@ def test_an_error_inside_the_forward_removes_the_hooks_and_loses_nothing(monkeyp
                 hm.extract_cache([PROMPT], ["all"], ExtractionConfig(extract_attn_out=True, extract_mlp_out=True), progress=False)
             else:
                 widget.set_prompt("another prompt")
-        assert calls and hook_count(hm.model) == 0
+        assert calls and all(calls) and hooks(hm.model) == hooked and ours(hm.model) == []
     if widget is not None:  # the old grid stays, with the error shown
         assert widget.prompt == PROMPT and "simulated" in widget.error and not widget.busy
         np.testing.assert_array_equal(widget.result.topk_ids, lens.run(PROMPT, progress=False).topk_ids)
@@ -237,7 +252,7 @@ def test_an_error_inside_the_forward_removes_the_hooks_and_loses_nothing(monkeyp
         assert widget.error == "" and widget.prompt == "another prompt"
         widget.close()
     after = lens.run(PROMPT, sites="all", track=[7], progress=False)
-    assert hook_count(hm.model) == 0
+    assert hooks(hm.model) == hooked and ours(hm.model) == []
     for key in ("topk_ids", "next_rank", "tracked_rank"):
         np.testing.assert_array_equal(getattr(before, key), getattr(after, key), err_msg=key)
     for key in ("topk_probs", "kl", "entropy", "tracked_prob"):

@@ -143,6 +143,69 @@ def test_swapping_a_and_b_flips_the_deltas_and_keeps_js(lens):
     np.testing.assert_array_equal(ab.swapped().deltas["d_kl"], ba.deltas["d_kl"])
 
 
+def deltas_straight_off(ra, rb, pos_a, pos_b, prompt_a: int = 0, prompt_b: int = 0) -> dict[str, np.ndarray]:
+    """Every per-cell Δ, b − a, read straight off two results at the token positions ``pos_a`` /
+    ``pos_b`` (float64, then rounded once to float32 as the results are): no code of compare.py."""
+    ca = [ra.position_index(int(p), prompt_a) for p in pos_a]
+    cb = [rb.position_index(int(p), prompt_b) for p in pos_b]
+
+    def a(arr):
+        return np.asarray(arr, dtype=np.float64)[prompt_a][:, ca]
+
+    def b(arr):
+        return np.asarray(arr, dtype=np.float64)[prompt_b][:, cb]
+
+    rank_a, rank_b = a(ra.next_rank), b(rb.next_rank)
+    has_next = (rank_a > 0) & (rank_b > 0)  # rank 0: no next token (a prompt's last column)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_ratio = np.where(has_next, np.log(rank_b) - np.log(rank_a), np.nan)
+    want = {
+        "d_top1_prob": b(rb.topk_probs)[..., 0] - a(ra.topk_probs)[..., 0],
+        "d_next_prob": b(rb.next_prob) - a(ra.next_prob),
+        "next_rank_log_ratio": log_ratio,
+        "d_entropy": b(rb.entropy) - a(ra.entropy),
+        "d_kl": b(rb.kl) - a(ra.kl),
+    }
+    return {name: v.astype(np.float32) for name, v in want.items()}
+
+
+def assert_deltas(c, want: dict[str, np.ndarray], exact: bool = True) -> None:
+    """``c``'s Δ (attribute, ``metric()`` and table) against ``want``, which must hold cells far
+    from zero for every Δ, so a flipped sign cannot pass."""
+    assert set(c.deltas) == set(want)
+    df = c.to_dataframe()
+    for name, w in want.items():
+        ok = np.isfinite(w)
+        assert (np.abs(w[ok]) > 1e-3).sum() >= w.size // 4, f"{name}: the pair cannot tell b − a from a − b"
+        for got in (c.deltas[name], c.metric(name), df[name].to_numpy().reshape(c.n_sites, c.n_positions)):
+            if exact:
+                np.testing.assert_array_equal(got, w, err_msg=name)
+            else:
+                np.testing.assert_array_equal(np.isfinite(got), ok, err_msg=name)
+                np.testing.assert_allclose(got[ok], w[ok], rtol=1e-4, atol=2e-6, err_msg=name)
+
+
+def test_every_delta_is_b_minus_a_read_straight_off_the_two_results(llama, lens):
+    """d_top1_prob, d_next_prob, next_rank_log_ratio (log rank_b − log rank_a), d_entropy and
+    d_kl of two different prompts, both ways round, and of one-run compares (two prompts in a
+    batch; two lenses) against results run alone."""
+    ra = lens.run(PROMPT, track=[5, 9], progress=False)
+    rb = lens.run(SHORT, track=[5, 9], progress=False)
+    ta, tb = len(PROMPT), len(SHORT)  # one token per character; aligned on the last token
+    pos_a, pos_b = np.arange(ta - tb, ta), np.arange(tb)
+    assert_deltas(compare(ra, rb), deltas_straight_off(ra, rb, pos_a, pos_b))
+    assert_deltas(compare(rb, ra), deltas_straight_off(rb, ra, pos_b, pos_a))
+    # at the start: both prompts' first tb tokens
+    assert_deltas(compare(ra, rb, align="start"), deltas_straight_off(ra, rb, np.arange(tb), pos_b))
+    # one engine run of both prompts: the same Δ as the results run alone (up to batching)
+    assert_deltas(lens.compare(PROMPT, SHORT, progress=False), deltas_straight_off(ra, rb, pos_a, pos_b), exact=False)
+    # one run of two lenses on one prompt: b is the affine lens
+    tuned = AffineLens(llama)
+    rt = lens.with_decoder(tuned).run(PROMPT, progress=False)
+    every = np.arange(ta)
+    assert_deltas(lens.compare(PROMPT, decoder_b=tuned, progress=False), deltas_straight_off(ra, rt, every, every), exact=False)
+
+
 def test_prompts_of_different_lengths_align_as_documented(lens):
     ra = lens.run(PROMPT, progress=False)
     rb = lens.run(SHORT, progress=False)

@@ -50,9 +50,8 @@ def test_grid_statistics_are_consistent_on_real_weights(smollm):
 
     text = "The quick brown fox jumps over the lazy dog."
     r = LogitLens(smollm).run(text, k=10, progress=False)
-    assert np.isfinite(r.entropy).all() and (r.entropy >= -1e-5).all()
-    assert (r.kl[0, -1] == 0).all() and (r.kl[0, :-1] >= 0).all()
-    # the two lines above are forced by the engine's own zeroing and clamping; these are not:
+    assert np.isfinite(r.entropy).all() and np.isfinite(r.kl).all()
+    # not the signs or the last block's zero (the engine clamps and zeroes them): the values, against
     # an independent float64 pass (hidden_states, the model's norm and its own final logits)
     ref = stats(naive_lens(smollm, text, matmul_dtype=torch.float32)[0])
     np.testing.assert_allclose(r.kl[0], ref["kl"], atol=2e-3, rtol=1e-3)

@@ -150,7 +150,6 @@ def test_final_layer_answers(gemma):
     assert res.topk_ids[0, last, 0, 0] == france
     assert paris in res.topk_ids[1, last, 0, :3].tolist()
     assert res.tracked_rank[1, last, 0, 0] <= 3
-    assert res.kl[:, last, 0] == pytest.approx(0, abs=1e-4)
     # the engine zeroes the final KL and clamps KL and entropy at 0: check the numbers against an
     # independent float64 pass (hidden_states, the model's own norm and logits), which has neither
     import torch
@@ -166,39 +165,79 @@ def test_final_layer_answers(gemma):
         assert ref["kl"][:-1, 0].min() > 1e-3  # the earlier sites really differ (the check can fail)
 
 
-def test_lens_256_tokens_within_budget(gemma):
-    from lens_widget.engine import LogitLens
-    from lens_widget.reduce import rows_for_budget
+RESULT_KEYS = ("topk_ids", "topk_probs", "topk_logits", "entropy", "kl", "next_prob", "next_logit", "next_rank", "nonfinite", "tracked_prob")
+BUDGET = 256 * 2**20
 
-    L = gemma.num_layers
-    # every site kind, at the first and last block, plus all block outputs: 25 rows per position
-    # (all 73 sites took 9 minutes on 2 busy shared cores; bench/scale_bench.py runs them all)
+
+def sites_256(L: int) -> list[str]:
+    """Every site kind, at the first and last block, plus all block outputs: 25 rows per position
+    (all 73 sites took 9 minutes on 2 busy shared cores; bench/scale_bench.py runs them all)."""
     sites = ["embed"] + [f"resid_out_{i}" for i in range(L)]
     sites += [f"{kind}_{i}" for i in (0, L - 1) for kind in ("resid_mid", "attn_out", "mlp_out")]
-    budget = 256 * 2**20
-    lens = LogitLens(gemma, memory_budget=budget)
-    assert rows_for_budget(262144, budget) >= 75  # 25 sites x 3 positions per chunk
+    return sites
+
+
+def lens_256_in_this_process(out: str) -> None:
+    """Load Gemma, run the 256-token lens inside measure_peak and save the result and the peak
+    growth to ``out`` (.npz). Run in a fresh process by test_lens_256_tokens_within_budget."""
+    from lens_widget.engine import LogitLens
+    from lens_widget.hooked import HookedModel
+
+    path = gemma3_gguf()
+    gemma = HookedModel.from_pretrained(path.parent, gguf_file=path.name)
+    sites = sites_256(gemma.num_layers)
+    lens = LogitLens(gemma, memory_budget=BUDGET)
     text = prompt_of_tokens(gemma.tokenizer, 256)
     with measure_peak() as mem:  # VmHWM reset first: fails (does not skip) where it cannot measure
         res = lens.run(text, sites=sites, k=10, track=[" the"], progress=False)
-    growth = mem.growth
+    np.savez(out, growth=mem.growth, sites=np.array(res.sites), **{key: getattr(res, key) for key in RESULT_KEYS})
 
+
+def test_lens_256_tokens_within_budget(gemma, tmp_path):
+    """A 256-token, 25-site lens over a 262k vocabulary within a 256 MiB budget: the peak RSS growth
+    is measured in a fresh process, as test_memory_meter does (inside a long pytest process the
+    kernel's accounting of earlier tests can read 0, or hide a regression); the statistics are
+    checked against an independent float32-matmul pass at three positions."""
+    import subprocess
+    import sys
+
+    import torch
+    from lens_widget.reduce import rows_for_budget
+    from reference import naive_lens, stats
+
+    assert rows_for_budget(262144, BUDGET) >= 75  # 25 sites x 3 positions per chunk
+    here = Path(__file__).parent
+    out = tmp_path / "lens256.npz"
+    code = f"import sys; sys.path.insert(0, {str(here)!r}); import test_gemma3_scale as t; t.lens_256_in_this_process({str(out)!r})"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=3000)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = np.load(out)
+    growth = int(res["growth"])
+
+    L = gemma.num_layers
+    sites = sites_256(L)
     S, P = len(sites), 256
-    assert res.sites == sites
-    assert res.topk_ids.shape == (1, S, P, 10) and res.topk_probs.shape == (1, S, P, 10)
+    assert res["sites"].tolist() == sites
+    assert res["topk_ids"].shape == (1, S, P, 10) and res["topk_probs"].shape == (1, S, P, 10)
     for key in ("entropy", "kl", "next_prob", "next_logit", "next_rank", "nonfinite"):
-        assert getattr(res, key).shape == (1, S, P), key
-    assert res.tracked_prob.shape == (1, S, P, 1)
-    assert not res.nonfinite.any()
-    assert np.isfinite(res.topk_probs).all() and np.isfinite(res.topk_logits).all() and np.isfinite(res.entropy).all()
-    assert np.isfinite(res.kl).all() and (res.kl > -1e-3).all()
-    assert np.isfinite(res.next_prob[..., :-1]).all() and np.isnan(res.next_prob[..., -1]).all()
-    assert (res.next_rank[..., :-1] >= 1).all() and (res.next_rank[..., :-1] <= 262144).all()
-    assert ((res.topk_ids >= 0) & (res.topk_ids < 262144)).all()
-    assert (np.diff(res.topk_logits, axis=-1) <= 0).all()  # top-k sorted
-    assert (res.entropy >= -1e-4).all() and (res.entropy <= np.log(262144) + 1e-3).all()
-    last = res.sites.index(f"resid_out_{L - 1}")
-    assert np.abs(res.kl[0, last]).max() <= 1e-4
+        assert res[key].shape == (1, S, P), key
+    assert res["tracked_prob"].shape == (1, S, P, 1)
+    assert not res["nonfinite"].any()
+    assert np.isfinite(res["topk_probs"]).all() and np.isfinite(res["topk_logits"]).all() and np.isfinite(res["entropy"]).all()
+    assert np.isfinite(res["next_prob"][..., :-1]).all() and np.isnan(res["next_prob"][..., -1]).all()
+    assert (res["next_rank"][..., :-1] >= 1).all() and (res["next_rank"][..., :-1] <= 262144).all()
+    assert ((res["topk_ids"] >= 0) & (res["topk_ids"] < 262144)).all()
+    assert (np.diff(res["topk_logits"], axis=-1) <= 0).all()  # top-k sorted
+    # KL and entropy (which the engine clamps at 0, and zeroes at the last block) against an
+    # independent pass at three positions, for the embeddings and every block output
+    cols = [0, 128, 255]
+    text = prompt_of_tokens(gemma.tokenizer, 256)
+    ref = stats(naive_lens(gemma, text, positions=cols, matmul_dtype=torch.float32)[0])  # [L + 1, 3]
+    n = L + 1  # sites[:n] are the default sites: embed, resid_out_0 .. resid_out_{L-1}
+    np.testing.assert_allclose(res["kl"][0, :n][:, cols], ref["kl"], atol=2e-3, rtol=1e-3)
+    np.testing.assert_allclose(res["entropy"][0, :n][:, cols], ref["entropy"], atol=2e-3, rtol=1e-3)
+    np.testing.assert_allclose(res["topk_probs"][0, L, cols, 0], ref["p"][-1].max(-1), atol=1e-4, rtol=1e-3)
+    assert ref["kl"][:-1].min() > 1e-3  # the earlier sites really differ (the check can fail)
     # 75 rows x 262,144 x 9 B of reducer buffers = 177 MB, activations 26 MB (measured: 0.15 GiB
     # for 73 rows). A [sites, positions, vocab] tensor would be 6.7 GB, full forward logits 268 MB.
-    assert 0 < growth < 0.75 * GiB, f"peak RSS grew by {growth / MiB:.0f} MiB for a {budget / MiB:.0f} MiB budget"
+    assert 0 < growth < 0.75 * GiB, f"peak RSS grew by {growth / MiB:.0f} MiB for a {BUDGET / MiB:.0f} MiB budget"

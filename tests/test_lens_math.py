@@ -11,7 +11,7 @@ import lens_widget.reduce as reduce
 from lens_widget import HookedModel, LogitLens
 from lens_widget.arch import get_path
 from lens_widget.reduce import TOPK_BLOCK, uses_blocked_topk
-from reference import naive_lens
+from reference import naive_lens, rank_band
 from zoo import CONFIGS, SEQUENTIAL, VOCAB, tiny
 
 ARCHS = sorted(CONFIGS)
@@ -108,12 +108,12 @@ def test_every_layer_matches_naive_lens(arch, compiled, reducers):
             kl = (p[-1, t] * (logp[-1, t] - logp[s, t])).sum()
             np.testing.assert_allclose(r.kl[0, s, t], kl, atol=2e-4, rtol=1e-4)
             for m, tid in enumerate([5, 17]):
-                lo, hi = 1 + (z > z[tid] + 1e-4).sum(), 1 + (z > z[tid] - 1e-4).sum()
+                lo, hi = rank_band(z, tid)
                 assert lo <= r.tracked_rank[0, s, t, m] <= hi
                 np.testing.assert_allclose(r.tracked_logit[0, s, t, m], z[tid], atol=1e-4, rtol=1e-5)
             if nxt[t] >= 0:
-                zt = z[nxt[t]]
-                assert 1 + (z > zt + 1e-4).sum() <= r.next_rank[0, s, t] <= 1 + (z > zt - 1e-4).sum()
+                lo, hi = rank_band(z, nxt[t])
+                assert lo <= r.next_rank[0, s, t] <= hi
                 np.testing.assert_allclose(r.next_prob[0, s, t], p[s, t, nxt[t]], atol=2e-5, rtol=1e-4)
             else:
                 assert r.next_rank[0, s, t] == 0 and np.isnan(r.next_prob[0, s, t])
@@ -159,7 +159,9 @@ def test_padded_batch_equals_one_by_one(arch):
         np.testing.assert_allclose(batch.tracked_prob[b, :, :n], one.tracked_prob[0], atol=1e-5)
 
 
-@pytest.mark.parametrize("arch", sorted(SEQUENTIAL))
+# bloom and opt are left out: their lens derives attn_out / mlp_out as differences of residuals,
+# so the sums are identities there (test_derived_contributions_equal_the_modules_own_outputs checks them)
+@pytest.mark.parametrize("arch", sorted(SEQUENTIAL - {"bloom", "opt"}))
 def test_contributions_add_up_to_the_residual(arch):
     hm = tiny(arch)
     L = hm.num_layers
@@ -177,7 +179,7 @@ def test_contributions_add_up_to_the_residual(arch):
 # Modules whose output is exactly one contribution, named by hand (not from the registry), for the
 # architectures where the lens derives a contribution as a difference of residuals (BLOOM's
 # attention and MLP add the residual themselves; OPT's attention output is the sum with it).
-# For these the sums above are identities; these checks are not.
+# For these the sums of test_contributions_add_up_to_the_residual would be identities; these checks are not.
 CONTRIBUTION_MODULES = {
     "bloom": ("transformer.h.{i}.self_attention.dense", "transformer.h.{i}.mlp.dense_4h_to_h"),
     "opt": ("model.decoder.layers.{i}.self_attn.out_proj", "model.decoder.layers.{i}.fc2"),
@@ -253,7 +255,7 @@ def test_half_precision_model_gets_float32_statistics(arch):
     twin = LogitLens(hm).run(PROMPT, track=[5, 17], progress=False)  # the same weights in float32
     for key in ("topk_probs", "entropy", "kl", "next_prob", "tracked_prob"):
         assert getattr(r, key).dtype == np.float32, key
-    assert np.isfinite(r.entropy).all() and (r.kl >= -1e-4).all()
+    assert np.isfinite(r.entropy).all() and np.isfinite(r.kl).all()  # KL and entropy: compared with the twin below
     # top-1 agrees wherever float32's top-1 is clear of its runner-up
     clear = twin.topk_logits[..., 0] - twin.topk_logits[..., 1] > 0.1
     assert clear.mean() > 0.5

@@ -14,12 +14,13 @@ import numpy as np
 import pytest
 import torch
 
-nnsight = pytest.importorskip("nnsight")
+import nnsight  # a missing nnsight fails these tests, it does not skip them
+from nnsight import NNsightDeprecationWarning
 
-from lens_widget import HookedModel, LogitLens  # noqa: E402
-from lens_widget.sources import RemoteActivations  # noqa: E402
-from lens_widget.sources.nnsight import NDIFError, _remote_error  # noqa: E402
-from zoo import tiny  # noqa: E402
+from lens_widget import HookedModel, LogitLens
+from lens_widget.sources import RemoteActivations
+from lens_widget.sources.nnsight import NDIFError, _remote_error
+from zoo import tiny
 
 PROMPTS = ["Hello world, this is", "ab", "The cat sat"]  # batched with right padding
 ARCHS = ["llama", "gpt2", "opt", "gemma2", "gpt_neox", "falcon", "qwen3", "llama_untied_bias"]
@@ -65,10 +66,36 @@ def absent_on_server(*roots: str):
         L.LocalSimulationBackend._hide_local_modules, L.LocalSimulationBackend._restore = hide0, restore0
 
 
+@pytest.fixture(autouse=True)
+def typing_put_back():
+    """nnsight's remote="local" simulation hides every module outside its server list while it
+    deserialises a request, typing_extensions included; a second typing_extensions gets imported
+    then and re-patches the typing module (_collect_parameters) with its own sentinels. Left so, a
+    later first torch.compile in this process fails (torch._inductor's Generic[_P, _T]: "Type
+    parameter ~_T without a default follows type parameter with a default"), so tests run after
+    this file would depend on it. Put typing's attributes back after each test."""
+    import typing
+
+    saved = dict(vars(typing))
+    yield
+    for name, value in saved.items():
+        if vars(typing).get(name) is not value:
+            setattr(typing, name, value)
+
+
+@pytest.fixture(autouse=True)
+def no_nnsight_deprecation():
+    """Nothing in these tests (lens_widget's traces, requests, errors) uses what nnsight deprecates."""
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        yield
+    bad = [f"{w.filename}:{w.lineno}: {w.message}" for w in seen if issubclass(w.category, NNsightDeprecationWarning)]
+    assert not bad, bad
+
+
 def language_model(hm: HookedModel):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return nnsight.LanguageModel(hm.model, tokenizer=hm.tokenizer)
+    """nnsight's model of ``hm``, as nnsight 0.8 wants it built (``LanguageModel`` is deprecated)."""
+    return nnsight.TransformersModel(hm.model, tokenizer=hm.tokenizer, task="text-generation")
 
 
 def assert_same(r, r0, kl_tol=1e-4):
@@ -93,6 +120,16 @@ def test_nnsight_local_and_remote_local_equal_the_hook_path(arch):
     assert_same(remote, r0)
 
 
+def test_a_deprecated_language_model_still_works():
+    """nnsight's LanguageModel (deprecated in 0.8, still what most notebooks build) gives the same grid."""
+    hm = tiny("llama")
+    with pytest.warns(NNsightDeprecationWarning, match="TransformersModel"):
+        lm = nnsight.LanguageModel(hm.model, tokenizer=hm.tokenizer)
+    kw = dict(track=["a"], progress=False)
+    assert_same(LogitLens(HookedModel.from_nnsight(lm), compile="never").run(PROMPTS, **kw), LogitLens(hm, compile="never").run(PROMPTS, **kw), kl_tol=0)
+
+
+@pytest.mark.slow
 def test_the_embedded_model_through_nnsight(smollm):
     prompts = ["The capital of France is", "Hi"]
     r0 = LogitLens(smollm, compile="never").run(prompts, track=[" Paris"], progress=False)

@@ -10,13 +10,16 @@ loading them from a CPU state dict per call), and every test checks the weights 
 from __future__ import annotations
 
 import copy
+import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from accelerate import cpu_offload, disk_offload
 
+import lens_widget
 from lens_widget import HookedModel, LogitLens
 from lens_widget.arch import get_path
 from lens_widget.devices import align_hooks, is_offloaded
@@ -76,11 +79,14 @@ def test_offloaded_head_and_norm_load_once_per_forward_batch(tmp_path):
     off = offloaded(hm, PARTS, "cpu", tmp_path)
     head = off.model.get_output_embeddings()
     hook = next(h for h in align_hooks(head) if getattr(h, "offload", False))
-    calls = {"n": 0}
+    package = str(Path(lens_widget.__file__).parent)
+    calls = {"lens_widget": 0, "model": 0}
     pre = hook.pre_forward
 
     def counting(module, *args, **kwargs):
-        calls["n"] += 1
+        # who loads the weights: lens_widget's hold, or the model's own forward through accelerate
+        caller = sys._getframe(1).f_code.co_filename
+        calls["lens_widget" if caller.startswith(package) else "model"] += 1
         return pre(module, *args, **kwargs)
 
     hook.pre_forward = counting
@@ -88,10 +94,12 @@ def test_offloaded_head_and_norm_load_once_per_forward_batch(tmp_path):
     lens = LogitLens(off, memory_budget=101 * 13, compile="never")
     r = lens.run(["Hello world", "abc", "xyz"], batch_size=2, progress=False)
     n_chunks = r.n_sites * sum(r.n_columns(b) for b in range(3))
-    # per forward batch: the model's own lm_head call + one hold for the whole batch of chunks
-    # (once nnsight has been imported in the process, its module wrapping adds one more load per
-    # forward: 3 per batch); never one per chunk
-    assert calls["n"] in (2 * 2, 2 * 3) and calls["n"] < n_chunks / 10
+    # lens_widget holds the weights exactly once per forward batch (two batches) for all its chunks.
+    # The model's own lm_head call loads them at least once per batch; more once nnsight has wrapped
+    # any model in the process (it re-runs accelerate's pre_forward inside the forward), so that
+    # count is not pinned, only bounded
+    assert calls["lens_widget"] == 2, calls
+    assert calls["model"] >= 2 and n_chunks > 10 * (calls["lens_widget"] + calls["model"]), (calls, n_chunks)
     assert head.weight.device.type == "meta"  # given back after the run
 
 
@@ -142,6 +150,7 @@ def test_widget_on_an_offloaded_model(tmp_path):
     assert w.cell_detail(0, 0)["top_ids"].shape == (50,)
 
 
+@pytest.mark.slow
 def test_embedded_model_offloaded_as_in_the_issue(smollm, tmp_path):
     from lens_widget.loading import default_model_path
     from lens_widget.widget import LensWidget

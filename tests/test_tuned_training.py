@@ -45,7 +45,9 @@ def test_loss_goes_down_and_held_out_kl_improves():
     assert len(log[0]["loss_by_layer"]) == hm.num_layers and log[-1]["tokens"] == 30 * 128
     kl = held_out_kl(hm, {"logit lens": None, "tuned lens": lens}, TEXTS[300:], seq_len=64, max_tokens=640)
     assert kl["tokens"] == 640 and kl["sites"] == hm.default_sites()
-    assert kl["kl"]["logit lens"][-1] == 0 and kl["kl"]["tuned lens"][-1] == 0
+    # (the last block's entry is 0 by definition: held_out_kl never computes it, so nothing to check there)
+    assert all(len(kl["kl"][name]) == len(kl["sites"]) for name in kl["kl"])
+    assert min(kl["kl"]["tuned lens"][:-1]) > 0  # computed, not a placeholder
     assert all(t < l for t, l in zip(kl["kl"]["tuned lens"][:-1], kl["kl"]["logit lens"][:-1]))
 
 

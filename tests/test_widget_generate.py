@@ -4,6 +4,9 @@ is there and the widget keeps working."""
 
 from __future__ import annotations
 
+import base64
+import json
+import re
 import threading
 
 import numpy as np
@@ -13,7 +16,6 @@ from lens_widget import LogitLens
 from lens_widget.widget import tasks as tasks_module
 from lens_widget.widget import LensWidget
 from lens_widget.schema import WIRE_KEYS as COLUMN_KEYS
-from lens_widget.wire import result_to_wire
 from zoo import tiny
 
 PROMPT = "Hello wor"
@@ -103,10 +105,13 @@ def test_generate_streams_one_column_per_token_and_ends_equal_to_run(widget):
     # the front end's grid, grown from the columns alone, is the lens of the whole text
     grown = grow(start, cols)
     assert grown["input_ids"].tolist() == ids
+    assert len(set(ids[n0:])) > 2  # the text varies: the token read and the next token differ
+    # every column, the last streamed one (no next token) included
     for key in ("topk_ids", "next_rank", "tracked_rank", "nonfinite"):
-        np.testing.assert_array_equal(grown[key][:, :-1], np.asarray(getattr(ref, key)[0][:, :-1], grown[key].dtype), err_msg=key)
+        np.testing.assert_array_equal(grown[key], np.asarray(getattr(ref, key)[0], grown[key].dtype), err_msg=key)
     for key in ("topk_probs", "entropy", "next_prob", "tracked_prob", "tracked_logit"):
-        np.testing.assert_allclose(grown[key][:, :-1], getattr(ref, key)[0][:, :-1], atol=1e-5, err_msg=key)
+        np.testing.assert_allclose(grown[key], getattr(ref, key)[0], atol=1e-5, err_msg=key)
+    assert (grown["next_rank"][:, -1] == 0).all() and np.isnan(grown["next_prob"][:, -1]).all()
     # every token the grown grid shows has its string
     assert set(grown["topk_ids"].ravel().tolist()) | set(ids) <= set(grown["vocab"])
     # the finished state (traits) is the whole grid, with the boundary marked
@@ -239,10 +244,24 @@ def test_exported_page_of_a_finished_generation_carries_the_whole_grid(widget, t
     w, rec = widget
     w.generate(4, wait=True)
     page = w.save_html(tmp_path / "gen.html").read_text()
-    assert '"generated_from": %d' % len(PROMPT) in page or '"generated_from":%d' % len(PROMPT) in page
-    want = result_to_wire(w.result)
-    assert w.data["n_positions"] == want["n_positions"] == len(PROMPT) + 4
     assert "cdn" not in page.lower()
+    # the page's own state, decoded (JSON in a script element, arrays as base64), against a run()
+    # of the generated text: the whole grid is there, the generated columns included
+    state = json.loads(re.search(r'<script type="application/json" id="lw-state">(.*?)</script>', page, re.S).group(1))
+    data = state["data"]
+    ids = w.result.input_ids[0].tolist()
+    assert len(ids) == len(PROMPT) + 4 and data["n_positions"] == len(ids) and data["generated_from"] == len(PROMPT)
+
+    def decoded(key: str) -> np.ndarray:
+        a = data[key]
+        return np.frombuffer(base64.b64decode(a["b64"]), dtype=DTYPES[a["dtype"]]).reshape(a["shape"])
+
+    ref = LogitLens(tiny("llama"), compile="never").run([ids], track=["o"], progress=False)
+    assert decoded("input_ids").ravel().tolist() == ids
+    for key in ("topk_ids", "next_rank", "tracked_rank"):
+        np.testing.assert_array_equal(decoded(key), getattr(ref, key)[0], err_msg=key)
+    for key in ("topk_probs", "entropy", "next_prob", "tracked_prob"):
+        np.testing.assert_allclose(decoded(key), getattr(ref, key)[0], atol=1e-5, err_msg=key)
 
 
 def test_tracking_a_token_is_background_work_with_progress_and_stop(monkeypatch):

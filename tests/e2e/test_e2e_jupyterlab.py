@@ -63,6 +63,16 @@ def _hover(page, canvas, row: int, col: int):
     return tip, head, (int(tip.get_attribute("data-site")), int(tip.get_attribute("data-col")))
 
 
+def _one_token_id(text: str) -> int:
+    """The id of ``text`` in the embedded model's tokenizer (the quickstart's model), which must be one token."""
+    from lens_widget.loading import default_model_path
+    from transformers import AutoTokenizer
+
+    ids = AutoTokenizer.from_pretrained(default_model_path())(text, add_special_tokens=False)["input_ids"]
+    assert len(ids) == 1, (text, ids)
+    return ids[0]
+
+
 def test_quickstart_in_jupyterlab(browser, jupyter_server, steps):
     server = jupyter_server
     name = _notebook_copy(server.root)
@@ -126,11 +136,12 @@ def test_quickstart_in_jupyterlab(browser, jupyter_server, steps):
         search = widget.locator(".lw-search-input")
         search.fill(" blue")
         search.press("Enter")
-        match = widget.locator(".lw-search-out .lw-match")
-        match.first.wait_for(timeout=KERNEL_MS)
-        exact = widget.locator(".lw-search-out .lw-match.lw-exact")
-        target = exact.first if exact.count() else match.first
-        tid = int(target.get_attribute("data-id"))
+        # " blue" is one token of the quickstart's model (SmolLM2): it is listed among the exact
+        # matches (with the other exact forms: "blue", " Blue", ...), once, and that one is clicked
+        tid = _one_token_id(" blue")
+        target = widget.locator(f'.lw-search-out .lw-match.lw-exact[data-id="{tid}"]')
+        target.wait_for(timeout=KERNEL_MS)
+        assert target.count() == 1
         target.click()
         page.wait_for_function(
             "([el, id]) => [...el.options].some(o => o.value === String(id))",

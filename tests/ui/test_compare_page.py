@@ -112,6 +112,43 @@ def test_the_diff_grid_recolours_by_every_compare_metric(open_page, compared):
     assert root.get_attribute("data-view") != "compare" and page.evaluate("() => window.__lensModel.get('metric')") == "top1_prob"
 
 
+def test_a_cell_where_b_is_below_a_is_drawn_below_the_middle_of_the_diverging_scale(open_page, compared):
+    """The sign of each Δ on the page, against values read off results of the two prompts run alone
+    (not ``c.metric()``): the cell where b is furthest below a is drawn in the lower (blue) half of
+    the diverging scale, the one where b is furthest above in the upper (red) half."""
+    from lens_widget import LogitLens
+
+    w = compared
+    c = w.compared
+    lens = LogitLens(tiny("llama"), compile="never")
+    ra, rb = lens.run(PROMPT_A, progress=False), lens.run(PROMPT_B, progress=False)
+    ta, tb = len(PROMPT_A), len(PROMPT_B)  # one token per character, aligned on the last token
+    ca = [ra.position_index(p) for p in range(ta - tb, ta)]
+    cb = [rb.position_index(p) for p in range(tb)]
+    np.testing.assert_array_equal(c.positions_a, np.arange(ta - tb, ta))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        alone = {
+            "d_next_prob": rb.next_prob[0][:, cb].astype(float) - ra.next_prob[0][:, ca],
+            "d_top1_prob": rb.topk_probs[0][:, cb, 0].astype(float) - ra.topk_probs[0][:, ca, 0],
+            "next_rank_log_ratio": np.log(rb.next_rank[0][:, cb].astype(float)) - np.log(ra.next_rank[0][:, ca].astype(float)),
+        }
+    page = open_page(w._export_state())
+    frames(page)
+    S, middle = c.n_sites, (N_COLORS - 1) / 2
+    for metric, want in alone.items():
+        want = np.where(np.isfinite(want), want, np.nan)
+        page.select_option("select.lw-metric", metric)
+        frames(page)
+        px = grid_pixels(page, S, c.n_positions)
+        low = np.unravel_index(np.nanargmin(want), want.shape)
+        high = np.unravel_index(np.nanargmax(want), want.shape)
+        assert want[low] < -1e-3 and want[high] > 1e-3, (metric, want[low], want[high])
+        for (site, col), below in ((low, True), (high, False)):
+            got, dist = nearest("div", px[(S - 1 - site, col)])
+            assert dist <= 3, f"{metric}: ({site}, {col}) is not a diverging-scale colour"
+            assert (got < middle) == below, f"{metric}: Δ {want[site, col]:+.4f} at ({site}, {col}) is drawn at index {got}"
+
+
 def test_the_tooltip_shows_both_sides_and_a_click_pins_the_cell_on_both(open_page, compared):
     w = compared
     c = w.compared
