@@ -79,7 +79,7 @@ class HookedModel:
 
     @classmethod
     def from_nnsight(cls, language_model: Any, remote: bool | str = False, arch: ArchSpec | None = None, name: str = "") -> "HookedModel":
-        """Wrap an ``nnsight.LanguageModel`` (or ``TransformersModel``): activations come from
+        """Wrap an ``nnsight.TransformersModel(..., task="text-generation")`` (or the deprecated ``LanguageModel``): activations come from
         its traces, and the lens runs inside them (:class:`~lens_widget.sources.nnsight.NNsightSource`).
 
         ``remote=False`` traces here; ``remote=True`` on NDIF (API key from nnsight's config or
@@ -90,10 +90,10 @@ class HookedModel:
 
         hf = language_model.__dict__.get("_module") if hasattr(language_model, "__dict__") else None
         if not isinstance(hf, nn.Module):
-            raise TypeError(f"expected an nnsight.LanguageModel, got {type(language_model).__module__}.{type(language_model).__name__}")
+            raise TypeError(f"expected an nnsight TransformersModel (task='text-generation'), got {type(language_model).__module__}.{type(language_model).__name__}")
         tokenizer = getattr(language_model, "tokenizer", None)
         if tokenizer is None:
-            raise ValueError("this nnsight model has no tokenizer: build it with LanguageModel(model, tokenizer=...)")
+            raise ValueError("this nnsight model has no tokenizer: build it with TransformersModel(model, tokenizer=..., task='text-generation')")
         spec = resolve_arch(hf, arch)
         source = NNsightSource(language_model, spec, remote=remote, out_device=execution_device(hf.get_output_embeddings()))
         label = name or getattr(language_model, "repo_id", "") or getattr(hf.config, "_name_or_path", "")

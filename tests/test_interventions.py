@@ -120,7 +120,7 @@ def test_the_intervention_seam_on_nnsight_equals_hooks(arch):
     donor = record_all(hm, OTHER)[f"resid_out_{L}"][0, pos]
     iv = [Intervention(f"resid_out_{L}", pos, donor)]
     hooks = LogitLens(hm, compile="never").run(CLEAN, track=[7], progress=False, interventions=iv)
-    lm = nnsight.LanguageModel(copy.deepcopy(hm.model), tokenizer=hm.tokenizer)
+    lm = nnsight.TransformersModel(copy.deepcopy(hm.model), tokenizer=hm.tokenizer, task="text-generation")
     for remote in (False, "local"):
         nn_hm = HookedModel.from_nnsight(lm, remote=remote)
         got = LogitLens(nn_hm, compile="never").run(CLEAN, track=[7], progress=False, interventions=iv)

@@ -67,23 +67,6 @@ def absent_on_server(*roots: str):
 
 
 @pytest.fixture(autouse=True)
-def typing_put_back():
-    """nnsight's remote="local" simulation hides every module outside its server list while it
-    deserialises a request, typing_extensions included; a second typing_extensions gets imported
-    then and re-patches the typing module (_collect_parameters) with its own sentinels. Left so, a
-    later first torch.compile in this process fails (torch._inductor's Generic[_P, _T]: "Type
-    parameter ~_T without a default follows type parameter with a default"), so tests run after
-    this file would depend on it. Put typing's attributes back after each test."""
-    import typing
-
-    saved = dict(vars(typing))
-    yield
-    for name, value in saved.items():
-        if vars(typing).get(name) is not value:
-            setattr(typing, name, value)
-
-
-@pytest.fixture(autouse=True)
 def no_nnsight_deprecation():
     """Nothing in these tests (lens_widget's traces, requests, errors) uses what nnsight deprecates."""
     with warnings.catch_warnings(record=True) as seen:
@@ -202,5 +185,17 @@ def test_remote_errors_are_explained():
 def test_bad_remote_mode():
     with pytest.raises(ValueError, match="remote must be"):
         HookedModel.from_nnsight(language_model(tiny("llama")), remote="ndif")
-    with pytest.raises(TypeError, match="LanguageModel"):
+    with pytest.raises(TypeError, match="TransformersModel"):
         HookedModel.from_nnsight(object())
+
+
+def test_a_remote_local_trace_leaves_typing_as_it_was():
+    """nnsight's local simulation re-patches ``typing`` (a second typing_extensions); the source
+    puts it back, so a later first torch.compile in the process still works."""
+    import typing
+
+    hm = tiny("llama")
+    before = dict(vars(typing))
+    LogitLens(HookedModel.from_nnsight(language_model(hm), remote="local"), compile="never").run("Hello", progress=False)
+    changed = [name for name, value in before.items() if vars(typing).get(name) is not value]
+    assert changed == []

@@ -11,8 +11,9 @@ blocks, norm and head are: the trace reads the same module paths as the hooks.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 
@@ -43,6 +44,26 @@ def ndif_api_key() -> str | None:
     except Exception:  # pragma: no cover - config unreadable
         key = None
     return key or os.environ.get("NDIF_API_KEY") or None
+
+
+@contextlib.contextmanager
+def typing_kept() -> Iterator[None]:
+    """Put the ``typing`` module's attributes back after a ``remote="local"`` trace.
+
+    nnsight's local simulation of NDIF hides every module outside the server's list while it
+    deserialises a request, ``typing_extensions`` included; a second ``typing_extensions`` is
+    then imported and re-patches ``typing`` (``_collect_parameters``) with its own sentinels. Left
+    so, the process's next first ``torch.compile`` fails ("Type parameter ~_T without a default
+    follows type parameter with a default") and the lens silently loses its compiled kernels."""
+    import typing
+
+    saved = dict(vars(typing))
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if vars(typing).get(name) is not value:
+                setattr(typing, name, value)
 
 
 def _module_name(model: torch.nn.Module, module: torch.nn.Module) -> str:
@@ -178,7 +199,7 @@ class NNsightSource(ActivationSource):
         if not repo or os.path.isdir(str(repo)) or str(repo).count("/") != 1:
             raise NDIFError(
                 f"remote=True needs the model's Hugging Face repo id (NDIF hosts models by id), got {repo!r}: "
-                "build it as LanguageModel('meta-llama/Llama-3.1-8B') or set language_model.repo_id"
+                "build it as TransformersModel('meta-llama/Llama-3.1-8B', task='text-generation') or set its repo_id"
             )
 
     def _register(self) -> None:
@@ -194,7 +215,6 @@ class NNsightSource(ActivationSource):
 
     def _trace_errors(self):
         """Turn what NDIF (or the way to it) answers into an :class:`NDIFError`."""
-        import contextlib
 
         @contextlib.contextmanager
         def guard():
@@ -223,7 +243,8 @@ class NNsightSource(ActivationSource):
         spec, lm = self.spec, self.lm
         select = select.long()
         inputs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
-        with self._trace_errors(), torch.no_grad():
+        kept = typing_kept() if self.mode == "local" else contextlib.nullcontext()
+        with self._trace_errors(), torch.no_grad(), kept:
             with lm.trace(inputs, remote=self.mode, use_cache=False):
                 result = nnsight.save(in_trace(lm, points, recipe, select, task, job, spec, patches))
         return result
