@@ -161,14 +161,30 @@ def split_rows(x: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch
     return hi, lo, norms
 
 
-def cuda_product(a: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """``a @ weight.T`` on tensor cores with float32 output (CUDA, torch >= 2.8)."""
+def cuda_product(a: torch.Tensor, weight: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``a @ weight.T`` on tensor cores with float32 output (CUDA, torch >= 2.8), into ``out``
+    when given."""
     if a.device.type != "cuda":
         raise RuntimeError(
             "the split product needs CUDA (torch.mm(..., out_dtype=torch.float32) has no CPU kernel); "
             "inject product= (tests use an emulation) or use the float32 path"
         )
-    return torch.mm(a, weight.T, out_dtype=torch.float32)
+    if out is None:
+        return torch.mm(a, weight.T, out_dtype=torch.float32)
+    try:
+        return torch.mm(a, weight.T, out_dtype=torch.float32, out=out)
+    except (TypeError, RuntimeError):  # no dtype_out overload in this torch
+        return out.copy_(torch.mm(a, weight.T, out_dtype=torch.float32))
+
+
+def _product_into(product: Product, a: torch.Tensor, weight: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
+    """``product(a, weight, out=out)``, or ``product(a, weight)`` copied into ``out``."""
+    if out is None:
+        return product(a, weight)
+    try:
+        return product(a, weight, out=out)  # type: ignore[call-arg]
+    except TypeError:
+        return out.copy_(product(a, weight))
 
 
 def finish(z: torch.Tensor, bias: torch.Tensor | None, softcap: float | None, ids: torch.Tensor | None = None) -> torch.Tensor:
@@ -228,8 +244,8 @@ def split_logits(
     """Approximate float32 logits ``z~ [r, V]`` (after bias and soft-cap) and ``eps [r]``.
 
     ``x [r, d]`` float32 prepared rows; ``weight [V, d]`` half precision (stays so); ``bias [V]``
-    float32. ``product(a, weight) -> float32 [r, V]`` computes ``a @ weight.T`` for ``a`` in the
-    weight's dtype (default :func:`cuda_product`; the CPU has no float32-out half ``mm``, so CPU
+    float32. ``product(a, weight[, out=]) -> float32 [r, V]`` computes ``a @ weight.T`` for ``a``
+    in the weight's dtype (exact products, any float32-output accumulation: step 2 of the bound) (default :func:`cuda_product`; the CPU has no float32-out half ``mm``, so CPU
     callers inject one). ``wmax``: :func:`weight_norm_max` of ``weight`` (pass it: it reads the
     whole weight). ``out``: a float32 ``[r, V]`` buffer. Memory: ``z~`` plus one ``[r, V]``
     temporary (the ``lo`` product).
@@ -241,11 +257,8 @@ def split_logits(
     if wmax is None:
         wmax = weight_norm_max(weight)
     hi, lo, norms = split_rows(x, weight.dtype)
-    z = product(hi, weight)
-    if out is not None:
-        out.copy_(z)
-        z = out
-    z.add_(product(lo, weight))
+    z = _product_into(product, hi, weight, out)
+    z.add_(product(lo, weight))  # a separate product, then one float32 add (step 3 of the bound)
     bmax = float(bias.abs().max()) if bias is not None and bias.numel() else 0.0
     finish(z, bias, softcap)
     eps = error_bound(norms, x.shape[-1], wmax, bmax, softcap, tc_units).to(z.device)
