@@ -125,8 +125,8 @@ def make_lens(hm, precision: str):
 
 # -- unembedding floors ---------------------------------------------------------------------------
 def float32_blocks(x, w, out):
-    """Decoder.unembed's arithmetic: W upcast in blocks of Decoder.UPCAST_BYTES, float32 mm."""
-    rows = max(1, Decoder.UPCAST_BYTES // (4 * w.shape[1]))
+    """Decoder.unembed's arithmetic: W upcast in blocks of 32 MiB, float32 mm."""
+    rows = max(1, C.UPCAST_BYTES // (4 * w.shape[1]))  # 32 MiB, Decoder's block
     block = torch.empty(min(rows, w.shape[0]), w.shape[1], device=w.device)
     for v0 in range(0, w.shape[0], block.shape[0]):
         n = min(block.shape[0], w.shape[0] - v0)
@@ -143,19 +143,21 @@ def over_chunks(x, chunk, fn):
 def floors(x, w, dev, chunk, wmax, product, clock):
     out = {}
     buf = torch.empty(chunk, w.shape[0], device=dev)
-    out["floor_float32_s"] = timed(lambda: over_chunks(x, chunk, lambda c: float32_blocks(c, w, buf[: c.shape[0]])), dev)[0]
+    out["floor_float32_s"] = timed(lambda: over_chunks(x, chunk, lambda c: float32_blocks(c, w, buf[: c.shape[0]])), dev, reps=2)[0]
     if dev.type == "cuda":
         w32 = w.float()
         prev = torch.backends.cuda.matmul.allow_tf32
         torch.backends.cuda.matmul.allow_tf32 = True
         try:
-            out["floor_tf32_s"] = timed(lambda: over_chunks(x, chunk, lambda c: torch.mm(c, w32.T, out=buf[: c.shape[0]])), dev)[0]
+            out["floor_tf32_s"] = timed(lambda: over_chunks(x, chunk, lambda c: torch.mm(c, w32.T, out=buf[: c.shape[0]])), dev, reps=2)[0]
         finally:
             torch.backends.cuda.matmul.allow_tf32 = prev
         del w32
-        out["floor_bf16_s"] = timed(lambda: over_chunks(x, chunk, lambda c: torch.mm(c.to(w.dtype), w.T, out_dtype=torch.float32)), dev)[0]
+        out["floor_bf16_s"] = timed(lambda: over_chunks(x, chunk, lambda c: torch.mm(c.to(w.dtype), w.T, out_dtype=torch.float32)), dev, reps=2)[0]
     if product is not None and clock.left() > 30:
-        out["floor_split_s"] = timed(lambda: over_chunks(x, chunk, lambda c: C.split_logits(c, w, out=buf[: c.shape[0]], product=product, wmax=wmax)), dev)[0]
+        out["floor_split_s"] = timed(lambda: over_chunks(x, chunk, lambda c: C.split_logits(c, w, out=buf[: c.shape[0]], product=product, wmax=wmax)), dev, reps=2)[0]
+        hi = x[: min(chunk, x.shape[0])]
+        out["rows_exactly_bf16"] = bool(torch.equal(hi.to(w.dtype).float(), hi))
     del buf
     return out
 
@@ -283,7 +285,17 @@ def device_checks(dec, xs, nxt, product, wmax, dev):
                 bound["max_err_over_eps"] = max(bound["max_err_over_eps"], float(((zt.double() - zs["float32"].double()).abs().amax(-1) / e).max()))
                 bound["max_err_f64_over_eps"] = max(bound["max_err_f64_over_eps"], float(((zt.double() - z64).abs().amax(-1) / e).max()))
                 bound["eps_median"] = float(eps.median())
+                # how wide the next-token window is, under the tensor-core model used and under an
+                # IEEE round-to-nearest accumulator (tc_units=1)
+                for tc in (C.TC_UNITS, 1):
+                    _, e_tc = C.split_logits(c, w, bias, cap, product=product, wmax=wmax, tc_units=tc)
+                    zt_t = zt.gather(1, t)
+                    win = ((zt - zt_t).abs() <= 2 * e_tc[:, None]).sum(-1).float()
+                    bound.setdefault(f"window_tc{tc}", []).append(win)
             del z64, zs
+        for key in [k for k in bound if k.startswith("window_tc")]:
+            win = torch.cat(bound[key])
+            bound[key] = {"mean": float(win.mean()), "median": float(win.median()), "p90": float(win.quantile(0.9)), "max": float(win.max())}
         ref_top1, ref_rank = torch.cat(ref_top1), torch.cat(ref_rank)
         for m, s in stats.items():
             out.update(agreement(f"floor_{m}", torch.cat(s["top1"]), torch.cat(s["rank"]), ref_top1, ref_rank))
@@ -303,13 +315,19 @@ def device_checks(dec, xs, nxt, product, wmax, dev):
     return out, res, ref_top1.view(g, n), ref_rank.view(g, n)
 
 
-def generation(model, hm, dev, n_prompt, n_new):
+def hf_generate_ms(model, dev, n_prompt, n_new):
+    """transformers' greedy generate, ms per new token (after a short warm-up)."""
     ids = torch.randint(3, 100, (1, n_prompt), device=dev)
-    res = {}
     with torch.inference_mode():
         model.generate(ids[:, :8], max_new_tokens=4, do_sample=False, min_new_tokens=4)
         s, _ = timed(lambda: model.generate(ids, max_new_tokens=n_new, min_new_tokens=n_new, do_sample=False), dev)
-    res["transformers_ms_per_token"] = 1000 * s / n_new
+    return 1000 * s / n_new
+
+
+def generation(model, hm, dev, n_prompt, n_new, first_ms=None):
+    ids = torch.randint(3, 100, (1, n_prompt), device=dev)
+    res = {"transformers_ms_per_token_before_any_lens": first_ms}
+    res["transformers_ms_per_token"] = hf_generate_ms(model, dev, n_prompt, n_new)
     for prec in ("float32", "auto"):
         lens, note = make_lens(hm, prec)
         if lens is None:
@@ -478,6 +496,11 @@ def main() -> None:
         def product(a, w, out=None):
             return torch.mm(a.float(), w.float().T, out=out) if out is not None else a.float() @ w.float().T
     wmax = None
+    first_ms = None
+    try:  # before any lens run: no background compile thread competes for the CPU
+        first_ms = hf_generate_ms(model, dev, 16 if args.quick else 128, 8 if args.quick else 64)
+    except Exception as exc:
+        report["errors"].append(f"generation (first): {type(exc).__name__}: {exc}")
     for n in lengths:
         if clock.left() < 45:
             report["errors"].append(f"skipped {n} tokens: out of time")
@@ -493,7 +516,7 @@ def main() -> None:
         Path(args.out).write_text(json.dumps(report, indent=1, default=str))  # partial results survive a kill
     if clock.left() > 25:
         try:
-            report["generation"] = generation(model, hm, dev, 16 if args.quick else 128, 8 if args.quick else 64)
+            report["generation"] = generation(model, hm, dev, 16 if args.quick else 128, 8 if args.quick else 64, first_ms)
         except Exception as exc:
             report["errors"].append(f"generation: {type(exc).__name__}: {exc}")
     report["wall_s"] = time.perf_counter() - t0

@@ -178,6 +178,24 @@ def test_eps_formula_pieces():
     assert bool((C.error_bound(norms, 64, M, softcap=1.0).double() > eps).all())
 
 
+def test_rows_already_in_bf16_take_one_product():
+    """A bf16 model's prepared rows are bf16 values: lo = 0, one product, the bound still holds."""
+    x, w, b, _ = random_problem(700, 64, 6, seed=4, bias=True)
+    x = x.bfloat16().float()
+    calls = []
+
+    def product(a, weight):
+        calls.append(a.shape)
+        return f64_product(a, weight)
+
+    z, eps = C.split_logits(x, w, b, product=product)
+    assert len(calls) == 1
+    assert bool(C.bound_holds(z, eps, float32_path(x, w, b)).all())
+    x[0, 0] += 2.0**-12 * x[0, 0]  # one row off the bf16 grid: both products again
+    C.split_logits(x, w, b, product=product)
+    assert len(calls) == 3
+
+
 def test_bound_holds_flags_a_violation():
     x, w, b, cap = random_problem(1000, 64, 8, seed=3)
     z32 = float32_path(x, w, b, cap)
