@@ -65,7 +65,9 @@ The recount is a float32 ``mm`` of the chunk's rows against the gathered columns
 multiple of ``PAD_COLS``), i.e. the same kernel family, rows and ``K`` as the float32 path.
 BLAS results can depend on the shape (measured on this CPU with MKL/oneDNN: an output element
 is bit-identical to the full product's when the product has >= 4 rows and >= 16 columns, and
-differs in the last bit otherwise; cuBLAS picks kernels per shape: on an H200, a gathered
+differs in the last bit otherwise — with one thread; with two threads a product of a subset of
+a chunk's rows can be split differently from the whole chunk's, again one ulp apart; cuBLAS
+picks kernels per shape: on an H200, a gathered
 recount matched the full product's bits in only ~8 % of elements, 99 % for 16k columns x 1024
 rows, and two float32 evaluations of the same grid chunked differently disagreed on 0.04-0.18 %
 of next-token ranks). Where the recount and the full product differ by an ulp, a rank can differ
