@@ -111,7 +111,8 @@ def test_the_cycle_detector_finds_a_cycle():
 #: Every module of the package, by layer: a module imports only from its own layer or below.
 LAYERS = [
     ["lens_widget._version", "lens_widget.arch", "lens_widget.loading", "lens_widget.devices", "lens_widget.tokens", "lens_widget.metrics",
-     "lens_widget.progress", "lens_widget.schema", "lens_widget.unembed", "lens_widget.corpus", "lens_widget.lens_files"],
+     "lens_widget.progress", "lens_widget.schema", "lens_widget.unembed", "lens_widget.corpus", "lens_widget.lens_files",
+     "lens_widget.certified"],
     ["lens_widget.inputs", "lens_widget.sites", "lens_widget.lowrank"],
     ["lens_widget.reduce"],  # torch only: travels by value into nnsight traces
     ["lens_widget.sources.intrace"],  # the lens next to a remote model: reduce, unembed, schema only
