@@ -416,6 +416,17 @@ class LogitLens:
         :func:`lens_widget.compare_run.js_between`)."""
         return js_between(self.decoder, self.memory_budget, acts_a, acts_b, sites, cols_a, cols_b, decoder_b)
 
+    # -- attribution (lens_widget.attribution) -------------------------------------------------
+    def attribute(self, prompt: Any, site: Any, position: Any, token: Any = None) -> Any:
+        """Exact attribution of one cell to the embedding, each attention head, each attention
+        bias and each MLP, through this lens with the final norm's scale frozen: a DataFrame
+        whose ``contribution`` column sums to the cell's logit (or logit difference for a pair
+        ``token=(a, b)``); remainders are rows of their own (see
+        :func:`lens_widget.attribution.attribute`)."""
+        from .attribution import attribute
+
+        return attribute(self.model, self.decoder, prompt, site, position, token)
+
 
 def _batches(n: int, size: int) -> list[list[int]]:
     step = max(1, int(size))

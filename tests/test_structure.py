@@ -121,7 +121,7 @@ LAYERS = [
     ["lens_widget.tuned_lens"],
     ["lens_widget.result"],
     ["lens_widget.compare"],
-    ["lens_widget.tutorial", "lens_widget.cells", "lens_widget.compare_run", "lens_widget.generation"],
+    ["lens_widget.tutorial", "lens_widget.cells", "lens_widget.compare_run", "lens_widget.generation", "lens_widget.attribution"],
     ["lens_widget.engine"],
     ["lens_widget.wire"],
     ["lens_widget.widget.requests", "lens_widget.widget.tasks", "lens_widget.widget.export"],
