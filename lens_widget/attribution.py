@@ -60,7 +60,7 @@ from .sites import parse_site, resolve_positions
 from .sources import SiteRecorder
 from .unembed import NormParts, Unembed
 
-__all__ = ["attribute", "ATTN_PROJ", "MLP_OUT", "NonAffineDecoderError", "resolve_site", "resolve_tokens", "COLUMNS"]
+__all__ = ["attribute", "as_data", "ATTN_PROJ", "MLP_OUT", "NonAffineDecoderError", "resolve_site", "resolve_tokens", "COLUMNS"]
 
 #: model_type -> the attention output projection inside a block (its input is the heads' outputs).
 ATTN_PROJ: dict[str, str] = {
@@ -303,6 +303,7 @@ def _through(parts: NormParts, x: torch.Tensor) -> torch.Tensor:
 
 
 # -- the attribution -------------------------------------------------------------------------------------
+@torch.inference_mode()
 def attribute(model: HookedModel, decoder: Decoder, prompt: Any, site: Any, position: Any, token: Any = None) -> pd.DataFrame:
     """Exact attribution of the lens cell (``site``, ``position``) of ``prompt`` to ``token``.
 
@@ -445,3 +446,48 @@ def attribute(model: HookedModel, decoder: Decoder, prompt: Any, site: Any, posi
         prompt=batch.prompts[0] if batch.prompts else None, lens=decoder.name, model=model.name, n_heads=n_heads, n_layers=n_layers,
     )
     return df
+
+
+def as_data(df: pd.DataFrame, top: int = 20) -> dict[str, Any]:
+    """An attribution as plain, self-describing data (what the widget's ``attribution`` reply
+    carries; see ``docs/wire.md``): every component row (``names``, ``kinds``, ``layers``,
+    ``heads``, ``values``), the ``top`` largest by |value| (``bars``), the layer × head grid
+    (``heads.values`` float32 ``[layers, n_heads]``, NaN where a layer has no heads in the cell),
+    the remainder rows apart, and the totals. ``sum(values) + sum(remainder values) == sum``."""
+    if not set(COLUMNS) <= set(df.columns):
+        raise ValueError(f"not an attribution DataFrame (columns {COLUMNS} expected)")
+    a = df.attrs
+    parts = df[df["kind"] != "remainder"]
+    rem = df[df["kind"] == "remainder"]
+    values = parts["contribution"].to_numpy(np.float64)
+    order = np.argsort(-np.abs(values), kind="stable")[: max(0, int(top))]
+    n_heads = int(a.get("n_heads", int(parts["head"].max()) + 1 if len(parts) else 0))
+    head_rows = parts[parts["kind"] == "head"]
+    layers = sorted(set(int(x) for x in parts["layer"]) - {-1})
+    grid = np.full((len(layers), n_heads), np.nan, dtype=np.float32)
+    where = {l: i for i, l in enumerate(layers)}
+    for l, hd, x in zip(head_rows["layer"], head_rows["head"], head_rows["contribution"]):
+        grid[where[int(l)], int(hd)] = x
+    return {
+        "kind": a.get("kind", "logit"),
+        "token_ids": [int(i) for i in a.get("token_ids", [])],
+        "site_name": a.get("site"),
+        "position": a.get("position"),
+        "lens_name": a.get("lens"),
+        "logit": float(a["logit"]) if "logit" in a else None,
+        "sum": float(np.sum(df["contribution"].to_numpy(np.float64))),
+        "error": float(a["error"]) if "error" in a else None,
+        "resid_error": float(a["resid_error"]) if "resid_error" in a else None,
+        "names": [str(x) for x in parts["component"]],
+        "kinds": [str(x) for x in parts["kind"]],
+        "layers": [int(x) for x in parts["layer"]],
+        "heads_of_rows": [int(x) for x in parts["head"]],
+        "values": [float(x) for x in values],
+        "bars": {
+            "names": [str(parts["component"].iloc[i]) for i in order],
+            "kinds": [str(parts["kind"].iloc[i]) for i in order],
+            "values": [float(values[i]) for i in order],
+        },
+        "heads": {"values": grid, "layers": layers, "n_heads": n_heads},
+        "remainder": [{"name": str(n), "layer": int(l), "value": float(x)} for n, l, x in zip(rem["component"], rem["layer"], rem["contribution"])],
+    }
