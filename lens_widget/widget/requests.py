@@ -82,6 +82,24 @@ def _trajectory(w: "LensWidget", m: dict[str, Any]) -> dict[str, Any]:
     return w.trajectory(col, ids)
 
 
+def _token_or_pair(value: Any) -> Any:
+    """``token`` of an attribution request: absent (the cell's top-1), an id, a string, or a
+    pair ``[a, b]`` of those (a logit difference)."""
+    def one(x: Any) -> bool:
+        return (isinstance(x, int) and not isinstance(x, bool)) or (isinstance(x, str) and 0 < len(x) <= 256)
+
+    if value is None or one(value):
+        return value
+    if isinstance(value, list) and len(value) == 2 and all(one(x) for x in value):
+        return tuple(value)
+    raise RequestError("token must be a token id, a string, or a pair [a, b] of those (a logit difference)")
+
+
+def _attribution(w: "LensWidget", m: dict[str, Any]) -> dict[str, Any]:
+    site, col = w.check_cell(m.get("site"), m.get("col"))
+    return w.attribution(site, col, _token_or_pair(m.get("token")), int_in("top", m.get("top", 20), 1, MAX_K))
+
+
 def _stop(w: "LensWidget", m: dict[str, Any]) -> dict[str, Any]:
     return {"stopped": w.stop()}
 
@@ -137,6 +155,7 @@ REQUESTS: dict[str, Callable[["LensWidget", dict[str, Any]], dict[str, Any]]] = 
     "compare_detail": _compare_detail,
     "search": _search,
     "trajectory": _trajectory,
+    "attribution": _attribution,
     "stop": _stop,
 }
 
