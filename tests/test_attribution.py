@@ -415,3 +415,25 @@ def test_widget_attribution_request():
     assert sent[-1][0]["ok"] is False and sent[-1][0]["error"]
     # the Python side of the same
     assert w.attribution(3, 5)["token_ids"] == [top]
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma2", "gpt2", "opt"])
+def test_offloaded_model_gives_the_same_rows(arch):
+    """accelerate CPU offload of blocks, norm and head: the weights are read while held, the pass
+    runs to the end (no early stop with offload hooks), and every row is the same."""
+    from test_offload import PARTS, offloaded
+
+    hm = model(arch)
+    a = LogitLens(hm, compile="never").attribute(PROMPT, "resid_out_1", -1)
+    b = LogitLens(offloaded(hm, PARTS, "cpu", None), compile="never").attribute(PROMPT, "resid_out_1", -1)
+    pd.testing.assert_frame_equal(a, b, check_exact=False, atol=1e-6, rtol=0)
+
+
+def test_widget_without_a_model_refuses_attribution():
+    from lens_widget.widget import LensWidget
+    from lens_widget.widget.requests import RequestError, handle
+
+    r = LogitLens(model("llama"), compile="never").run(PROMPT, progress=False)
+    w = LensWidget(result=r)
+    with pytest.raises(RequestError, match="no model"):
+        handle(w, {"type": "attribution", "site": 1, "col": 0})
