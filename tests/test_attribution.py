@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from functools import lru_cache
 
 import numpy as np
@@ -174,7 +175,6 @@ def heads_by_hand(hm: HookedModel, prompt: str, layer: int, pos: int, tid: int) 
     for l in range(layer + 1):
         proj = get_path(blocks[l], proj_path)
         W = proj.weight.detach().double()
-        dh = W.numel() // W.shape[0 if type(proj).__name__ == "Conv1D" else 1] // H if False else None
         zz = z[l].double()
         dh = zz.numel() // H
         for h in range(H):
@@ -437,3 +437,26 @@ def test_widget_without_a_model_refuses_attribution():
     w = LensWidget(result=r)
     with pytest.raises(RequestError, match="no model"):
         handle(w, {"type": "attribution", "site": 1, "col": 0})
+
+
+def test_attribution_plot_keeps_hostile_token_strings_as_text():
+    from bokeh.embed import file_html
+    from bokeh.models import HoverTool
+    from bokeh.resources import INLINE
+
+    from fakes import HOSTILE_STRINGS
+    from lens_widget import plots
+
+    df = LogitLens(model("llama"), compile="never").attribute(PROMPT, "resid_out_2", -1, token=("e", "o"))
+    df.attrs["tokens"] = HOSTILE_STRINGS[:2]
+    layout = plots.attribution(df)
+    html = file_html(layout, INLINE, "t")
+    assert '<script src="http' not in html
+    for s in (HOSTILE_STRINGS[0], HOSTILE_STRINGS[1], "<script>window.__pwned"):
+        assert s not in html
+    for fig in layout.children:
+        hover = fig.select_one(HoverTool)
+        for _, template in hover.tooltips:
+            assert "{safe}" not in template
+            for field in re.findall(r"@(\w+)", template):
+                assert all(field in r.data_source.data for r in fig.renderers), field
