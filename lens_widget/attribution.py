@@ -37,8 +37,10 @@ Everything comes from **one** forward pass, hooks recording only what the cell n
 position, for blocks up to the site (the pass stops after that block when nothing is offloaded),
 and the arithmetic runs in float64, so the only differences from the lens's own float32 logit
 are the float32 rounding of the model's forward and of the lens (``df.attrs["error"]``, typically
-1e-6..1e-5). Direct effects only: a head's row is what it wrote into the residual, not what it
-changed downstream (that is patching).
+1e-6..1e-5 for a float32 model; a half-precision model rounds its residual additions and the
+lens's norm output to bf16, so there the rows match the lens's logit only to ~1e-3). Direct
+effects only: a head's row is what it wrote into the residual, not what it changed downstream
+(that is patching).
 """
 
 from __future__ import annotations
