@@ -784,6 +784,7 @@ def attribution(df: Any, top: int = 20, *, cell_width: int = 28, cell_height: in
     centred on 0. Returns a bokeh ``column`` of the two figures; the title states the cell's
     logit (or difference) and how far the rows' sum is from it."""
     from bokeh.layouts import column
+    from bokeh.models import Title
 
     from .attribution import as_data
 
@@ -793,7 +794,8 @@ def attribution(df: Any, top: int = 20, *, cell_width: int = 28, cell_height: in
     what = f"logit({tokens[0]}) − logit({tokens[1]})" if data["kind"] == "logit_diff" and len(tokens) == 2 else f"logit({tokens[0] if tokens else '?'})"
     where = f"{site_label(str(data['site_name']))}, position {data['position']}" if data["site_name"] else "the cell"
     err = data["error"]
-    title = f"{what} at {where} = {data['logit']:.4g} (rows sum to {data['sum']:.4g}" + (f", error {err:.1e})" if err is not None else ")")
+    title = f"{what} at {where} = {data['logit']:.4g}"
+    subtitle = f"rows sum to {data['sum']:.6g}" + (f" (error {err:.1e})" if err is not None else "") + "; remainder rows in grey"
     bars = data["bars"]
     names = list(bars["names"]) + [r["name"] for r in data["remainder"]]
     values = list(bars["values"]) + [r["value"] for r in data["remainder"]]
@@ -805,6 +807,7 @@ def attribution(df: Any, top: int = 20, *, cell_width: int = 28, cell_height: in
     fig = _figure(title, [("component", "@name"), ("kind", "@kind"), ("contribution", "@value{%.4g}")], width=520,
                   height=max(120, 18 * n), y_labels=[names[n - 1 - i] for i in range(n)], x_name="contribution to the logit",
                   y_name="")
+    fig.add_layout(Title(text=PlainText(text=subtitle), text_font_style="normal", text_font_size="11px"), "above")
     fig.hbar(y="y", right="value", height=0.8, left=0, source=src, color="color")
     fig.add_layout(Span(location=0, dimension="height", line_color="#444444", line_width=1))
     fig.y_range = Range1d(-0.5, n - 0.5)
@@ -816,7 +819,8 @@ def attribution(df: Any, top: int = 20, *, cell_width: int = 28, cell_height: in
         return column(fig)
     finite = grid[np.isfinite(grid)]
     m = float(np.abs(finite).max()) if finite.size else 1.0
-    mapper = LinearColorMapper(palette=_DIVERGING, low=-(m or 1.0), high=(m or 1.0), nan_color="#d9d9d9")
+    # RdBu11 runs blue -> red: negative blue, positive red, as the bars
+    mapper = LinearColorMapper(palette=RdBu11, low=-(m or 1.0), high=(m or 1.0), nan_color="#d9d9d9")
     li, hi = np.meshgrid(np.arange(len(layers)), np.arange(H), indexing="ij")
     hsrc = ColumnDataSource({"x": hi.ravel(), "y": li.ravel(), "value": grid.ravel(), "layer": [layers[i] for i in li.ravel()],
                              "head": hi.ravel(), "name": [f"L{layers[i]}.H{j}" for i, j in zip(li.ravel(), hi.ravel())]})
