@@ -394,9 +394,12 @@ def attribute(model: HookedModel, decoder: Decoder, prompt: Any, site: Any, posi
     resid_error = float((X.sum(0) - h64).abs().max())
 
     with decoder.loaded():
-        lens_z = decoder.logits(h[None], site)[0].float().cpu()
-        if ids is None:
+        if ids is None:  # the cell's top-1: the whole row's logits
+            lens_z = decoder.logits(h[None], site)[0].float().cpu()
             ids = [int(lens_z.argmax())]
+            cell = lens_z[ids]
+        else:  # the asked tokens' logits only, as the lens computes them
+            cell = decoder.logits_of(h[None], torch.tensor(ids), site)[0].float().cpu()
         U = decoder.raw_weight[torch.tensor(ids, device=decoder.raw_weight.device)].to(f64).cpu()  # [K, d_out]
         head_bias = decoder.head_bias
         head_bias = None if head_bias is None else head_bias[ids].to(f64).cpu()
@@ -440,7 +443,7 @@ def attribute(model: HookedModel, decoder: Decoder, prompt: Any, site: Any, posi
     df = pd.DataFrame(rows, columns=COLUMNS)
     df["layer"] = df["layer"].astype(np.int64)
     df["head"] = df["head"].astype(np.int64)
-    logit = float(lens_z[ids[0]] - lens_z[ids[1]]) if len(ids) == 2 else float(lens_z[ids[0]])
+    logit = float(cell[0] - cell[1]) if len(ids) == 2 else float(cell[0])
     total = float(np.sum(df["contribution"].to_numpy(), dtype=np.float64))
     df.attrs.update(
         logit=logit, sum=total, error=total - logit, resid_error=resid_error, token_ids=list(ids),
