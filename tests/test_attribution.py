@@ -381,40 +381,59 @@ def test_attribution_plot():
         plots.attribution(pd.DataFrame({"x": [1]}))
 
 
+def ask(w, **content):
+    """A request through the widget's message loop, as the front end sends it; its reply."""
+    w.handle_message({"request_id": f"r{len(w.replies)}", **content})
+    w.wait()  # attribution runs as background work: its reply comes when it ends
+    return w.replies[-1]
+
+
 def test_widget_attribution_request():
     from lens_widget.widget import LensWidget
-    from lens_widget.widget.requests import handle
 
     hm = model("llama")
-    w = LensWidget(hm, PROMPT)
+    w = LensWidget(hm, PROMPT, progress=False)
+    w.replies = []
+    w.send = lambda content, buffers=None: w.replies.append((content, buffers or [])) if content.get("type") == "reply" else None
     r = w.result
-    reply = handle(w, {"type": "attribution", "site": 3, "col": 5})
+    msg, buffers = ask(w, type="attribution", site=3, col=5)
+    assert msg["ok"], msg
+    reply = msg["result"]
     top = int(r.topk_ids[0, 3, 5, 0])
     df = LogitLens(hm, compile="never").attribute(PROMPT, r.sites[3], int(r.positions[0, 5]), token=top)
     assert reply["token_ids"] == [top] and reply["kind"] == "logit" and reply["site_name"] == r.sites[3]
+    assert reply["site"] == 3 and reply["col"] == 5 and reply["position"] == 5 and reply["lens"] == "logit lens"
     assert math.isclose(reply["logit"], df.attrs["logit"], abs_tol=1e-6)
     total = sum(reply["values"]) + sum(x["value"] for x in reply["remainder"])
     assert abs(total - reply["logit"]) < TOL and abs(reply["sum"] - total) < 1e-9
-    grid = reply["heads"]["values"]
-    assert grid.shape == (3, 4) and grid.dtype == np.float32
-    assert np.allclose(grid[1, 2], df.set_index("component").loc["L1.H2", "contribution"], atol=1e-6)
-    pair = handle(w, {"type": "attribution", "site": 3, "col": 5, "token": ["e", "o"]})
-    assert pair["kind"] == "logit_diff" and len(pair["token_ids"]) == 2
-    by_id = handle(w, {"type": "attribution", "site": 3, "col": 5, "token": top})
+    assert reply["names"] == [c for c, k in zip(df["component"], df["kind"]) if k != "remainder"]
+    assert reply["bars"]["names"][0] == df.loc[df["contribution"].abs().idxmax(), "component"]
+    enc = reply["heads"]["values"]  # float32 [layers, heads] as a binary buffer
+    grid = np.frombuffer(buffers[enc["buffer_index"]], dtype=enc["dtype"]).reshape(enc["shape"])
+    assert grid.shape == (3, 4) and enc["dtype"] == "float32" and reply["heads"]["layers"] == [0, 1, 2]
+    assert np.isclose(grid[1, 2], df.set_index("component").loc["L1.H2", "contribution"], atol=1e-6)
+    pair = ask(w, type="attribution", site=3, col=5, token=["e", "o"])[0]["result"]
+    assert pair["kind"] == "logit_diff" and pair["token_ids"] == [hm.tokens.token_id("e"), hm.tokens.token_id("o")]
+    assert set(pair["tokens"].values()) == {"e", "o"}
+    by_id = ask(w, type="attribution", site=3, col=5, token=top)[0]["result"]
     assert by_id["values"] == reply["values"]
     for bad in ({"site": 99, "col": 0}, {"site": 0, "col": "x"}, {"site": 0, "col": 0, "token": [1, 2, 3]},
-                {"site": 0, "col": 0, "token": True}, {"site": 0, "col": 0, "top": 0}):
-        with pytest.raises(Exception):
-            handle(w, {"type": "attribution", **bad})
-    # through the message loop: arrays travel as buffers, errors as ok: false
-    sent = []
-    w.send_message = lambda content, buffers=None: sent.append((content, buffers))
-    w.handle_message({"type": "attribution", "request_id": 7, "site": 1, "col": 0})
-    assert sent[-1][0]["ok"] and sent[-1][1]
-    w.handle_message({"type": "attribution", "request_id": 8, "site": 1, "col": 0, "token": "several tokens"})
-    assert sent[-1][0]["ok"] is False and sent[-1][0]["error"]
-    # the Python side of the same
-    assert w.attribution(3, 5)["token_ids"] == [top]
+                {"site": 0, "col": 0, "token": True}, {"site": 0, "col": 0, "top": 0}, {"site": 0, "col": 0, "token": "several tokens"},
+                {"site": 0, "col": 0, "token": {"a": 1}}):
+        msg = ask(w, type="attribution", **bad)[0]
+        assert msg["ok"] is False and msg["error"], bad
+    # the widget keeps working; the Python side of the same
+    assert ask(w, type="attribution", site=1, col=0)[0]["ok"]
+    assert w.attribution(3, 5)["token_ids"] == [top] and w.attribution(-1, -1)["site_name"] == r.sites[-1]
+    # queued behind a recompute (a new prompt), it answers for the new grid, after it
+    w.handle_message({"type": "set_prompt", "request_id": "p", "prompt": "Other words!"})
+    w.handle_message({"type": "attribution", "request_id": "a", "site": 2, "col": 3, "token": "e"})
+    w.wait()
+    (p_msg, _), (a_msg, _) = w.replies[-2:]
+    assert p_msg["request_id"] == "p" and p_msg["ok"] and a_msg["request_id"] == "a" and a_msg["ok"]
+    again = LogitLens(hm, compile="never").attribute("Other words!", "resid_out_1", 3, token="e")
+    assert math.isclose(a_msg["result"]["logit"], again.attrs["logit"], abs_tol=1e-6)
+    w.close()
 
 
 @pytest.mark.parametrize("arch", ["llama", "gemma2", "gpt2", "opt"])
@@ -431,12 +450,16 @@ def test_offloaded_model_gives_the_same_rows(arch):
 
 def test_widget_without_a_model_refuses_attribution():
     from lens_widget.widget import LensWidget
-    from lens_widget.widget.requests import RequestError, handle
+    from lens_widget.widget.requests import RequestError
 
     r = LogitLens(model("llama"), compile="never").run(PROMPT, progress=False)
     w = LensWidget(result=r)
+    w.replies = []
+    w.send = lambda content, buffers=None: w.replies.append((content, buffers or [])) if content.get("type") == "reply" else None
     with pytest.raises(RequestError, match="no model"):
-        handle(w, {"type": "attribution", "site": 1, "col": 0})
+        w.attribution(1, 0)
+    msg = ask(w, type="attribution", site=1, col=0)[0]
+    assert msg["ok"] is False and "no model" in msg["error"]
 
 
 def test_attribution_plot_keeps_hostile_token_strings_as_text():

@@ -95,9 +95,13 @@ def _token_or_pair(value: Any) -> Any:
     raise RequestError("token must be a token id, a string, or a pair [a, b] of those (a logit difference)")
 
 
-def _attribution(w: "LensWidget", m: dict[str, Any]) -> dict[str, Any]:
-    site, col = w.check_cell(m.get("site"), m.get("col"))
-    return w.attribution(site, col, _token_or_pair(m.get("token")), int_in("top", m.get("top", 20), 1, MAX_K))
+def _start_attribution(w: "LensWidget", m: dict[str, Any], reply: Callable[[Any, Any], None]) -> Any:
+    """An attribution runs the model (one forward pass): in the background, after any recompute
+    queued before it (never two passes with hooks at once), its fields checked now."""
+    w.check_cell(m.get("site"), m.get("col"))
+    token, top = _token_or_pair(m.get("token")), int_in("top", m.get("top", 20), 1, MAX_K)
+    site, col = m["site"], m["col"]
+    return w.run_in_background(lambda: w.attribution(site, col, token, top), reply)
 
 
 def _stop(w: "LensWidget", m: dict[str, Any]) -> dict[str, Any]:
@@ -141,6 +145,7 @@ BACKGROUND: dict[str, Callable[["LensWidget", dict[str, Any], Callable[[Any, Any
     "generate": _start_generate,
     "track": _in_background(_track),
     "untrack": _in_background(_untrack),
+    "attribution": _start_attribution,
 }
 
 
@@ -155,7 +160,6 @@ REQUESTS: dict[str, Callable[["LensWidget", dict[str, Any]], dict[str, Any]]] = 
     "compare_detail": _compare_detail,
     "search": _search,
     "trajectory": _trajectory,
-    "attribution": _attribution,
     "stop": _stop,
 }
 

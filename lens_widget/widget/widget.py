@@ -598,8 +598,10 @@ class LensWidget(anywidget.AnyWidget):
         """Exact attribution of one cell of the lens and prompt shown (heads, attention biases,
         MLPs, embedding; remainder rows apart) to ``token`` (id, string, or a pair ``(a, b)``;
         default the cell's top-1), as the ``attribution`` reply's plain data. ``site`` and
-        ``col`` index the grid (negative values count from the end)."""
+        ``col`` index the grid (negative values count from the end). It runs the model once:
+        background work (a recompute) ends first."""
         self._check_open()
+        self._work.finish()
         r, pi = self.result, self.prompt_index
         site = int(site) + r.n_sites if int(site) < 0 else int(site)
         col = int(col) + r.n_columns(pi) if int(col) < 0 else int(col)
