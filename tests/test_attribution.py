@@ -41,6 +41,9 @@ PROJ = {"gpt2": "attn.c_proj", "gpt_neo": "attn.attention.out_proj", "gptj": "at
         "gpt_neox_seq": "attention.dense", "opt": "self_attn.out_proj", "bloom": "self_attention.dense", "falcon": "self_attention.dense",
         "phi": "self_attn.dense"}
 POST_NORM = {"gemma2": "post_attention_layernorm", "gemma3_text": "post_attention_layernorm", "olmo2": "post_attention_layernorm"}
+#: the module whose output is what the MLP adds to the residual (default "mlp")
+MLP = {"bloom": "mlp.dense_4h_to_h", "opt": "fc2", "gemma2": "post_feedforward_layernorm", "gemma3_text": "post_feedforward_layernorm",
+       "olmo2": "post_feedforward_layernorm"}
 
 
 @lru_cache(maxsize=None)
@@ -73,9 +76,11 @@ def check_sum(df: pd.DataFrame, logit: float) -> None:
 
 
 def check_heads(df: pd.DataFrame, by_hand: dict[str, float]) -> None:
-    """Every head row equals the value computed by hand, and no head is missing or extra."""
+    """Every head row (and the embedding and MLP rows ``by_hand`` has) equals the value computed
+    by hand, and no head is missing or extra."""
     heads = df[df["kind"] == "head"].set_index("component")["contribution"]
-    assert sorted(heads.index) == sorted(by_hand), "head rows differ from the heads computed by hand"
+    assert sorted(heads.index) == sorted(k for k in by_hand if ".H" in k), "head rows differ from the heads computed by hand"
+    heads = df.set_index("component")["contribution"]
     for name, want in by_hand.items():
         assert abs(float(heads[name]) - want) < 1e-5 * max(1.0, abs(want)), f"{name}: {heads[name]} vs by hand {want}"
 
@@ -159,6 +164,17 @@ def heads_by_hand(hm: HookedModel, prompt: str, layer: int, pos: int, tid: int) 
             post = get_path(blocks[l], POST_NORM[mt])
             hooks.append(post.register_forward_pre_hook(lambda m, args, l=l: pn_in.__setitem__(l, args[0][0, pos].detach().clone())))
     hooks.append(blocks[layer].register_forward_hook(lambda m, args, out: resid.__setitem__("h", (out[0] if isinstance(out, tuple) else out)[0, pos].detach().clone())))
+    hooks.append(blocks[0].register_forward_pre_hook(lambda m, args, kw: resid.__setitem__("embed", (args[0] if args else kw["hidden_states"])[0, pos].clone()), with_kwargs=True))
+    mlp_out = {}
+
+    def grab_mlp(l):
+        def hook(m, args, out):
+            out = out[0] if isinstance(out, tuple) else out
+            mlp_out[l] = (out.view(1, -1, out.shape[-1]) if out.dim() == 2 else out)[0, pos].detach().clone()  # OPT flattens; Falcon adds in place
+        return hook
+
+    for l in range(layer + 1):
+        hooks.append(get_path(blocks[l], MLP.get(mt, "mlp")).register_forward_hook(grab_mlp(l)))
     try:
         with torch.no_grad():
             hf(**hm.tokenizer(prompt, return_tensors="pt"), use_cache=False)
@@ -186,6 +202,14 @@ def heads_by_hand(hm: HookedModel, prompt: str, layer: int, pos: int, tid: int) 
                 vec = g2 * ((vec - vec.mean()) if c2 else vec) / s2
             vec = (vec - vec.mean()) if centred else vec
             out[f"L{l}.H{h}"] = float(u @ (gain * vec / scale))
+
+    def read(vec):
+        vec = vec.double()
+        return float(u @ (gain * ((vec - vec.mean()) if centred else vec) / scale))
+
+    out["embed"] = read(resid["embed"])
+    for l in range(layer + 1):
+        out[f"L{l}.mlp"] = read(mlp_out[l])
     return out
 
 
@@ -360,7 +384,7 @@ def test_embedded_model_paris(smollm):
         check_sum(lens.attribute(prompt, site, -1, token=(" Paris", " London")), z[0] - z[1])
     df = lens.attribute(prompt, f"resid_out_{n - 1}", -1, token=" Paris")
     p = int(smollm.encode(prompt).lengths[0]) - 1
-    check_heads(df[df["layer"].isin([-1, n - 1]) | (df["kind"] != "head")], {k: v for k, v in heads_by_hand(smollm, prompt, n - 1, p, paris).items() if k.startswith(f"L{n - 1}.")})
+    check_heads(df[df["layer"].isin([-1, n - 1]) | (df["kind"] != "head")], {k: v for k, v in heads_by_hand(smollm, prompt, n - 1, p, paris).items() if k.startswith(f"L{n - 1}.") or k == "embed" or k.endswith(".mlp")})
     assert len(df) == 1 + n * (smollm.model.config.num_attention_heads + 1)
 
 
