@@ -4,11 +4,14 @@
   within 1e-4, on every registry architecture (tiny random models with every 1-D parameter —
   norm gains and shifts, biases — randomised, so LayerNorm shifts, Gemma's 1 + w post-norms and
   unembedding biases all bite), at several sites and positions, for the top-1 and for a pair.
-* Per-head values equal an independent computation written here: this file's own hook on the
-  attention output projection's input, W_O sliced by hand (Conv1D's [in, out] layout too), the
-  attention post-norm (Gemma 2/3, OLMo 2) and the final norm frozen by hand from their eps and
-  weights, and W_U by hand. So a wrong sign, a dropped or swapped head fails.
-* The tuned lens (a random TunedLens) as the decoder; clear errors; the plot and the widget request.
+* Per-head values (and the embedding and MLP rows) equal an independent computation written
+  here: this file's own hooks on the attention output projection's input and the MLP outputs,
+  W_O sliced by hand (Conv1D's [in, out] layout too), the attention post-norm (Gemma 2/3,
+  OLMo 2) and the final norm frozen by hand from their eps and weights, and W_U by hand. So a
+  wrong sign, a dropped or swapped head fails (shown by a test of the checks themselves).
+* The tuned lens (a random TunedLens) as the decoder, per head by hand too; clear errors;
+  accelerate offload; the plot (hostile token strings stay text); the widget request through
+  the message loop (background work, queued behind a recompute); SmolLM2 (slow).
 """
 
 from __future__ import annotations
