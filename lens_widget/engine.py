@@ -21,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import cells
+from .attribution import attribute
 from .cache import ActivationCache
 from .compare import Align
 from .compare_run import compare_in_one_run, js_between
@@ -417,6 +418,14 @@ class LogitLens:
         :func:`lens_widget.compare_run.js_between`)."""
         return js_between(self.decoder, self.memory_budget, acts_a, acts_b, sites, cols_a, cols_b, decoder_b)
 
+    # -- attribution (lens_widget.attribution) -------------------------------------------------
+    def attribute(self, prompt: Any, site: Any, position: Any, token: Any = None) -> Any:
+        """Exact attribution of one cell to the embedding, each attention head, each attention
+        bias and each MLP, through this lens with the final norm's scale frozen: a DataFrame
+        whose ``contribution`` column sums to the cell's logit (or logit difference for a pair
+        ``token=(a, b)``); remainders are rows of their own (see
+        :func:`lens_widget.attribution.attribute`)."""
+        return attribute(self.model, self.decoder, prompt, site, position, token)
 
     # -- interventions (lens_widget.patching) ---------------------------------------------------
     def patch(self, source_prompt: Any, target_prompt: Any, site: str | int, position: int, target_position: int | None = None,

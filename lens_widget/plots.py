@@ -54,6 +54,7 @@ __all__ = [
     "generation",
     "compare_grid",
     "js_by_layer",
+    "attribution",
     "show",
     "save",
     "to_html",
@@ -692,7 +693,7 @@ def generation(
 
 # -- comparisons ----------------------------------------------------------------------------------
 #: Blue (b < a) through white to red (b > a), as the widget's diverging scale.
-_DIVERGING = tuple(reversed(RdBu11))
+_DIVERGING = tuple(RdBu11)  # bokeh lists RdBu dark blue first
 
 
 def compare_grid(comparison: Comparison, metric: str = "js", token: int | None = None, tokens: Sequence[int] = (),
@@ -772,3 +773,60 @@ def js_by_layer(comparisons: Comparison | Mapping[str, Comparison], *, title: st
         legend = f"{name} ({'exact' if c.js_exact else 'top-k approx.'})"
         lines.append((legend, per_site, np.isfinite(per_site), c.site_labels, {"name": str(name)}))
     return _layer_lines(fig, lines)
+
+
+# -- attribution of one cell ----------------------------------------------------------------------
+def attribution(df: Any, top: int = 20, *, cell_width: int = 28, cell_height: int = 16) -> Any:
+    """The exact attribution of one cell (:meth:`LogitLens.attribute
+    <lens_widget.engine.LogitLens.attribute>`): the ``top`` largest contributors by |value| as
+    horizontal bars (positive red, negative blue), the remainder rows below them in grey (never
+    left out), and a layer × head heatmap of the heads' contributions on a diverging scale
+    centred on 0. Returns a bokeh ``column`` of the two figures; the title states the cell's
+    logit (or difference) and how far the rows' sum is from it."""
+    from bokeh.layouts import column
+    from bokeh.models import Title
+
+    from .attribution import as_data
+
+    data = as_data(df, top)
+    a = df.attrs
+    tokens = [display_token(str(t)) for t in a.get("tokens", [])]
+    what = f"logit({tokens[0]}) − logit({tokens[1]})" if data["kind"] == "logit_diff" and len(tokens) == 2 else f"logit({tokens[0] if tokens else '?'})"
+    where = f"{site_label(str(data['site_name']))}, position {data['position']}" if data["site_name"] else "the cell"
+    err = data["error"]
+    title = f"{what} at {where} = {data['logit']:.4g}"
+    subtitle = f"rows sum to {data['sum']:.6g}" + (f" (error {err:.1e})" if err is not None else "") + "; remainder rows in grey"
+    bars = data["bars"]
+    names = list(bars["names"]) + [r["name"] for r in data["remainder"]]
+    values = list(bars["values"]) + [r["value"] for r in data["remainder"]]
+    kinds = list(bars["kinds"]) + ["remainder"] * len(data["remainder"])
+    n = len(names)
+    ys = list(range(n - 1, -1, -1))  # the largest at the top
+    colors = ["#9e9e9e" if k == "remainder" else ("#d6604d" if v >= 0 else "#4393c3") for k, v in zip(kinds, values)]
+    src = ColumnDataSource({"y": ys, "value": np.asarray(values, dtype=np.float64), "name": names, "kind": kinds, "color": colors})
+    fig = _figure(title, [("component", "@name"), ("kind", "@kind"), ("contribution", "@value{%.4g}")], width=520,
+                  height=max(120, 18 * n), y_labels=[names[n - 1 - i] for i in range(n)], x_name="contribution to the logit",
+                  y_name="")
+    fig.add_layout(Title(text=PlainText(text=subtitle), text_font_style="normal", text_font_size="11px"), "above")
+    fig.hbar(y="y", right="value", height=0.8, left=0, source=src, color="color")
+    fig.add_layout(Span(location=0, dimension="height", line_color="#444444", line_width=1))
+    fig.y_range = Range1d(-0.5, n - 0.5)
+    heads = data["heads"]
+    grid = np.asarray(heads["values"], dtype=np.float64)
+    layers = [str(x) for x in heads["layers"]]
+    H = int(heads["n_heads"])
+    if grid.size == 0:
+        return column(fig)
+    finite = grid[np.isfinite(grid)]
+    m = float(np.abs(finite).max()) if finite.size else 1.0
+    # RdBu11 runs blue -> red: negative blue, positive red, as the bars
+    mapper = LinearColorMapper(palette=RdBu11, low=-(m or 1.0), high=(m or 1.0), nan_color="#d9d9d9")
+    li, hi = np.meshgrid(np.arange(len(layers)), np.arange(H), indexing="ij")
+    hsrc = ColumnDataSource({"x": hi.ravel(), "y": li.ravel(), "value": grid.ravel(), "layer": [layers[i] for i in li.ravel()],
+                             "head": hi.ravel(), "name": [f"L{layers[i]}.H{j}" for i, j in zip(li.ravel(), hi.ravel())]})
+    heat = _figure("heads: contribution by layer × head", [("head", "@name"), ("contribution", "@value{%.4g}")],
+                   width=max(160, cell_width * H), height=max(120, cell_height * len(layers)), x_labels=[str(j) for j in range(H)],
+                   y_labels=layers, x_name="head", y_name="layer", cells=True)
+    heat.rect("x", "y", 1, 1, source=hsrc, fill_color={"field": "value", "transform": mapper}, line_color=None)
+    heat.add_layout(ColorBar(color_mapper=mapper, title=PlainText(text="contribution"), width=12), "right")
+    return column(fig, heat)

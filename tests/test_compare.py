@@ -442,6 +442,9 @@ def test_the_delta_heatmap_and_js_by_layer_plot_the_comparisons_numbers(lens, ll
         mapper = [m for m in fig.right if isinstance(m, ColorBar)][0].color_mapper
         if metric in DELTA_METRICS:  # diverging, centred on zero, symmetric about the largest |Δ|
             assert mapper.low == -mapper.high == -float(np.nanmax(np.abs(want)))
+            # b < a is blue, b > a red, as the widget's scale: the low end blue, the high end red
+            lo, hi = mapper.palette[0], mapper.palette[-1]
+            assert int(lo[5:7], 16) > int(lo[1:3], 16) and int(hi[1:3], 16) > int(hi[5:7], 16), (lo, hi)
         else:
             assert mapper.low == 0
         assert "{safe}" not in str(fig.select_one(HoverTool).tooltips)

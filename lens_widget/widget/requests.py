@@ -82,6 +82,28 @@ def _trajectory(w: "LensWidget", m: dict[str, Any]) -> dict[str, Any]:
     return w.trajectory(col, ids)
 
 
+def _token_or_pair(value: Any) -> Any:
+    """``token`` of an attribution request: absent (the cell's top-1), an id, a string, or a
+    pair ``[a, b]`` of those (a logit difference)."""
+    def one(x: Any) -> bool:
+        return (isinstance(x, int) and not isinstance(x, bool)) or (isinstance(x, str) and 0 < len(x) <= 256)
+
+    if value is None or one(value):
+        return value
+    if isinstance(value, list) and len(value) == 2 and all(one(x) for x in value):
+        return tuple(value)
+    raise RequestError("token must be a token id, a string, or a pair [a, b] of those (a logit difference)")
+
+
+def _start_attribution(w: "LensWidget", m: dict[str, Any], reply: Callable[[Any, Any], None]) -> Any:
+    """An attribution runs the model (one forward pass): in the background, after any recompute
+    queued before it (never two passes with hooks at once), its fields checked now."""
+    w.check_cell(m.get("site"), m.get("col"))
+    token, top = _token_or_pair(m.get("token")), int_in("top", m.get("top", 20), 1, MAX_K)
+    site, col = m["site"], m["col"]
+    return w.run_in_background(lambda: w.attribution(site, col, token, top), reply)
+
+
 def _stop(w: "LensWidget", m: dict[str, Any]) -> dict[str, Any]:
     return {"stopped": w.stop()}
 
@@ -123,6 +145,7 @@ BACKGROUND: dict[str, Callable[["LensWidget", dict[str, Any], Callable[[Any, Any
     "generate": _start_generate,
     "track": _in_background(_track),
     "untrack": _in_background(_untrack),
+    "attribution": _start_attribution,
 }
 
 

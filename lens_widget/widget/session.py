@@ -14,6 +14,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
+from ..attribution import as_data as attribution_data
 from ..compare import Comparison
 from ..decoders import Decoder
 from ..engine import LogitLens
@@ -126,6 +127,31 @@ class LensSession:
         return {
             "matches": [{"id": m.id, "text": m.text, "display": m.display, "exact": m.exact} for m in matches],
             "pieces": None if pieces is None else [[i, s] for i, s in pieces],
+        }
+
+    def attribution(self, r: LensResult, label: str, pi: int, site: int, col: int, token: Any = None, top: int = 20) -> dict[str, Any]:
+        """Exact attribution of cell (``site``, ``col``) of lens ``label``'s result ``r``, prompt
+        ``pi`` (indices checked by the caller) to ``token`` (an id, a string, a pair ``[a, b]``
+        for a logit difference; default: the cell's top-1), as plain data (see
+        :func:`lens_widget.attribution.as_data`). One forward pass of the prompt's tokens, hooks
+        at the one position (:mod:`lens_widget.attribution`)."""
+        runner = self.runners.get(label)
+        if runner is None:
+            raise RequestError("no model attached (widget built from a LensResult, or an exported page)")
+        ids = [int(i) for i in r.input_ids[pi, : int(r.lengths[pi])]]
+        if token is None:
+            token = int(r.topk_ids[pi, site, col, 0])
+        elif isinstance(token, list):
+            token = tuple(token)
+        df = runner.attribute(ids, r.sites[site], int(r.positions[pi, col]), token)
+        data = attribution_data(df, top)
+        return {
+            "site": site,
+            "col": col,
+            "prompt_index": pi,
+            "lens": label,
+            **data,
+            "tokens": {str(i): self.model.tokens.decode(i) for i in data["token_ids"]},
         }
 
     def runner(self, label: str) -> LogitLens:

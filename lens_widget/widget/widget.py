@@ -594,6 +594,22 @@ class LensWidget(anywidget.AnyWidget):
             raise RequestError("no model attached (widget built from a LensResult, or an exported page)")
         return self._session.trajectory(self.result, self.lens, self.prompt_index, col, token_ids)
 
+    def attribution(self, site: int, col: int, token: Any = None, top: int = 20) -> dict[str, Any]:
+        """Exact attribution of one cell of the lens and prompt shown (heads, attention biases,
+        MLPs, embedding; remainder rows apart) to ``token`` (id, string, or a pair ``(a, b)``;
+        default the cell's top-1), as the ``attribution`` reply's plain data. ``site`` and
+        ``col`` index the grid (negative values count from the end). It runs the model once:
+        background work (a recompute) ends first."""
+        self._check_open()
+        self._work.finish()
+        r, pi = self.result, self.prompt_index
+        site = int(site) + r.n_sites if int(site) < 0 else int(site)
+        col = int(col) + r.n_columns(pi) if int(col) < 0 else int(col)
+        site, col = self.check_cell(site, col)
+        if self._session is None:
+            raise RequestError("no model attached (widget built from a LensResult, or an exported page)")
+        return self._session.attribution(r, self.lens, pi, site, col, token, top)
+
     def search(self, query: str, limit: int = 20) -> dict[str, Any]:
         """Vocabulary entries matching ``query`` (exact forms first, multi-token queries flagged)."""
         self._check_open()
