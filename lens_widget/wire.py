@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import base64
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .compare import Comparison
+
+if TYPE_CHECKING:  # a type only: the wire encodes what patching returns
+    from .patching import Patch
 from .result import LensResult
 from .schema import WIRE_KEYS
 
-__all__ = ["WIRE_VERSION", "WIRE_KEYS", "wire_dtype", "encode_array", "result_to_wire", "column_message", "message_bytes", "comparison_to_wire", "lift_arrays", "json_state"]
+__all__ = ["WIRE_VERSION", "WIRE_KEYS", "wire_dtype", "encode_array", "result_to_wire", "column_message", "message_bytes", "comparison_to_wire", "patch_to_wire", "lift_arrays", "json_state"]
 
 WIRE_VERSION = 1
 _BY_KIND = {"b": "uint8", "i": "int32", "u": "uint32", "f": "float32"}
@@ -145,6 +148,20 @@ def comparison_to_wire(c: Comparison) -> dict[str, Any]:
         "tracked_ids": encode_array(c.tracked_ids.astype(np.int32)),
         "d_tracked_prob": encode_array(c.d_tracked_prob.astype(np.float32)),
         "d_tracked_logit": encode_array(c.d_tracked_logit.astype(np.float32)),
+    }
+
+
+def patch_to_wire(p: "Patch") -> dict[str, Any]:
+    """``comparison["patch"]`` of a patch's diff grid (a = clean target, b = patched): what was
+    patched where, and the causal cone ``[S, P]`` (1 where the patch can change a cell)."""
+    return {
+        "site": int(p.clean.sites.index(p.site)),
+        "site_name": p.site,
+        "target_position": int(p.target_position),
+        "source": p.source,
+        "source_position": -1 if p.source_position is None else int(p.source_position),
+        **{key: int(v) for key, v in p.meta.items() if key in ("source_prompt_index", "target_prompt_index", "source_col", "target_col")},
+        "cone": encode_array(p.in_cone().astype(np.uint8)),
     }
 
 

@@ -142,3 +142,31 @@ def test_ioi_sweep_on_the_embedded_model_finds_the_names():
     assert np.abs(others).max() < 0.05
     # ... and by the last block it has moved to the last position
     assert sweep.recovery[-1, T - 1] > 0.99
+
+
+def test_the_widget_patches_one_prompts_cell_into_another():
+    from lens_widget.widget import LensWidget
+    from lens_widget.wire import comparison_to_wire
+
+    hm = tiny("llama")
+    w = LensWidget(hm, [TARGET, SOURCE], progress=False, track=[7])
+    replies = []
+    w.send = lambda content, buffers=None: replies.append(content) if content.get("type") == "reply" else None
+    r = w.result
+    site = r.sites.index("resid_out_1")
+    w.handle_message({"type": "patch", "request_id": "p", "source": [1, site, 5], "target": [0, 3]})
+    assert w.wait(60)
+    reply = replies[-1]
+    assert reply["ok"], reply
+    assert w.compare_view and w.comparison["patch"]["site"] == site and w.comparison["patch"]["target_position"] == 3
+    ref = LogitLens(hm).patch(SOURCE, TARGET, "resid_out_1", 5, 3, track=[7])
+    np.testing.assert_array_equal(w.compared.b.topk_ids, ref.patched.topk_ids)
+    np.testing.assert_array_equal(w.compared.a.topk_ids, ref.clean.topk_ids)
+    cone = w.comparison["patch"]["cone"]
+    got = np.frombuffer(cone["buffer"], dtype=cone["dtype"]).reshape(cone["shape"]).astype(bool)
+    np.testing.assert_array_equal(got, ref.in_cone())
+    assert set(comparison_to_wire(ref.comparison)) <= set(w.comparison)
+    # bad requests get clear replies and change nothing
+    w.handle_message({"type": "patch", "request_id": "bad", "source": [5, site, 0], "target": [0, 3]})
+    assert replies[-1]["ok"] is False and "source prompt_index" in replies[-1]["error"]
+    w.close()

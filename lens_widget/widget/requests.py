@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable
 
+import numpy as np
+
 from ..inputs import PromptError
 from ..progress import Stopped
 from ..tokens import TokenLookupError
@@ -104,6 +106,27 @@ def _start_attribution(w: "LensWidget", m: dict[str, Any], reply: Callable[[Any,
     return w.run_in_background(lambda: w.attribution(site, col, token, top), reply)
 
 
+def _start_patch(w: "LensWidget", m: dict[str, Any], reply: Callable[[Any, Any], None]) -> Any:
+    """A patch runs the model (two forward passes): in the background. ``source``:
+    ``[prompt_index, site, col]``, ``target``: ``[prompt_index, col]``; checked now."""
+    source, target = m.get("source"), m.get("target")
+    if not (isinstance(source, list) and len(source) == 3 and isinstance(target, list) and len(target) == 2):
+        raise RequestError("a patch needs source [prompt_index, site, col] and target [prompt_index, col]")
+    r = w.result
+    sp = int_in("source prompt_index", source[0], 0, r.n_prompts - 1)
+    tp = int_in("target prompt_index", target[0], 0, r.n_prompts - 1)
+    int_in("site", source[1], 0, r.n_sites - 1)
+    int_in("source col", source[2], 0, r.n_columns(sp) - 1)
+    int_in("target col", target[1], 0, r.n_columns(tp) - 1)
+
+    def work() -> dict[str, Any]:
+        p = w.patch(source, target)
+        return {"site": source[1], "source": source, "target": target, "target_position": p.target_position,
+                "seconds": round(float(p.meta["seconds"]), 3), "max_js": float(np.nanmax(p.comparison.js)) if p.comparison.js.size else 0.0}
+
+    return w.run_in_background(work, reply)
+
+
 def _stop(w: "LensWidget", m: dict[str, Any]) -> dict[str, Any]:
     return {"stopped": w.stop()}
 
@@ -146,6 +169,7 @@ BACKGROUND: dict[str, Callable[["LensWidget", dict[str, Any], Callable[[Any, Any
     "track": _in_background(_track),
     "untrack": _in_background(_untrack),
     "attribution": _start_attribution,
+    "patch": _start_patch,
 }
 
 

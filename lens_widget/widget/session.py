@@ -18,6 +18,7 @@ from ..attribution import as_data as attribution_data
 from ..compare import Comparison
 from ..decoders import Decoder
 from ..engine import LogitLens
+from ..patching import Patch
 from ..hooked import HookedModel
 from ..result import LensResult
 from .requests import RequestError
@@ -153,6 +154,22 @@ class LensSession:
             **data,
             "tokens": {str(i): self.model.tokens.decode(i) for i in data["token_ids"]},
         }
+
+    def patch(self, r: LensResult, label: str, source: tuple[int, int, int], target: tuple[int, int]) -> Patch:
+        """Patch cell ``source = (prompt, site, col)`` of lens ``label``'s result ``r`` into
+        ``target = (prompt, col)`` (the same site; indices checked by the caller): the clean and
+        patched target grids and their exact comparison (:func:`lens_widget.patching.patch`,
+        two forward passes: the source's cell, then clean + patched target in one batch)."""
+        runner = self.runners.get(label)
+        if runner is None:
+            raise RequestError("no model attached (widget built from a LensResult, or an exported page)")
+        (sp, site, scol), (tp, tcol) = source, target
+
+        def ids(pi: int) -> list[int]:
+            return [int(i) for i in r.input_ids[pi, : int(r.lengths[pi])]]
+
+        return runner.patch(ids(sp), ids(tp), r.sites[site], int(r.positions[sp, scol]), int(r.positions[tp, tcol]),
+                            sites=list(r.sites), k=r.k, track=[int(i) for i in r.tracked_ids])
 
     def runner(self, label: str) -> LogitLens:
         """The runner of lens ``label`` (generation runs one lens)."""

@@ -28,7 +28,8 @@ from ..metrics import COMPARE_METRICS, GRID_METRICS
 from ..progress import Progress, Stopped
 from ..result import LensResult
 from ..schema import WIRE_KEYS
-from ..wire import column_message, comparison_to_wire, lift_arrays, result_to_wire
+from ..patching import Patch
+from ..wire import column_message, comparison_to_wire, lift_arrays, patch_to_wire, result_to_wire
 from .export import BUNDLE_PATH, bundle_source, standalone_html
 from .requests import RequestError, handle_message, int_in
 from .session import LensSession
@@ -271,9 +272,9 @@ class LensWidget(anywidget.AnyWidget):
             return prompt(a[1]), prompt(b[1])
         return f"{a[0]} · {prompt(a[1])}", f"{b[0]} · {prompt(b[1])}"
 
-    def _show_comparison(self, c: Comparison) -> None:
+    def _show_comparison(self, c: Comparison, patch: dict[str, Any] | None = None) -> None:
         with self.hold_sync():
-            self.comparison = comparison_to_wire(c)
+            self.comparison = comparison_to_wire(c) if patch is None else {**comparison_to_wire(c), "patch": patch}
             with self._quietly():
                 if self._pair is not None:
                     self.compare_pair = [list(self._pair[0]), list(self._pair[1])]
@@ -609,6 +610,30 @@ class LensWidget(anywidget.AnyWidget):
         if self._session is None:
             raise RequestError("no model attached (widget built from a LensResult, or an exported page)")
         return self._session.attribution(r, self.lens, pi, site, col, token, top)
+
+    def patch(self, source: Sequence[int], target: Sequence[int]) -> Patch:
+        """Patch a cell of the lens shown into another prompt of the batch (or the same one):
+        ``source = (prompt_index, site, col)``, ``target = (prompt_index, col)`` (the same site).
+        The diff grid then shows the clean target (a) against the patched one (b), with the
+        causal cone marked (``comparison["patch"]``, docs/wire.md). It runs the model: background
+        work ends first."""
+        self._check_open()
+        self._work.finish()
+        if self._session is None:
+            raise RequestError("no model attached (widget built from a LensResult, or an exported page)")
+        if len(source) != 3 or len(target) != 2:
+            raise RequestError("source is (prompt_index, site, col), target is (prompt_index, col)")
+        r = self.result
+        sp = int_in("source prompt_index", source[0], 0, r.n_prompts - 1)
+        tp = int_in("target prompt_index", target[0], 0, r.n_prompts - 1)
+        site = int_in("site", source[1], 0, r.n_sites - 1)
+        scol = int_in("source col", source[2], 0, r.n_columns(sp) - 1)
+        tcol = int_in("target col", target[1], 0, r.n_columns(tp) - 1)
+        p = self._session.patch(r, self.lens, (sp, site, scol), (tp, tcol))
+        p.meta.update({"source_prompt_index": sp, "target_prompt_index": tp, "source_col": scol, "target_col": tcol, "site_index": site})
+        self._pair, self._compared = None, p.comparison
+        self._show_comparison(p.comparison, patch_to_wire(p))
+        return p
 
     def search(self, query: str, limit: int = 20) -> dict[str, Any]:
         """Vocabulary entries matching ``query`` (exact forms first, multi-token queries flagged)."""
