@@ -255,7 +255,10 @@ class HookSource(ActivationSource):
         recorder = SiteRecorder(self.model, self.arch, sites, extra_final_norm=final_norm, out_device=self.out_device)
         recorder.select = select
         kwargs: dict[str, Any] = {"use_cache": bool(use_cache or past is not None)}
-        if (not want_logits or kwargs["use_cache"]) and self._logits_to_keep:
+        T = int(batch.input_ids.shape[1])
+        # only the last token's logits asked for (patch sweeps): the head runs on one row per prompt
+        last_only = want_logits and select.shape[1] == 1 and bool((select == T - 1).all()) and bool((batch.lengths == T).all())
+        if (not want_logits or kwargs["use_cache"] or last_only) and self._logits_to_keep:
             kwargs["logits_to_keep"] = 1
         dev = self.input_device
         mask = batch.attention_mask.to(dev)
@@ -274,7 +277,8 @@ class HookSource(ActivationSource):
             return Recording(acts=acts, logits=logits, last_layernorm=acts.pop("last_layernorm", None), past=out.get("cache", out.get("past_key_values")))
         if want_logits:
             rows = torch.arange(select.shape[0], device=out.logits.device)[:, None]
-            logits = out.logits[rows, select.to(out.logits.device)].float()
+            kept = select if out.logits.shape[1] == T else select - (T - out.logits.shape[1])
+            logits = out.logits[rows, kept.to(out.logits.device)].float()
             if self.out_device is not None:
                 logits = logits.to(self.out_device)
         return Recording(acts=acts, logits=logits, last_layernorm=acts.pop("last_layernorm", None))
