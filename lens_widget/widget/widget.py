@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
@@ -19,35 +18,30 @@ import numpy as np
 import torch
 import traitlets as t
 
-from ..compare import Align, Comparison, compare
+from ..compare import Align, Comparison
 from ..decoders import Decoder
 from ..engine import LogitLens
-from ..generation import GeneratedColumn, generate as generate_with_lens
 from ..hooked import HookedModel
 from ..metrics import COMPARE_METRICS, GRID_METRICS
-from ..progress import Progress, Stopped
+from ..progress import Stopped
 from ..result import LensResult
-from ..schema import WIRE_KEYS
-from ..patching import Patch
-from ..wire import column_message, comparison_to_wire, lift_arrays, patch_to_wire, result_to_wire
+from ..wire import result_to_wire
+from .comparing import CompareView
 from .export import BUNDLE_PATH, bundle_source, standalone_html
+from .generating import GenerateView
 from .requests import RequestError, handle_message, int_in
 from .session import LensSession
 from .tasks import BackgroundWork, Task
 
 __all__ = ["LensWidget", "WidgetClosedError", "Task"]
 
-#: The most tokens one generate request may ask for.
-MAX_NEW_TOKENS = 4096
-#: Generation options the widget passes through to ``LogitLens.generate``.
-GENERATE_OPTIONS = ("do_sample", "seed", "temperature", "top_k", "top_p", "eos_token_id")
 
 
 class WidgetClosedError(RuntimeError):
     """The widget was closed; its front end is gone."""
 
 
-class LensWidget(anywidget.AnyWidget):
+class LensWidget(CompareView, GenerateView, anywidget.AnyWidget):
     """A hoverable, clickable layer x token logit-lens grid.
 
     ``LensWidget(model, "The capital of France is")`` runs the lens in the kernel and keeps the
@@ -198,106 +192,6 @@ class LensWidget(anywidget.AnyWidget):
             self._show_current()
             self._show_comparison(comparison)
         self.on_msg(lambda _widget, content, _buffers: self.handle_message(content))
-
-    @classmethod
-    def compare(
-        cls,
-        model: Any,
-        prompt_a: str,
-        prompt_b: str | None = None,
-        *,
-        decoder_a: Decoder | None = None,
-        decoder_b: Decoder | None = None,
-        labels: tuple[str, str] | None = None,
-        align: Align = "last",
-        **kwargs: Any,
-    ) -> "LensWidget":
-        """A widget showing the diff grid of two prompts (``prompt_b``), two lenses on one prompt
-        (``decoder_b``; ``decoder_a`` defaults to the logit lens), or both. ``labels`` name the two
-        lenses when both are given. The JS divergence is exact; every other widget feature (each
-        side's own grid, the lens switch, the prompt selector) stays available."""
-        if prompt_b is None and decoder_b is None:
-            raise ValueError("LensWidget.compare needs prompt_b or decoder_b")
-        prompts = [prompt_a] if prompt_b is None else [prompt_a, prompt_b]
-        if decoder_b is None:
-            decoders = None if decoder_a is None else {decoder_a.name: decoder_a}
-        else:
-            la, lb = labels or ((decoder_a.name if decoder_a is not None else "logit lens"), decoder_b.name)
-            if la == lb:
-                la, lb = f"{la} (a)", f"{lb} (b)"
-            decoders = {la: decoder_a, lb: decoder_b}
-        w = cls(model, prompts[0] if len(prompts) == 1 else prompts, decoders=decoders, **kwargs)
-        lenses = list(w.lenses)
-        w.compare_with((lenses[0], 0), (lenses[-1], len(prompts) - 1), align=align)
-        return w
-
-    @property
-    def compared(self) -> Comparison | None:
-        """The :class:`~lens_widget.Comparison` the diff grid shows (``None``: none)."""
-        return self._compared
-
-    def compare_with(self, a: tuple[str, int], b: tuple[str, int], align: Align = "last") -> Comparison:
-        """Compare side ``a = (lens label, prompt index)`` with side ``b`` of this widget's grids
-        and show the diff grid (``compare_view``). Exact JS when the widget has its model."""
-        (la, pa), (lb, pb) = self._check_side(a, "a"), self._check_side(b, "b")
-        ra, rb = self._results[la], self._results[lb]
-        labels = self._side_labels((la, pa), (lb, pb))
-        c = compare(ra, rb, align=align, prompt_a=pa, prompt_b=pb, labels=labels)
-        js = None if self._session is None else self._session.exact_js((la, pa), (lb, pb), c)
-        if js is not None:
-            c = compare(ra, rb, align=align, prompt_a=pa, prompt_b=pb, labels=labels, js=js)
-        self._pair = ((la, pa), (lb, pb), align)
-        self._compared = c
-        self._show_comparison(c)
-        return c
-
-    def _check_side(self, side: Any, name: str) -> tuple[str, int]:
-        if not isinstance(side, (list, tuple)) or len(side) != 2 or not isinstance(side[0], str) or isinstance(side[1], bool) or not isinstance(side[1], (int, np.integer)):
-            raise RequestError(f"side {name} must be (lens label, prompt index), got {side!r}")
-        label, pi = side[0], int(side[1])
-        if label not in self._results:
-            raise RequestError(f"side {name}: lens must be one of {', '.join(map(repr, self._results))}, got {label!r}")
-        int_in(f"side {name} prompt index", pi, 0, self._results[label].n_prompts - 1)
-        return label, pi
-
-    def _side_labels(self, a: tuple[str, int], b: tuple[str, int]) -> tuple[str, str]:
-        """What tells two sides apart: the lens, the prompt, or both."""
-        def prompt(i: int) -> str:
-            text = self.prompts[i] if i < len(self.prompts) else ""
-            return f"prompt {i + 1}: {text[:40]}{'…' if len(text) > 40 else ''}"
-
-        if a[1] == b[1]:
-            return a[0], b[0]
-        if a[0] == b[0]:
-            return prompt(a[1]), prompt(b[1])
-        return f"{a[0]} · {prompt(a[1])}", f"{b[0]} · {prompt(b[1])}"
-
-    def _show_comparison(self, c: Comparison, patch: dict[str, Any] | None = None) -> None:
-        with self.hold_sync():
-            self.comparison = comparison_to_wire(c) if patch is None else {**comparison_to_wire(c), "patch": patch}
-            with self._quietly():
-                if self._pair is not None:
-                    self.compare_pair = [list(self._pair[0]), list(self._pair[1])]
-                self.compare_view = True
-                if self.metric not in COMPARE_METRICS:
-                    self.metric = "js"
-            self._prune_pins(c.n_sites, c.n_positions)
-
-    def compare_detail(self, site: int, col: int, k: int = 50, token_ids: Sequence[int | str] = ()) -> dict[str, Any]:
-        """Full-vocabulary detail of one cell of the diff grid, for both sides: ``{"a": …, "b": …}``
-        (each as :meth:`cell_detail`), plus the cell's JS divergence."""
-        self._check_open()
-        c = self._compared
-        if c is None or self._pair is None:
-            raise RequestError("no comparison with a model to answer for (LensWidget.compare or compare_with first)")
-        site = int_in("site", site, 0, c.n_sites - 1)
-        col = int_in("col", col, 0, c.n_positions - 1)
-        out: dict[str, Any] = {}
-        for name, (label, pi), rcol in (("a", self._pair[0], c.cols_a[col]), ("b", self._pair[1], c.cols_b[col])):
-            out[name] = self._detail_of(label, pi, site, int(rcol), k, token_ids)
-        js = float(c.js[site, col])
-        out.update({"site": site, "col": col, "js": js, "js_exact": c.js_exact})
-        return out
 
     # -- state ------------------------------------------------------------------------------
     @property
@@ -466,74 +360,6 @@ class LensWidget(anywidget.AnyWidget):
         self._check_open()
         return self._work.start("compute", 0, lambda task: work(), reply)
 
-    def generate(self, max_new_tokens: int = 20, *, wait: bool = False, **options: Any) -> Task:
-        """Let the model write up to ``max_new_tokens`` tokens after the text shown, with the lens
-        on each: the grid grows one column per token as it comes (in a background thread, so the
-        stop button works; :meth:`stop` ends it, :meth:`wait` waits for it). ``options``: ``do_sample``, ``seed``, ``temperature``, ``top_k``,
-        ``top_p``, ``eos_token_id`` (see :meth:`LogitLens.generate`). ``wait``: block until done
-        (and raise its error).
-        When it ends (or is stopped) ``result`` / ``data`` hold the whole grid, equal to the lens
-        run on the text. One lens and one prompt only."""
-        task = self.start_generation(max_new_tokens, **options)
-        if wait:
-            task.join()
-            if task.error is not None:
-                raise task.error
-        return task
-
-    def start_generation(self, max_new_tokens: int, reply: Callable[[Task, Any], None] | None = None, **options: Any) -> Task:
-        """:meth:`generate` without waiting; ``reply(task, outcome)`` runs when it ends (the
-        front end's "generate" button)."""
-        self._check_open()
-        lens = self._need_model()
-        if self._session is None or len(self._session.runners) > 1 or len(self.prompts) > 1:
-            raise RequestError("generate works on a widget with one lens and one prompt")
-        n = int_in("max_new_tokens", max_new_tokens, 1, MAX_NEW_TOKENS)
-        bad = set(options) - set(GENERATE_OPTIONS)
-        if bad:
-            raise RequestError(f"unknown generation options {sorted(bad)}; known: {list(GENERATE_OPTIONS)}")
-        r = self.result
-        ids = r.input_ids[0, : int(r.lengths[0])].tolist()
-        return self._work.start("generate", n, lambda t: self._generate_work(t, lens, ids, n, options), reply)
-
-    def _generate_work(self, task: Task, lens: LogitLens, ids: list[int], n: int, options: dict[str, Any]) -> dict[str, Any]:
-        """The body of a generation: stream the columns, then show the whole grid."""
-        known = {int(i) for i in self.result.token_strings}
-        label = self.lens
-        prev = self.result.generated_from
-        # continuing a generation: the prompt still ends where it did
-        boundary = len(ids) if prev is None else int(prev[0])
-
-        def on_prompt(res: LensResult, _acts: Any) -> None:
-            # the prompt's last column now has a next token (the first new one): replace it
-            c = res.n_positions - 1
-            cells = {key: getattr(res, key)[0][:, c : c + 1] for key in WIRE_KEYS}
-            msg = column_message(cells, c, int(res.input_ids[0, c]), int(res.next_ids[0, c]), res.token_strings, known,
-                                 lens=label, generated_from=boundary, done=0, total=n)
-            self._send_safely(*lift_arrays(msg))
-
-        def on_column(col: GeneratedColumn) -> None:
-            p = Progress(col.index + 1, n, time.perf_counter() - task.t0)
-            cells = {key: col.cells[key][:, None] for key in WIRE_KEYS}
-            msg = column_message(cells, col.col, col.token_id, col.next_id, col.token_strings, known, lens=label,
-                                 generated_from=boundary, done=p.done, total=n, eta_s=None if p.eta is None else round(p.eta, 3))
-            self._send_safely(*lift_arrays(msg))
-            self._send_safely(BackgroundWork.progress_message(task, p))
-
-        def work() -> dict[str, Any]:
-            session = self._session
-            assert session is not None
-            out = generate_with_lens(lens, ids, n, sites=session.sites, k=session.k, track=list(self.tracked), callback=on_column,
-                                     progress=False, stop=task.stop, on_prompt=on_prompt, return_activations=True, **options)
-            result, acts = out  # type: ignore[misc]
-            result.generated_from = np.array([boundary], np.int64)
-            task.stopped = task.stop.is_set()
-            session.keep([acts])
-            self._show({label: result})
-            return {"n_positions": result.n_positions, "generated": result.n_positions - len(ids), "stopped": task.stopped}
-
-        return self._guarded(work)
-
     def _prompts_with(self, prompt: str) -> list[str]:
         """The batch with the prompt shown replaced by ``prompt``."""
         prompts = list(self.prompts)
@@ -611,30 +437,6 @@ class LensWidget(anywidget.AnyWidget):
             raise RequestError("no model attached (widget built from a LensResult, or an exported page)")
         return self._session.attribution(r, self.lens, pi, site, col, token, top)
 
-    def patch(self, source: Sequence[int], target: Sequence[int]) -> Patch:
-        """Patch a cell of the lens shown into another prompt of the batch (or the same one):
-        ``source = (prompt_index, site, col)``, ``target = (prompt_index, col)`` (the same site).
-        The diff grid then shows the clean target (a) against the patched one (b), with the
-        causal cone marked (``comparison["patch"]``, docs/wire.md). It runs the model: background
-        work ends first."""
-        self._check_open()
-        self._work.finish()
-        if self._session is None:
-            raise RequestError("no model attached (widget built from a LensResult, or an exported page)")
-        if len(source) != 3 or len(target) != 2:
-            raise RequestError("source is (prompt_index, site, col), target is (prompt_index, col)")
-        r = self.result
-        sp = int_in("source prompt_index", source[0], 0, r.n_prompts - 1)
-        tp = int_in("target prompt_index", target[0], 0, r.n_prompts - 1)
-        site = int_in("site", source[1], 0, r.n_sites - 1)
-        scol = int_in("source col", source[2], 0, r.n_columns(sp) - 1)
-        tcol = int_in("target col", target[1], 0, r.n_columns(tp) - 1)
-        p = self._session.patch(r, self.lens, (sp, site, scol), (tp, tcol))
-        p.meta.update({"source_prompt_index": sp, "target_prompt_index": tp, "source_col": scol, "target_col": tcol, "site_index": site})
-        self._pair, self._compared = None, p.comparison
-        self._show_comparison(p.comparison, patch_to_wire(p))
-        return p
-
     def search(self, query: str, limit: int = 20) -> dict[str, Any]:
         """Vocabulary entries matching ``query`` (exact forms first, multi-token queries flagged)."""
         self._check_open()
@@ -664,16 +466,6 @@ class LensWidget(anywidget.AnyWidget):
         if proposal["value"] not in GRID_METRICS + COMPARE_METRICS:
             raise t.TraitError(f"metric must be one of {', '.join(GRID_METRICS + COMPARE_METRICS)}, got {proposal['value']!r}")
         return proposal["value"]
-
-    @t.observe("compare_pair")
-    def _compare_pair_changed(self, change: dict) -> None:
-        if self._syncing or not getattr(self, "_results", None) or not change["new"]:
-            return
-        pair = list(change["new"])
-        if self._pair is not None and pair == [list(self._pair[0]), list(self._pair[1])]:
-            return
-        align = self._pair[2] if self._pair is not None else "last"
-        self._recompute_or_revert("compare_pair", list(change["old"]), lambda: self.compare_with(pair[0] if len(pair) > 0 else None, pair[1] if len(pair) > 1 else None, align))
 
     @t.validate("lens")
     def _valid_lens(self, proposal: dict) -> str:
