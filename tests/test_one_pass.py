@@ -104,3 +104,17 @@ def test_decoders_must_be_decoders():
         LogitLens(hm).run("hi", decoders={"x": "not a decoder"}, progress=False)
     with pytest.raises(ValueError, match="another model"):
         LogitLens(hm).run("hi", decoders={"x": Decoder(tiny("gpt2"))}, progress=False)
+
+
+def test_the_default_memory_budget_follows_the_device(monkeypatch):
+    from lens_widget import engine
+
+    assert engine.default_memory_budget(torch.device("cpu")) == engine.DEFAULT_MEMORY_BUDGET
+    assert LogitLens(tiny("llama")).memory_budget == engine.DEFAULT_MEMORY_BUDGET
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (40 * 2**30, 80 * 2**30))
+    assert engine.default_memory_budget(torch.device("cuda:0")) == 10 * 2**30  # a quarter of the free memory
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (120 * 2**30, 141 * 2**30))
+    assert engine.default_memory_budget(torch.device("cuda:0")) == engine.GPU_BUDGET_CAP
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (2**20, 2**30))
+    assert engine.default_memory_budget(torch.device("cuda:0")) == engine.DEFAULT_MEMORY_BUDGET
