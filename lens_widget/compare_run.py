@@ -22,6 +22,7 @@ from .decoders import Decoder
 from .reduce import FUSED, ChunkReducer, Lane, js_divergence, reduce_columns, rows_for_budget
 from .result import CellStore
 from .sites import select_matrix
+from .sources import Intervention
 
 if TYPE_CHECKING:  # the engine delegates here; this module never imports it at run time
     from .engine import LogitLens, Plan
@@ -45,6 +46,7 @@ def compare_in_one_run(
     labels: tuple[str, str] | None = None,
     progress: bool = True,
     return_activations: bool = False,
+    interventions: Sequence[Intervention] = (),
 ) -> Comparison | tuple[Comparison, list[dict[str, torch.Tensor]]]:
     """Two sides of one engine run, compared cell by cell with **exact** Jensen–Shannon
     divergences (see :mod:`lens_widget.compare`).
@@ -56,7 +58,9 @@ def compare_in_one_run(
 
     No full-vocabulary tensor outlives its chunk, and the two sides share ``memory_budget``
     (each side's chunks are half the size of :meth:`run`'s). ``return_activations`` also
-    returns ``[acts_a, acts_b]`` (``{site: [P, d]}``, as :meth:`run`).
+    returns ``[acts_a, acts_b]`` (``{site: [P, d]}``, as :meth:`run`). ``interventions`` apply
+    during the one forward pass (``rows=[1]``: side b only — how :func:`lens_widget.patching.patch`
+    gets a clean and a patched grid and their exact JS from one pass).
     """
     if prompt_b is None and decoder_b is None:
         raise ValueError("compare needs a second prompt (prompt_b) or a second decoder (decoder_b=)")
@@ -94,7 +98,7 @@ def compare_in_one_run(
     bar = tqdm(total=plan.n_chunks * (2 if len(plan.positions) == 1 else 1), desc="Compare", unit="chunk", disable=not progress)
     try:
         local = lambda acts: _compare_batch(plan, sides, int(ia_cols.size), js, acts, bar, kept if return_activations else None)  # noqa: E731
-        lens.model.source.reduce(plan.batch, plan.record, select, local)
+        lens.model.source.reduce(plan.batch, plan.record, select, local, interventions=interventions)
     finally:
         bar.close()
     results = []

@@ -172,15 +172,12 @@ def patch(
         raise ValueError(f"ablation must be 'zero' or 'mean', got {ablation!r}")
     ids = target.rows()[0]
     iv = Intervention(site, [tpos], vec.reshape(1, -1), rows=[1])
-    result, acts = lens.run([ids, ids], sites=sites, k=k, track=track, progress=progress, return_activations=True, interventions=[iv], batch_size=2)
-    if site not in result.sites:
-        raise ValueError(f"the patched site {site!r} is not among the grid's sites {result.sites[0]} … {result.sites[-1]}")
-    clean, patched = result.prompt(0), result.prompt(1)
-    text = lens.model.tokenizer.decode(ids)
-    clean.prompts = patched.prompts = [text]
-    cols = clean.columns(0)
-    js = lens.js_between(acts[0], acts[1], result.sites, cols, cols)
-    comparison = compare(clean, patched, align="start", labels=("clean", "patched"), js=js)
+    # clean (row 0) and patched (row 1) in one forward; both decoded and compared chunk by chunk
+    comparison = lens.compare(ids, ids, sites=sites, k=k, track=track, labels=("clean", "patched"), progress=progress, interventions=[iv])
+    if site not in comparison.sites:
+        raise ValueError(f"the patched site {site!r} is not among the grid's sites {comparison.sites[0]} … {comparison.sites[-1]}")
+    clean, patched = comparison.a, comparison.b
+    clean.prompts = patched.prompts = [lens.model.tokenizer.decode(ids)]
     return Patch(patched, clean, comparison, site, tpos, kind, spos, {"forwards": forwards, "seconds": time.perf_counter() - t0})
 
 
