@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
-import traitlets as t
 
 from ..compare import Align, Comparison, compare
 from ..decoders import Decoder
@@ -153,8 +152,8 @@ class CompareView:
         self._show_comparison(p.comparison, patch_to_wire(p))
         return p
 
-    @t.observe("compare_pair")
-    def _compare_pair_changed(self, change: dict) -> None:
+    def _compare_pair_set(self, change: dict) -> None:
+        """The front end chose another pair of sides (trait ``compare_pair``): compare them."""
         if self._syncing or not getattr(self, "_results", None) or not change["new"]:
             return
         pair = list(change["new"])

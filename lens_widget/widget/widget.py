@@ -467,6 +467,10 @@ class LensWidget(CompareView, GenerateView, anywidget.AnyWidget):
             raise t.TraitError(f"metric must be one of {', '.join(GRID_METRICS + COMPARE_METRICS)}, got {proposal['value']!r}")
         return proposal["value"]
 
+    @t.observe("compare_pair")
+    def _compare_pair_changed(self, change: dict) -> None:
+        self._compare_pair_set(change)
+
     @t.validate("lens")
     def _valid_lens(self, proposal: dict) -> str:
         labels = list(getattr(self, "_results", None) or ())
