@@ -127,7 +127,7 @@ def gamma(n: float, u: float = U32) -> float:
     return n * u / (1 - n * u)
 
 
-def _up(x: torch.Tensor) -> torch.Tensor:
+def round_up(x: torch.Tensor) -> torch.Tensor:
     """float64 -> float32 rounded toward +inf."""
     y = x.float()
     return torch.where(y.double() < x, torch.nextafter(y, torch.full_like(y, math.inf)), y)
@@ -232,7 +232,7 @@ def error_bound(
         kappa = (2 + 2 * TANH_ULPS) * U32 * (1 + 1e-6)
         eps = eps + 2 * kappa * Y
     eps = torch.where(torch.isfinite(eps), eps, torch.full_like(eps, math.inf))
-    return _up(eps * (1 + 2.0**-40))
+    return round_up(eps * (1 + 2.0**-40))
 
 
 @torch.no_grad()
@@ -311,7 +311,7 @@ def bound_holds(z_approx: torch.Tensor, eps: torch.Tensor, z32: torch.Tensor) ->
     return err <= eps.double()
 
 
-def _pad_ids(ids: torch.Tensor, V: int, multiple: int = PAD_COLS) -> torch.Tensor:
+def pad_ids(ids: torch.Tensor, V: int, multiple: int = PAD_COLS) -> torch.Tensor:
     """``ids`` padded (with other columns) to a multiple of ``multiple`` (capped at ``V``)."""
     n = int(ids.numel())
     want = min(V, max(multiple, -(-n // multiple) * multiple))
@@ -397,7 +397,7 @@ def certified_stats(
     # -- phase 1, on z~: windows, candidates, mass columns ------------------------------------
     need = torch.zeros(r, V, dtype=torch.bool, device=dev)
     tz_approx = z.gather(1, targets)
-    thr_hi = _up(tz_approx.double() + eps2[:, None])  # [r, T]: certified above when z~ > thr_hi
+    thr_hi = round_up(tz_approx.double() + eps2[:, None])  # [r, T]: certified above when z~ > thr_hi
     thr_lo = _down(tz_approx.double() - eps2[:, None])
     for j in range(T):
         need |= (z >= thr_lo[:, j : j + 1]) & (z <= thr_hi[:, j : j + 1])
@@ -419,7 +419,7 @@ def certified_stats(
     if U.numel() > max_union * V:
         fallback[:] = True
         U = U[:0]
-    Upad = _pad_ids(U, V) if U.numel() else U
+    Upad = pad_ids(U, V) if U.numel() else U
     lse_err = torch.zeros(r, dtype=f64, device=dev)
     ent_err = torch.zeros_like(lse_err)
     cross_err = torch.zeros_like(lse_err)

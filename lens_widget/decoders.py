@@ -153,6 +153,12 @@ class Decoder:
             self._weight32 = w.float()
         return self._weight32
 
+    @property
+    def holds_float32_copy(self) -> bool:
+        """Whether a full float32 copy of a half-precision unembedding is held (only after
+        :attr:`weight` was read; the lens itself never makes one)."""
+        return self._weight32 is not None
+
     # -- decoding ------------------------------------------------------------------------
     def translate(self, h: torch.Tensor, site: str | None) -> torch.Tensor:
         """What this lens does to a residual vector of ``site`` before the final norm: nothing."""

@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .compare import Comparison, compare
+from .compare import Comparison
 from .inputs import Batch
 from .result import LensResult
 from .sources import Intervention

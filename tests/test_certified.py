@@ -287,7 +287,7 @@ def test_near_ties_at_the_window_edge():
         z[:, v] = hi_v
     # the threshold itself, and the float32 numbers either side of it, for columns that truly
     # lie above the target by more than the window (placed exactly where allowed)
-    thr = C._up(z[:, t].double() + 2 * e)
+    thr = C.round_up(z[:, t].double() + 2 * e)
     above = (z32 > z32[:, t : t + 1]) & (z32.double() - e[:, None] > thr.double()[:, None])
     assert bool(C.bound_holds(z, eps, z32).all())
     out = C.certified_stats(z.clone(), eps, x, w, b, None, targets, 10, sum_tol=None, **ON_PATH)
@@ -351,7 +351,7 @@ def test_recount_matches_the_full_product_bitwise():
     g = torch.Generator().manual_seed(3)
     for rows in (64, 17, 4):
         for n in (1, 5, 63, 300):
-            ids = C._pad_ids(torch.randperm(V, generator=g)[:n].sort().values, V)
+            ids = C.pad_ids(torch.randperm(V, generator=g)[:n].sort().values, V)
             zu = C.exact_logits(x[:rows], w, ids)
             assert torch.equal(zu, float32_path(x[:rows], w)[:, ids])
 

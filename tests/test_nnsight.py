@@ -19,7 +19,7 @@ from nnsight import NNsightDeprecationWarning
 
 from lens_widget import HookedModel, LogitLens
 from lens_widget.sources import RemoteActivations
-from lens_widget.sources.nnsight import NDIFError, _remote_error
+from lens_widget.sources.nnsight import NDIFError, remote_error
 from zoo import tiny
 
 PROMPTS = ["Hello world, this is", "ab", "The cat sat"]  # batched with right padding
@@ -128,7 +128,7 @@ def test_widget_requests_go_through_the_remote_source():
     hm = tiny("llama")
     w0 = LensWidget(hm, "Hello world", progress=False)
     w = LensWidget(HookedModel.from_nnsight(language_model(hm), remote="local"), "Hello world", progress=False)
-    assert isinstance(w._acts, RemoteActivations)  # no activations came back: only the cells
+    assert isinstance(w.activations, RemoteActivations)  # no activations came back: only the cells
     a, b = w.cell_detail(2, 3, k=7, token_ids=["a", "q"]), w0.cell_detail(2, 3, k=7, token_ids=["a", "q"])
     np.testing.assert_array_equal(a["top_ids"], b["top_ids"])
     assert [s["rank"] for s in a["token_stats"]] == [s["rank"] for s in b["token_stats"]]
@@ -177,9 +177,9 @@ def test_remote_errors_are_explained():
     class LM:
         repo_id = "meta-llama/Llama-3.1-70B"
 
-    assert "does not host" in str(_remote_error(RemoteError("Model meta-llama/Llama-3.1-70B is not running"), LM()))
-    assert "could not reach NDIF" in str(_remote_error(OSError("[Errno -2] Name or service not known"), LM()))
-    assert "API key" in str(_remote_error(RemoteError("401: invalid api key"), LM()))
+    assert "does not host" in str(remote_error(RemoteError("Model meta-llama/Llama-3.1-70B is not running"), LM()))
+    assert "could not reach NDIF" in str(remote_error(OSError("[Errno -2] Name or service not known"), LM()))
+    assert "API key" in str(remote_error(RemoteError("401: invalid api key"), LM()))
 
 
 def test_bad_remote_mode():

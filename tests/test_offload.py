@@ -182,7 +182,7 @@ def test_half_precision_unembedding_is_upcast_block_by_block():
     half = HookedModel.from_model(copy.deepcopy(hm.model).to(torch.bfloat16), hm.tokenizer)
     lens = LogitLens(half, compile="never")
     r = lens.run(PROMPTS, progress=False)
-    assert lens.decoder._weight32 is None  # never made
+    assert not lens.decoder.holds_float32_copy  # never made
     h = torch.randn(5, 32)
     with lens.decoder.loaded():
         x = lens.decoder.prepare(h)

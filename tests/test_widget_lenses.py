@@ -93,7 +93,7 @@ def test_cell_detail_and_trajectory_answer_for_the_lens_shown(two, lens):
     assert res["lens"] == lens and res["lens_name"] == r.lens_name
     ids = decode(res["top_ids"], buffers)
     np.testing.assert_array_equal(ids[: r.k], r.topk_ids[0, 2, 3, : len(ids)][: r.k])
-    z = two.runner.decoder.logits(two._acts[r.sites[2]][3], r.sites[2])
+    z = two.runner.decoder.logits(two.activations[r.sites[2]][3], r.sites[2])
     assert ids.tolist() == torch.topk(z, 6).indices.tolist()
     assert res["token_stats"][0]["rank"] == 1 + int((z > z[4]).sum())
     assert res["next_rank"] == r.next_rank[0, 2, 3]

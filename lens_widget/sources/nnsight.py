@@ -24,7 +24,7 @@ from .base import ActivationSource, Intervention, Recording, Work
 from .hooks import SiteRecorder
 from .intrace import ORDER
 
-__all__ = ["NNsightSource", "NDIFError", "ndif_api_key"]
+__all__ = ["NNsightSource", "NDIFError", "ndif_api_key", "remote_error", "typing_kept"]
 
 #: Modules whose code must travel by value to NDIF (the server does not have lens_widget).
 BY_VALUE = ("lens_widget.schema", "lens_widget.unembed", "lens_widget.reduce", "lens_widget.sources.intrace")
@@ -224,7 +224,7 @@ class NNsightSource(ActivationSource):
                 raise
             except Exception as exc:
                 if self.mode is True:
-                    raise _remote_error(exc, self.lm) from exc
+                    raise remote_error(exc, self.lm) from exc
                 raise
 
         return guard()
@@ -289,7 +289,7 @@ class NNsightSource(ActivationSource):
         return value
 
 
-def _remote_error(exc: Exception, lm: Any) -> NDIFError:
+def remote_error(exc: Exception, lm: Any) -> NDIFError:
     """A clear message for what NDIF (or the way to it) answered."""
     repo = getattr(lm, "repo_id", None)
     text = f"{type(exc).__name__}: {exc}"

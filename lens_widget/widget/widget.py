@@ -15,7 +15,6 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import anywidget
 import numpy as np
-import torch
 import traitlets as t
 
 from ..compare import Align, Comparison
@@ -219,8 +218,9 @@ class LensWidget(CompareView, GenerateView, anywidget.AnyWidget):
         return self._lens
 
     @property
-    def _acts(self) -> dict[str, torch.Tensor]:
-        """``{site: [P, d]}`` activations of the prompt shown (``{}`` without a model)."""
+    def activations(self) -> dict[str, Any]:
+        """``{site: [P, d]}`` activations of the prompt shown, kept to answer clicks exactly
+        (``{}`` without a model; :class:`~lens_widget.sources.ActivationRef` s for a remote one)."""
         acts = [] if self._session is None else self._session.acts
         return acts[self.prompt_index] if self.prompt_index < len(acts) else {}
 
@@ -526,7 +526,7 @@ class LensWidget(CompareView, GenerateView, anywidget.AnyWidget):
         raise RequestError("this widget has no model: only tokens already in the result can be used")
 
     def _need_model(self) -> LogitLens:
-        if self._lens is None or not self._acts:
+        if self._lens is None or not self.activations:
             raise RequestError("no model attached (widget built from a LensResult, or an exported page)")
         return self._lens
 
