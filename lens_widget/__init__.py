@@ -8,7 +8,9 @@ from .decoders import Decoder, UnsupportedSiteError
 from .engine import LogitLens
 from .hooked import HookedModel
 from .inputs import PromptError
+from .patching import Patch, Sweep
 from .result import LensResult
+from .sources import Intervention
 from .tokens import MultiTokenError, TokenLookupError, display_token
 from .tuned_lens import TunedLens
 
@@ -22,11 +24,14 @@ __all__ = [
     "Decoder",
     "ExtractionConfig",
     "HookedModel",
+    "Intervention",
     "LensResult",
     "LensWidget",
     "LogitLens",
     "MultiTokenError",
+    "Patch",
     "PromptError",
+    "Sweep",
     "TokenLookupError",
     "TunedLens",
     "UnknownArchitectureError",
