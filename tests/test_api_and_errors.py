@@ -160,6 +160,22 @@ def test_positions_spec():
             resolve_positions(bad, 5)
 
 
+def test_position_ranges_last_n_and_slice_strings():
+    # "last-N" is one token (the seed's meaning); "last:N" is the range of the last N tokens
+    n = 34
+    assert resolve_positions("last-8", n) == [n - 9]
+    assert resolve_positions("last:8", n) == list(range(n))[-8:] == list(range(26, 34))
+    assert resolve_positions("last:1", n) == resolve_positions("last", n)
+    assert resolve_positions("last:50", 5) == [0, 1, 2, 3, 4]  # like the slice -50:
+    # slice strings read as Python's slices of range(n)
+    for text, sl in (("2:10", slice(2, 10)), ("-5:", slice(-5, None)), ("::3", slice(None, None, 3)), (":4", slice(None, 4)), ("3:-3:2", slice(3, -3, 2))):
+        assert resolve_positions(text, n) == list(range(n))[sl], text
+    assert resolve_positions(["last:2", "0:2"], 6) == [0, 1, 4, 5]
+    for bad in ("last:0", "::0", "2:10:x", "last:-3", "5:2"):
+        with pytest.raises(ValueError):
+            resolve_positions(bad, n)
+
+
 def test_tokens_never_bos_and_refuse_multi_token_strings():
     model = tiny("llama")
     assert model.tokens.token_id("P") == char_tokenizer().convert_tokens_to_ids("P")
