@@ -187,6 +187,30 @@ def test_tokens_never_bos_and_refuse_multi_token_strings():
             model.tokens.token_id(bad)
 
 
+def test_a_spaceless_word_warns_when_the_spaced_token_is_likelier():
+    """The embedded SmolLM2's tokenizer (no weights): "Paris" is one rare token, " Paris" a common one."""
+    import warnings
+
+    from lens_widget.loading import default_model_path
+    from lens_widget.tokens import TokenTable
+
+    tok = T.AutoTokenizer.from_pretrained(default_model_path(), local_files_only=True)
+    table = TokenTable(tok)
+    plain, spaced = tok("Paris", add_special_tokens=False)["input_ids"], tok(" Paris", add_special_tokens=False)["input_ids"]
+    assert len(plain) == len(spaced) == 1 and spaced[0] < plain[0]  # the case the warning is for, from the tokenizer itself
+    with pytest.warns(UserWarning) as seen:
+        assert table.token_id("Paris") == plain[0]  # still the token asked for
+    [w] = seen
+    assert str(w.message).startswith(f'tracking "Paris" (id {plain[0]}); did you mean " Paris" (id {spaced[0]})?')
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning for the spaced form, an id, punctuation, or a word whose bare form is the common one
+        assert table.token_id(" Paris") == spaced[0]
+        assert table.token_id(plain[0]) == plain[0]
+        table.token_id(".")
+        table.token_id("Hello")
+        tiny("llama").tokens.token_id("P")  # " P" is two tokens of the character tokenizer
+
+
 @pytest.mark.parametrize(
     "call, error, match",
     [
