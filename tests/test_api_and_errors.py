@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -320,6 +323,56 @@ def test_hub_names_fail_offline_with_a_clear_message(monkeypatch, tmp_path):
         HookedModel.from_pretrained("hf-internal-testing/tiny-random-LlamaForCausalLM")
     with pytest.raises(OSError):
         LogitLens.from_model_name("hf-internal-testing/tiny-random-LlamaForCausalLM")
+
+
+def test_no_network_fails_at_once_without_a_hub_retry_loop(tmp_path):
+    """HF_HUB_OFFLINE unset, no network: every connection attempt (and name lookup) raises and is
+    counted. A misspelled hub model name and a published tuned-lens name must fail with the reason
+    after the one probe, not after huggingface_hub's retries (46 s / 23 s of them before)."""
+    code = (
+        "import socket, sys; sys.path.insert(0, 'tests')\n"
+        "tried = []\n"
+        "def refuse(*args, **kwargs):\n"
+        "    tried.append(repr(args[:2])[:80])\n"
+        "    raise OSError('the test forbids network connections')\n"
+        "def no_lookup(*args, **kwargs):\n"
+        "    tried.append('lookup ' + repr(args[:1]))\n"
+        "    raise socket.gaierror(-2, 'Name or service not known')\n"
+        "socket.create_connection = refuse\n"
+        "socket.socket.connect = refuse\n"
+        "socket.socket.connect_ex = refuse\n"
+        "socket.getaddrinfo = no_lookup\n"
+        "# huggingface_hub (>= 1.x) fetches an agent registry once per process (one 3 s attempt, not\n"
+        "# a retry loop, not ours): start with it empty so every attempt counted is a load's own\n"
+        "import huggingface_hub.utils as hu\n"
+        "da = getattr(hu, '_detect_agent', None)\n"
+        "if da is not None and hasattr(da, '_EMPTY_REGISTRY'):\n"
+        "    da._registry = da._EMPTY_REGISTRY\n"
+        "from zoo import tiny\n"
+        "from lens_widget import HookedModel\n"
+        "from lens_widget.tuned_lens import TunedLens, LensFileError\n"
+        "for name, call in (('model', lambda: HookedModel.from_pretrained('no-such-org/misspelled-model')),\n"
+        "                   ('tuned', lambda: TunedLens.from_pretrained('gpt2', tiny('llama')))):\n"
+        "    before = len(tried)\n"
+        "    try:\n"
+        "        call()\n"
+        "    except (OSError, LensFileError) as e:\n"
+        "        print(name, 'ERR', str(e).replace(chr(10), ' '))\n"
+        "    print(name, 'CONNECTIONS', len(tried) - before, tried[before:])\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")}
+    env.update(HF_HOME=str(tmp_path / "hf"), HF_HUB_CACHE=str(tmp_path / "hf" / "hub"))
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True, timeout=300)
+    lines = dict(line.split(" ", 1) for line in out.stdout.splitlines() if line.startswith(("model ", "tuned ")))
+    assert set(lines) == {"model", "tuned"}, out.stdout + out.stderr[-3000:]
+    model_lines = [line for line in out.stdout.splitlines() if line.startswith("model ")]
+    tuned_lines = [line for line in out.stdout.splitlines() if line.startswith("tuned ")]
+    assert "no network" in model_lines[0] and "misspelled-model" in model_lines[0] and "cannot reach huggingface.co:443" in model_lines[0], out.stdout
+    assert "offline" in tuned_lines[0] and "cannot reach huggingface.co:443" in tuned_lines[0], out.stdout
+    # the one probe each (a lookup refused inside create_connection is one attempt), no retry loop
+    assert model_lines[1].startswith("model CONNECTIONS 1 "), out.stdout
+    assert tuned_lines[1].startswith("tuned CONNECTIONS 1 "), out.stdout
 
 
 def test_local_folder_round_trip(tmp_path):
