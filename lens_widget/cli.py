@@ -66,20 +66,42 @@ def _parser() -> argparse.ArgumentParser:
 
 def layer_table(result, answer_id: int) -> str:
     """Compact per-layer table at the last position: top-1, its probability, the answer's rank."""
+    return lenses_table({"": result}, answer_id)
+
+
+def lenses_table(results, answer_id: int) -> str:
+    """Per-layer table at the last position, one block of columns per lens side by side
+    (``{label: LensResult}`` over the same sites): top-1, its probability, the answer's rank
+    and probability; a heading line names the lenses when there are several or they are named."""
     from .sites import site_label
 
-    col = result.position_index(-1)
-    answer = result.display(answer_id)
-    rows = [f"{'layer':>6}  {'top-1':<18} {'p(top-1)':>8}  {'rank of ' + answer:>16}  {'p(' + answer + ')':>10}"]
-    m = result.tracked_index(answer_id)
-    for s, site in enumerate(result.sites):
-        top = result.display(result.topk_ids[0, s, col, 0])
-        if len(top) > 18:
-            top = top[:17] + "…"
-        rows.append(
-            f"{site_label(site):>6}  {top:<18} {result.topk_probs[0, s, col, 0]:8.3f}  "
-            f"{int(result.tracked_rank[0, s, col, m]):>16}  {result.tracked_prob[0, s, col, m]:10.4f}"
-        )
+    first = next(iter(results.values()))
+    answer = first.display(answer_id)
+    rank_h, prob_h = f"rank {answer}", f"p({answer})"
+    wr, wp = max(6, len(rank_h)), max(8, len(prob_h))
+    width = 16 + 1 + 8 + 2 + wr + 2 + wp
+    rows = []
+    if any(results):
+        rows.append(f"{'':>6}  " + " | ".join(f"{label:<{width}}" for label in results).rstrip())
+    rows.append(f"{'layer':>6}  " + " | ".join(f"{'top-1':<16} {'p(top-1)':>8}  {rank_h:>{wr}}  {prob_h:>{wp}}" for _ in results))
+    cells = []
+    for r in results.values():
+        col, m = r.position_index(-1), r.tracked_index(answer_id)
+        cells.append((r, col, m))
+    for s, site in enumerate(first.sites):
+        parts = []
+        for r, col, m in cells:
+            top = r.display(r.topk_ids[0, s, col, 0])
+            if len(top) > 16:
+                top = top[:15] + "…"
+            parts.append(f"{top:<16} {r.topk_probs[0, s, col, 0]:8.3f}  {int(r.tracked_rank[0, s, col, m]):>{wr}}  {r.tracked_prob[0, s, col, m]:{wp}.4f}")
+        rows.append(f"{site_label(site):>6}  " + " | ".join(parts))
+    if len(results) > 1:
+        firsts = []
+        for label, r in results.items():
+            f = r.first_layer(answer_id)
+            firsts.append(f"{label}: {'never' if f is None else site_label(r.sites[f])}")
+        rows.append(f"\n{answer} is top-1 from layer  " + ",  ".join(firsts))
     return "\n".join(rows)
 
 
@@ -107,21 +129,27 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.model, gguf_file=args.gguf_file, dtype=getattr(torch, args.dtype), device=args.device
             )
         lens = LogitLens(model)
+        decoders = {"logit lens": None}
+        if args.command == "demo" or args.model is None:
+            # the embedded model ships a tuned lens: both lenses, from one recorded pass
+            from .tuned_lens import TunedLens
+
+            decoders["tuned lens"] = TunedLens.default(model)
         track = [model.tokens.token_id(t) for t in args.track]
         if args.answer is not None:
             answer = model.tokens.token_id(args.answer)
         else:
             answer = int(lens.final_top(args.prompt, 1)[0])
-        result = lens.run(args.prompt, k=args.k, track=[answer, *track])
+        results = lens.run(args.prompt, k=args.k, track=[answer, *track], decoders=decoders)
     except (PromptError, TokenLookupError, ValueError, OSError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"\n{model.name}: {args.prompt!r}\n")
-    print(layer_table(result, answer))
+    print(f"\n{model.name}: {args.prompt!r} (last position)\n")
+    print(lenses_table(results, answer))
     if not args.no_html:
         from .widget import LensWidget
 
-        widget = LensWidget(result=result)
+        widget = LensWidget(result=results)
         path = widget.save_html(Path(args.out))
         print(f"\nwrote {path} ({path.stat().st_size / 1e6:.1f} MB): open it in a browser, no kernel needed")
     return 0

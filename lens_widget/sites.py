@@ -7,8 +7,8 @@ Sites are points of the residual stream (and the contributions to it):
 * ``resid_mid_{i}``: the residual between attention and MLP of block ``i`` (sequential blocks);
 * ``attn_out_{i}`` / ``mlp_out_{i}``: what attention / MLP of block ``i`` add to the residual.
 
-Positions are token indices in a prompt, named by ``"all"``, ``"last"``, ``"last-N"``, ints or
-slices (:func:`resolve_positions`).
+Positions are token indices in a prompt, named by ``"all"``, ``"last"``, ``"last-N"`` (one token),
+``"last:N"`` (the last N tokens), slice strings ``"2:10"``, ints or slices (:func:`resolve_positions`).
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ __all__ = [
 SITE_KINDS = ("embed", "resid_out", "resid_mid", "attn_out", "mlp_out")
 _SITE_RE = re.compile(r"^(resid_out|resid_mid|attn_out|mlp_out)_(-?\d+)$")
 _LAST_RE = re.compile(r"^last(?:-(\d+))?$")
+_LAST_RANGE_RE = re.compile(r"^last:(\d+)$")
+_SLICE_RE = re.compile(r"^(-?\d+)?:(-?\d+)?(?::(-?\d+))?$")
 
 
 def parse_site(site: str, n_layers: int) -> tuple[str, int | None]:
@@ -101,8 +103,16 @@ def expand_sites(sites: str | Sequence[str] | None, n_layers: int, parallel: boo
 def resolve_positions(spec: Any, length: int) -> list[int]:
     """Token indices named by ``spec`` in a prompt of ``length`` tokens, ascending, unique.
 
-    ``spec`` is one item or a list of: ``"all"``, ``"last"``, ``"last-N"`` (the token N before
-    the last), an int (negative counts from the end) or a ``slice``.
+    ``spec`` is one item or a list of:
+
+    * ``"all"``: every token;
+    * ``"last"``: the last token; ``"last-N"``: **one** token, N before the last (``"last-2"``
+      is the third from the end, as in the seed library);
+    * ``"last:N"``: the **range** of the last N tokens (``"last:8"``: 8 columns; like the slice
+      ``-N:``, a prompt shorter than N gives all its tokens);
+    * a slice string ``"start:stop[:step]"`` (``"2:10"``, ``"-5:"``, ``"::2"``), read as Python's
+      ``range(length)[start:stop:step]``;
+    * an int (negative counts from the end) or a ``slice``.
     """
     items = spec if isinstance(spec, (list, tuple)) else [spec]
     out: set[int] = set()
@@ -116,8 +126,21 @@ def resolve_positions(spec: Any, length: int) -> list[int]:
                 if p < 0:
                     raise IndexError(f"position {item!r} is before the start of a {length}-token prompt")
                 out.add(p)
+            elif (rm := _LAST_RANGE_RE.match(item)) is not None:
+                n = int(rm.group(1))
+                if n < 1:
+                    raise ValueError(f"position range {item!r} names no token: use 'last:N' with N >= 1")
+                out.update(range(max(0, length - n), length))
+            elif (sm := _SLICE_RE.match(item)) is not None:
+                start, stop, step = (None if g is None else int(g) for g in sm.groups())
+                if step == 0:
+                    raise ValueError(f"position slice {item!r}: the step cannot be 0")
+                out.update(range(length)[slice(start, stop, step)])
             else:
-                raise ValueError(f"unknown position {item!r}: use 'all', 'last', 'last-N', an int or a slice")
+                raise ValueError(
+                    f"unknown position {item!r}: use 'all', 'last', 'last-N' (one token), 'last:N' (the last N tokens), "
+                    "a slice string like '2:10', an int or a slice"
+                )
         elif isinstance(item, slice):
             out.update(range(length)[item])
         elif isinstance(item, int) or hasattr(item, "__index__"):

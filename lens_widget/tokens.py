@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+import warnings
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -158,7 +159,10 @@ class TokenTable:
         """The id of one token, given as an id or as the exact string of a single token.
 
         Raises :class:`MultiTokenError` when ``token`` is several tokens and
-        :class:`TokenLookupError` when it is empty or an id outside the vocabulary.
+        :class:`TokenLookupError` when it is empty or an id outside the vocabulary. Warns
+        (``UserWarning``) when a word without a leading space (``"Paris"``) is one token and the
+        spaced form (``" Paris"``, the usual one mid-sentence) is one token too and likelier: a
+        lower id, which in a BPE vocabulary means an earlier merge, a more frequent piece.
         """
         if isinstance(token, bool):
             raise TokenLookupError(f"token must be an int id or a string, got {token!r}")
@@ -173,6 +177,7 @@ class TokenTable:
             raise TokenLookupError(f"token must be a non-empty string or an id, got {token!r}")
         ids = self.encode(token)
         if len(ids) == 1:
+            self._warn_if_spaced_likelier(token, ids[0])
             return ids[0]
         # A string such as "<0x0A>" or a special token may name a single vocabulary entry.
         direct = self.tokenizer.convert_tokens_to_ids(token)
@@ -182,6 +187,19 @@ class TokenTable:
         if not ids:
             raise TokenLookupError(f"{token!r} encodes to no tokens")
         raise MultiTokenError(token, [(i, self.decode(i)) for i in ids])
+
+    def _warn_if_spaced_likelier(self, token: str, tid: int) -> None:
+        """The warning of :meth:`token_id` for a space-less word whose spaced form is likelier."""
+        if not token[:1].isalnum():
+            return
+        spaced = self.encode(" " + token)
+        if len(spaced) == 1 and spaced[0] != tid and spaced[0] < tid and self.decode(spaced[0]) == " " + token:
+            warnings.warn(
+                f'tracking "{token}" (id {tid}); did you mean " {token}" (id {spaced[0]})? Mid-sentence words '
+                f'are usually the spaced token; pass " {token}" (or an id) to choose',
+                UserWarning,
+                stacklevel=3,
+            )
 
     # -- search ---------------------------------------------------------------------------
     def _texts(self) -> list[str]:

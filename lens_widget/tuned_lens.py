@@ -282,16 +282,11 @@ def load_params(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return state
 
 
-def _offline() -> bool:
-    flag = os.environ.get("HF_HUB_OFFLINE", "")
-    if flag.upper() in ("1", "ON", "YES", "TRUE"):
-        return True
-    try:
-        from huggingface_hub import constants
+def _offline() -> str | None:
+    """Why the hub cannot be used (``HF_HUB_OFFLINE``, or one probe found no network), else ``None``."""
+    from .loading import hub_unreachable
 
-        return bool(constants.HF_HUB_OFFLINE)
-    except ImportError:  # pragma: no cover - a transformers dependency
-        return False
+    return hub_unreachable()
 
 
 def _resolve(folder_or_name: Any, repo_id: str | None, repo_type: str | None, revision: str | None, cache_dir: str | None) -> tuple[Path, Path]:
@@ -315,14 +310,14 @@ def _resolve(folder_or_name: Any, repo_id: str | None, repo_type: str | None, re
         for filename in ("config.json", "params.pt"):
             paths.append(Path(hf_hub_download(
                 repo_id=repo_id, repo_type=repo_type, filename=filename, subfolder=f"lens/{name}",
-                revision=revision, cache_dir=cache_dir, local_files_only=offline, etag_timeout=5,
+                revision=revision, cache_dir=cache_dir, local_files_only=offline is not None, etag_timeout=5,
             )))
     except Exception as exc:
         where = f"lens/{name}/ of the {repo_type} {repo_id}"
         if offline:
             raise LensFileError(
                 f"{name!r} is not a local folder, and downloading {where} is impossible offline "
-                f"(HF_HUB_OFFLINE is set and it is not in the cache). Pass a folder holding config.json and params.pt."
+                f"({offline}; it is not in the cache). Pass a folder holding config.json and params.pt."
             ) from None
         raise LensFileError(
             f"could not download {where} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -160,6 +163,22 @@ def test_positions_spec():
             resolve_positions(bad, 5)
 
 
+def test_position_ranges_last_n_and_slice_strings():
+    # "last-N" is one token (the seed's meaning); "last:N" is the range of the last N tokens
+    n = 34
+    assert resolve_positions("last-8", n) == [n - 9]
+    assert resolve_positions("last:8", n) == list(range(n))[-8:] == list(range(26, 34))
+    assert resolve_positions("last:1", n) == resolve_positions("last", n)
+    assert resolve_positions("last:50", 5) == [0, 1, 2, 3, 4]  # like the slice -50:
+    # slice strings read as Python's slices of range(n)
+    for text, sl in (("2:10", slice(2, 10)), ("-5:", slice(-5, None)), ("::3", slice(None, None, 3)), (":4", slice(None, 4)), ("3:-3:2", slice(3, -3, 2))):
+        assert resolve_positions(text, n) == list(range(n))[sl], text
+    assert resolve_positions(["last:2", "0:2"], 6) == [0, 1, 4, 5]
+    for bad in ("last:0", "::0", "2:10:x", "last:-3", "5:2"):
+        with pytest.raises(ValueError):
+            resolve_positions(bad, n)
+
+
 def test_tokens_never_bos_and_refuse_multi_token_strings():
     model = tiny("llama")
     assert model.tokens.token_id("P") == char_tokenizer().convert_tokens_to_ids("P")
@@ -169,6 +188,30 @@ def test_tokens_never_bos_and_refuse_multi_token_strings():
     for bad in ("", 10**6, -1):
         with pytest.raises(TokenLookupError):
             model.tokens.token_id(bad)
+
+
+def test_a_spaceless_word_warns_when_the_spaced_token_is_likelier():
+    """The embedded SmolLM2's tokenizer (no weights): "Paris" is one rare token, " Paris" a common one."""
+    import warnings
+
+    from lens_widget.loading import default_model_path
+    from lens_widget.tokens import TokenTable
+
+    tok = T.AutoTokenizer.from_pretrained(default_model_path(), local_files_only=True)
+    table = TokenTable(tok)
+    plain, spaced = tok("Paris", add_special_tokens=False)["input_ids"], tok(" Paris", add_special_tokens=False)["input_ids"]
+    assert len(plain) == len(spaced) == 1 and spaced[0] < plain[0]  # the case the warning is for, from the tokenizer itself
+    with pytest.warns(UserWarning) as seen:
+        assert table.token_id("Paris") == plain[0]  # still the token asked for
+    [w] = seen
+    assert str(w.message).startswith(f'tracking "Paris" (id {plain[0]}); did you mean " Paris" (id {spaced[0]})?')
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning for the spaced form, an id, punctuation, or a word whose bare form is the common one
+        assert table.token_id(" Paris") == spaced[0]
+        assert table.token_id(plain[0]) == plain[0]
+        table.token_id(".")
+        table.token_id("Hello")
+        tiny("llama").tokens.token_id("P")  # " P" is two tokens of the character tokenizer
 
 
 @pytest.mark.parametrize(
@@ -280,6 +323,56 @@ def test_hub_names_fail_offline_with_a_clear_message(monkeypatch, tmp_path):
         HookedModel.from_pretrained("hf-internal-testing/tiny-random-LlamaForCausalLM")
     with pytest.raises(OSError):
         LogitLens.from_model_name("hf-internal-testing/tiny-random-LlamaForCausalLM")
+
+
+def test_no_network_fails_at_once_without_a_hub_retry_loop(tmp_path):
+    """HF_HUB_OFFLINE unset, no network: every connection attempt (and name lookup) raises and is
+    counted. A misspelled hub model name and a published tuned-lens name must fail with the reason
+    after the one probe, not after huggingface_hub's retries (46 s / 23 s of them before)."""
+    code = (
+        "import socket, sys; sys.path.insert(0, 'tests')\n"
+        "tried = []\n"
+        "def refuse(*args, **kwargs):\n"
+        "    tried.append(repr(args[:2])[:80])\n"
+        "    raise OSError('the test forbids network connections')\n"
+        "def no_lookup(*args, **kwargs):\n"
+        "    tried.append('lookup ' + repr(args[:1]))\n"
+        "    raise socket.gaierror(-2, 'Name or service not known')\n"
+        "socket.create_connection = refuse\n"
+        "socket.socket.connect = refuse\n"
+        "socket.socket.connect_ex = refuse\n"
+        "socket.getaddrinfo = no_lookup\n"
+        "# huggingface_hub (>= 1.x) fetches an agent registry once per process (one 3 s attempt, not\n"
+        "# a retry loop, not ours): start with it empty so every attempt counted is a load's own\n"
+        "import huggingface_hub.utils as hu\n"
+        "da = getattr(hu, '_detect_agent', None)\n"
+        "if da is not None and hasattr(da, '_EMPTY_REGISTRY'):\n"
+        "    da._registry = da._EMPTY_REGISTRY\n"
+        "from zoo import tiny\n"
+        "from lens_widget import HookedModel\n"
+        "from lens_widget.tuned_lens import TunedLens, LensFileError\n"
+        "for name, call in (('model', lambda: HookedModel.from_pretrained('no-such-org/misspelled-model')),\n"
+        "                   ('tuned', lambda: TunedLens.from_pretrained('gpt2', tiny('llama')))):\n"
+        "    before = len(tried)\n"
+        "    try:\n"
+        "        call()\n"
+        "    except (OSError, LensFileError) as e:\n"
+        "        print(name, 'ERR', str(e).replace(chr(10), ' '))\n"
+        "    print(name, 'CONNECTIONS', len(tried) - before, tried[before:])\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")}
+    env.update(HF_HOME=str(tmp_path / "hf"), HF_HUB_CACHE=str(tmp_path / "hf" / "hub"))
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True, timeout=300)
+    lines = dict(line.split(" ", 1) for line in out.stdout.splitlines() if line.startswith(("model ", "tuned ")))
+    assert set(lines) == {"model", "tuned"}, out.stdout + out.stderr[-3000:]
+    model_lines = [line for line in out.stdout.splitlines() if line.startswith("model ")]
+    tuned_lines = [line for line in out.stdout.splitlines() if line.startswith("tuned ")]
+    assert "no network" in model_lines[0] and "misspelled-model" in model_lines[0] and "cannot reach huggingface.co:443" in model_lines[0], out.stdout
+    assert "offline" in tuned_lines[0] and "cannot reach huggingface.co:443" in tuned_lines[0], out.stdout
+    # the one probe each (a lookup refused inside create_connection is one attempt), no retry loop
+    assert model_lines[1].startswith("model CONNECTIONS 1 "), out.stdout
+    assert tuned_lines[1].startswith("tuned CONNECTIONS 1 "), out.stdout
 
 
 def test_local_folder_round_trip(tmp_path):

@@ -37,6 +37,40 @@ def test_demo_prints_the_layer_table_and_writes_html(tmp_path, capsys):
     assert out.stat().st_size > 10_000 and "lens-widget" in out.read_text()
 
 
+def test_demo_shows_the_logit_and_tuned_lenses_side_by_side(capsys):
+    """Both lenses' columns, each equal to its own independent run (the tuned lens alone through
+    ``LogitLens(model, decoder=TunedLens.default(model))``), and the line saying where each lens
+    first reads the answer."""
+    from lens_widget import HookedModel, LogitLens
+    from lens_widget.cli import DEMO_PROMPT
+    from lens_widget.tuned_lens import TunedLens
+
+    assert main(["demo", "--no-html"]) == 0
+    text = capsys.readouterr().out
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    header = next(i for i, ln in enumerate(lines) if ln.split()[:2] == ["layer", "top-1"])
+    assert lines[header - 1].split("|")[0].strip() == "logit lens" and lines[header - 1].split("|")[1].strip() == "tuned lens"
+    rows = [ln.split(" | ") for ln in lines[header + 1 : header + 32]]
+    model = HookedModel.default()
+    paris = model.tokens.token_id(" Paris")
+    for label, decoder, side in (("logit", None, 0), ("tuned", TunedLens.default(model), 1)):
+        r = (LogitLens(model) if decoder is None else LogitLens(model, decoder=decoder)).run(DEMO_PROMPT, track=[paris], progress=False)
+        col = r.position_index(-1)
+        for s, row in enumerate(rows):
+            fields = row[side].split()
+            if side == 0:
+                fields = fields[1:]  # the layer label
+            top, p, rank = fields[0], float(fields[1]), int(fields[2])
+            d = r.display(r.topk_ids[0, s, col, 0])
+            assert top == (d if len(d) <= 16 else d[:15] + "…"), (label, s)
+            assert p == pytest.approx(float(r.topk_probs[0, s, col, 0]), abs=1e-3), (label, s)
+            assert rank == int(r.tracked_rank[0, s, col, 0]), (label, s)
+        first = r.first_layer(paris)
+        assert f"{label} lens: {r.site_labels[first]}" in lines[-1], lines[-1]
+    # the researcher's point: the tuned lens reads " Paris" earlier than the logit lens
+    assert lines[-1].startswith("␣Paris is top-1 from layer")
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from fakes import make_result
+from lens_widget.engine import LogitLens
 from lens_widget.result import LensResult
 from lens_widget.widget import LensWidget, WidgetClosedError
 from zoo import tiny
@@ -226,3 +227,72 @@ def test_widget_from_a_result_has_no_kernel_answers(tmp_path):
     assert not reply["ok"] and "no model" in reply["error"]
     page = w.save_html(tmp_path / "x.html").read_text()
     assert "<img src=x onerror" not in page and "</script><script>window.__pwned" not in page
+
+
+def test_unknown_keywords_raise_naming_them_and_traits_still_pass():
+    model = tiny("llama")
+    with pytest.raises(TypeError, match="'positons'"):
+        LensWidget(model, "Hello world", positons="last:3", progress=False)
+    with pytest.raises(TypeError, match="'colour', 'zoom'"):
+        LensWidget(model, "Hello world", zoom=2, colour="red", progress=False)
+    with pytest.raises(TypeError, match="'positons'"):  # the compare constructor passes its keywords on
+        LensWidget.compare(model, "Hello world", "Hello there", positons="last:3", progress=False)
+    w = LensWidget(model, "Hello world", height=300, metric="entropy", progress=False)  # traits are keywords
+    assert w.height == 300 and w.metric == "entropy"
+    w.close()
+
+
+def test_positions_choose_the_columns_and_follow_a_new_prompt():
+    model = tiny("llama")
+    text = "Hello world, again"  # one token per character
+    n = len(text)
+    w = LensWidget(model, text, positions="last:8", sites=["embed", "resid_out_1"], progress=False)
+    try:
+        assert w.data["n_positions"] == 8 and w.result.sites == ["embed", "resid_out_1"]
+        assert w.result.positions[0].tolist() == list(range(n - 8, n))
+        # the columns are the same cells as the full grid's last 8
+        full = LogitLens(model).run(text, sites=["embed", "resid_out_1"], progress=False)
+        np.testing.assert_array_equal(w.result.topk_ids[0], full.topk_ids[0][:, -8:])
+        w.set_prompt("Hello there, you all")  # the spec is re-read for the new prompt
+        assert w.result.positions[0].tolist() == list(range(20 - 8, 20))
+        with pytest.raises(Exception, match="positions='all'"):
+            w.generate(2)
+    finally:
+        w.close()
+    w = LensWidget(model, text, positions="last-8", progress=False)  # one token: 8 before the last
+    assert w.result.positions[0].tolist() == [n - 9]
+    w.close()
+    w = LensWidget(model, text, positions="2:5", progress=False)
+    assert w.result.positions[0].tolist() == [2, 3, 4]
+    w.close()
+    with pytest.raises(ValueError, match="positions"):
+        LensWidget(result=make_result(), positions="last:2")
+
+
+def test_a_click_on_the_row_labelled_L_reports_layer_L(widget):
+    """The front end sets ``selected`` with the row index (row 0: the embeddings); the grid labels
+    rows with ``site_label``. ``selected_cell`` must name the row as the grid does."""
+    r = widget.result
+    assert widget.selected_cell is None
+    for row, label in enumerate(r.site_labels):  # what the grid draws on each row
+        widget.set_state({"selected": {"site": row, "col": 4, "position": 4}})
+        cell = widget.selected_cell
+        assert cell["site"] == row and cell["label"] == label and cell["site_name"] == r.sites[row]
+        assert cell["layer"] == (-1 if label == "emb" else int(label)), cell
+        assert cell["position"] == 4 and cell["token"] == widget.prompt[4]  # the tiny model: one token per character
+    # the grid's labels, written again: embed, then blocks 0..n-1
+    widget.set_state({"selected": {"site": widget.model.num_layers, "col": 0, "position": 0}})
+    assert widget.selected_cell["layer"] == widget.model.num_layers - 1
+    assert widget.selected_cell["site_name"] == f"resid_out_{widget.model.num_layers - 1}"
+
+
+def test_selected_cell_on_a_subset_of_sites_and_positions():
+    w = LensWidget(tiny("llama"), "Hello world", sites=["resid_out_2", "attn_out_1"], positions="last:3", progress=False)
+    try:
+        w.set_state({"selected": {"site": 1, "col": 2, "position": 10}})
+        cell = w.selected_cell
+        assert (cell["site_name"], cell["label"], cell["layer"], cell["position"], cell["token"]) == ("attn_out_1", "a1", 1, 10, "d")
+        w.set_state({"selected": {"site": 0, "col": 0, "position": 8}})
+        assert (w.selected_cell["layer"], w.selected_cell["position"], w.selected_cell["token"]) == (2, 8, "r")
+    finally:
+        w.close()

@@ -38,6 +38,7 @@ export class PromptBox {
   }
 
   async run(): Promise<void> {
+    if (this.input.readOnly) return; // a page without a kernel (kernelless.ts): nothing can run it
     const mine = ++this.seq;
     this.notices.setStatus("");
     try {

@@ -135,7 +135,8 @@ export class TraitSync {
       : n > 1
         ? ` · prompt ${Number(this.model.get("prompt_index") ?? 0) + 1} of ${n}`
         : "";
-    return `${lens.modelName} · ${lens.lensName}${which} — ${lens.S} sites × ${lens.P} tokens`;
+    const held = lens.aggregate ? "" : positionsNote(lens.positions.subarray(0, lens.P), lens.inputIds.length);
+    return `${lens.modelName} · ${lens.lensName}${which} — ${lens.S} sites × ${lens.P} tokens${held ? ` (${held})` : ""}`;
   }
 
   loadData(): void {
@@ -202,4 +203,22 @@ export class TraitSync {
     mo.observe(document.body, { attributes: true, attributeFilter: THEME_ATTRIBUTES });
     d.add(() => mo.disconnect());
   }
+}
+
+/** Which token positions a grid holds, when not the whole prompt of `nTokens` tokens (0-based, as
+ * in Python): "positions 26–33 of 34", "position 25 of 34", "positions 0, 5, 9 of 34", or
+ * "12 positions of 40"; "" when every token is there. */
+export function positionsNote(positions: ArrayLike<number>, nTokens: number): string {
+  const n = positions.length;
+  if (n === 0) return "";
+  let contiguous = true;
+  for (let i = 1; i < n; i++) if (positions[i] !== positions[i - 1] + 1) contiguous = false;
+  const first = positions[0];
+  const last = positions[n - 1];
+  if (contiguous && first === 0 && last === nTokens - 1) return "";
+  const of = nTokens > 0 ? ` of ${nTokens}` : "";
+  if (n === 1) return `position ${first}${of}`;
+  if (contiguous) return `positions ${first}–${last}${of}`;
+  if (n <= 6) return `positions ${Array.from(positions).join(", ")}${of}`;
+  return `${n} positions${of}`;
 }

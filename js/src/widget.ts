@@ -17,6 +17,7 @@ import { decodeColumn, type Bytes } from "./data";
 import { tracker } from "./track";
 import { timeTooltip, watchPaint } from "./perf";
 import { Disposers, h } from "./dom";
+import { disableKernelControls, hasKernel } from "./kernelless";
 
 export const ROOT_CLASS = "lens-widget";
 
@@ -85,6 +86,9 @@ function render({ model, el }: Pick<RenderProps<LensTraits>, "model" | "el">): (
   req.request("view_ready", {}).catch(() => {
     tasks.el.hidden = true; // no kernel to write with
   });
+
+  // an exported page: no kernel to answer, so its controls are disabled (saying why)
+  if (!hasKernel(model)) d.add(disableKernelControls(root));
 
   // keys typed inside the widget stay inside it (hosts listen for shortcuts on the document)
   d.listen(root, "keydown", (ev) => ev.stopPropagation());

@@ -47,6 +47,7 @@ _BOOT = r"""
 (async () => {
   const read = (id) => JSON.parse(document.getElementById(id).textContent);
   const state = read("lw-state");
+  state._kernel = false;  // no kernel here: the front end disables what needs one (js/src/kernelless.ts)
   const src = read("lw-bundle");
   const handlers = new Map();
   const emit = (name, ...args) => { for (const cb of [...(handlers.get(name) || [])]) cb(...args); };

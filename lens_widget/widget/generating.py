@@ -18,6 +18,7 @@ from ..result import LensResult
 from ..schema import WIRE_KEYS
 from ..wire import column_message, lift_arrays
 from .requests import RequestError, int_in
+from .session import every_position
 from .tasks import BackgroundWork, Task
 
 __all__ = ["GenerateView", "MAX_NEW_TOKENS", "GENERATE_OPTIONS"]
@@ -53,6 +54,8 @@ class GenerateView:
         lens = self._need_model()
         if self._session is None or len(self._session.runners) > 1 or len(self.prompts) > 1:
             raise RequestError("generate works on a widget with one lens and one prompt")
+        if not every_position(self._session.positions):
+            raise RequestError("generate grows the grid by one column per new token: it needs a widget of every position (positions='all')")
         n = int_in("max_new_tokens", max_new_tokens, 1, MAX_NEW_TOKENS)
         bad = set(options) - set(GENERATE_OPTIONS)
         if bad:

@@ -23,7 +23,12 @@ from ..hooked import HookedModel
 from ..result import LensResult
 from .requests import RequestError
 
-__all__ = ["LensSession"]
+__all__ = ["LensSession", "every_position"]
+
+
+def every_position(positions: Any) -> bool:
+    """``positions=`` names every token (the default)."""
+    return isinstance(positions, str) and positions == "all"
 
 
 class LensSession:
@@ -31,12 +36,14 @@ class LensSession:
     lens), every lens computed from one recorded pass per batch."""
 
     def __init__(self, model: Any, decoders: Mapping[str, Decoder | None], *, tokenizer: Any = None, memory_budget: int | None = None,
-                 sites: str | Sequence[str] | None = None, k: int = 10):
+                 sites: str | Sequence[str] | None = None, positions: Any = "all", k: int = 10):
         base = LogitLens(model, memory_budget, tokenizer=tokenizer) if memory_budget else LogitLens(model, tokenizer=tokenizer)
         #: one runner per lens label (they share the model and the settings)
         self.runners: dict[str, LogitLens] = {label: base if d is None else base.with_decoder(d) for label, d in decoders.items()}
         self.base = base
         self.sites, self.k = sites, int(k)
+        #: which token positions of each prompt the grids hold (:func:`lens_widget.sites.resolve_positions`)
+        self.positions = positions
         #: ``{site: [P, d]}`` per prompt: what clicks are answered from, exactly
         self.acts: list[dict[str, torch.Tensor]] = []
 
@@ -57,7 +64,7 @@ class LensSession:
         """Every lens of ``prompts`` from one recorded pass; kept (with the activations) only when
         the run succeeds."""
         decoders = {label: runner.decoder for label, runner in self.runners.items()}
-        results, acts = self.base.run(prompts, sites=self.sites, k=self.k, track=tracked, progress=progress, return_activations=True,
+        results, acts = self.base.run(prompts, sites=self.sites, positions=self.positions, k=self.k, track=tracked, progress=progress, return_activations=True,
                                       stop=stop, decoders=decoders)
         self.acts = acts
         return results

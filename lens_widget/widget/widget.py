@@ -24,12 +24,13 @@ from ..hooked import HookedModel
 from ..metrics import COMPARE_METRICS, GRID_METRICS
 from ..progress import Stopped
 from ..result import LensResult
+from ..sites import parse_site, site_label
 from ..wire import result_to_wire
 from .comparing import CompareView
 from .export import BUNDLE_PATH, bundle_source, standalone_html
 from .generating import GenerateView
 from .requests import RequestError, handle_message, int_in
-from .session import LensSession
+from .session import LensSession, every_position
 from .tasks import BackgroundWork, Task
 
 __all__ = ["LensWidget", "WidgetClosedError", "Task"]
@@ -54,6 +55,14 @@ class LensWidget(CompareView, GenerateView, anywidget.AnyWidget):
     front from one recorded pass of the model (``LogitLens.run(..., decoders=)``), so the
     front end switches lenses without asking the kernel, and an exported page carries them all.
     The ``lens`` trait names the lens shown; kernel requests answer for it.
+
+    Rows and columns: ``sites=`` picks the rows (``None``/``"resid"``: the embeddings and every
+    block's output; ``"all"``; or site names, see :func:`lens_widget.sites.expand_sites`), and
+    ``positions=`` the columns (:func:`lens_widget.sites.resolve_positions`): ``"all"`` (default),
+    ``"last:8"`` (the range of the last 8 tokens), a slice string ``"2:10"``, ``"last-8"`` (one
+    token, 8 before the last), an int, or a list of these. The title says which positions are
+    shown when they are not the whole prompt. Other keywords must be widget traits (``metric=``,
+    ``height=``, ``transpose=``, ...); anything else is a ``TypeError``.
 
     A batch: ``prompt=["prompt a", "prompt b", ...]`` shows a prompt selector (each prompt's own
     grid, as if run alone) and a mean view over the prompts, aligned on the last token
@@ -95,6 +104,7 @@ class LensWidget(CompareView, GenerateView, anywidget.AnyWidget):
     #: Pinned cells, ``[[site, col], ...]``.
     pinned = t.List().tag(sync=True)
     #: The last clicked cell ``{"site", "col", "position"}`` (``{}``: none); observe it from Python.
+    #: ``site`` is the row's index (0: the embeddings), not its layer: :attr:`selected_cell` names it.
     selected = t.Dict().tag(sync=True)
     #: False: layers are rows (final layer at the top), tokens are columns.
     transpose = t.Bool(False).tag(sync=True)
@@ -135,6 +145,7 @@ class LensWidget(CompareView, GenerateView, anywidget.AnyWidget):
         comparison: Comparison | None = None,
         tokenizer: Any = None,
         sites: str | Sequence[str] | None = None,
+        positions: Any = "all",
         k: int = 10,
         track: Sequence[int | str] = (),
         memory_budget: int | None = None,
@@ -142,6 +153,13 @@ class LensWidget(CompareView, GenerateView, anywidget.AnyWidget):
         generate: int = 0,
         **kwargs: Any,
     ):
+        unknown = sorted(name for name in kwargs if name not in _TRAIT_KEYWORDS and name not in type(self).class_traits())
+        if unknown:
+            raise TypeError(
+                f"LensWidget() got unexpected keyword argument{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
+                "known: model, prompt, decoders, result, comparison, tokenizer, sites, positions, k, track, memory_budget, "
+                "progress, generate, or a widget trait (metric, height, transpose, ...)"
+            )
         source = bundle_source()  # a clear error, before anything is shown, if the front end is not built
         if isinstance(type(self)._esm, Path):  # the bundle was built after this module was imported
             self._esm = source
@@ -157,9 +175,14 @@ class LensWidget(CompareView, GenerateView, anywidget.AnyWidget):
             raise ValueError("give the prompt to look at")
         if result is not None and decoders is not None:
             raise ValueError("decoders= needs a model; to show several saved results pass result={label: LensResult}")
+        if result is not None and (sites is not None or not every_position(positions)):
+            raise ValueError("sites= and positions= choose what a model run computes; a saved result shows what it holds "
+                             "(run LogitLens.run(..., sites=, positions=) instead)")
+        if generate and not every_position(positions):
+            raise ValueError("generate= grows the grid by one column per new token: it needs positions='all'")
         session = None
         if model is not None:
-            session = LensSession(model, _labelled(decoders, "logit lens"), tokenizer=tokenizer, memory_budget=memory_budget, sites=sites, k=k)
+            session = LensSession(model, _labelled(decoders, "logit lens"), tokenizer=tokenizer, memory_budget=memory_budget, sites=sites, positions=positions, k=k)
         super().__init__(**kwargs)
         #: the lenses over the model and the kept activations (``None``: built from saved results)
         self._session: LensSession | None = session
@@ -197,6 +220,34 @@ class LensWidget(CompareView, GenerateView, anywidget.AnyWidget):
     def result(self) -> LensResult:
         """The `LensResult` of the lens shown (every prompt of a batch)."""
         return self._results[self.lens]
+
+    @property
+    def selected_cell(self) -> dict[str, Any] | None:
+        """The clicked cell (``selected``) in the grid's own terms, ``None`` when none is:
+        ``site`` (the row index the front end sets), ``site_name`` (``"resid_out_29"``),
+        ``label`` (the row's label, ``"29"``), ``layer`` (29; -1 for the embeddings), ``col``,
+        ``position`` (the token index in the prompt), ``token`` (the token there), ``lens`` and
+        ``prompt_index``."""
+        sel = dict(self.selected or {})
+        if not sel or not self._results:
+            return None
+        r, pi = self.result, self.prompt_index
+        c = self._compared if self.compare_view else None
+        sites = list(c.sites) if c is not None else list(r.sites)
+        site, col = int(sel.get("site", -1)), int(sel.get("col", -1))
+        if not 0 <= site < len(sites):
+            return None
+        name = sites[site]
+        _, layer = parse_site(name, 1 << 30)
+        out: dict[str, Any] = {"site": site, "site_name": name, "label": site_label(name), "layer": -1 if layer is None else layer, "col": col}
+        if c is None and 0 <= col < r.n_columns(pi):
+            pos = int(r.positions[pi, col])
+            tid = int(r.input_ids[pi, pos])
+            out.update({"position": pos, "token": r.token(tid)})
+        elif "position" in sel:
+            out["position"] = sel["position"]
+        out.update({"lens": self.lens, "prompt_index": pi})
+        return out
 
     @property
     def results(self) -> dict[str, LensResult]:
@@ -548,6 +599,10 @@ class LensWidget(CompareView, GenerateView, anywidget.AnyWidget):
     def send_message(self, content: dict[str, Any], buffers: list[bytes] | None = None) -> None:
         """A message to the front end from any thread (dropped once the widget is closed)."""
         self._send_safely(content, buffers)
+
+
+#: keywords anywidget itself reads (the front end's module and style)
+_TRAIT_KEYWORDS = frozenset({"_esm", "_css"})
 
 
 def _labelled(entries: Mapping[str, Any] | None, default_label: str | None) -> dict[str, Any]:

@@ -132,7 +132,7 @@ def test_a_cell_where_b_is_below_a_is_drawn_below_the_middle_of_the_diverging_sc
             "d_top1_prob": rb.topk_probs[0][:, cb, 0].astype(float) - ra.topk_probs[0][:, ca, 0],
             "next_rank_log_ratio": np.log(rb.next_rank[0][:, cb].astype(float)) - np.log(ra.next_rank[0][:, ca].astype(float)),
         }
-    page = open_page(w._export_state())
+    page = open_page(w.export_state())
     frames(page)
     S, middle = c.n_sites, (N_COLORS - 1) / 2
     for metric, want in alone.items():

@@ -189,18 +189,75 @@ def test_keyboard_navigation(open_page):
     assert page.evaluate("() => window.__lensModel.get('pinned')") == []
 
 
-def test_kernel_requests_fail_gracefully_offline(open_page):
-    page = open_page(widget_state(make_result(hostile=True)))
-    page.fill(".lw-search-input", "Paris")
-    page.press(".lw-search-input", "Enter")
-    page.wait_for_selector(".lw-search-out .lw-warn")
-    assert "no kernel" in page.locator(".lw-search-out").text_content()
-    page.fill(".lw-prompt-input", "new prompt")
-    page.press(".lw-prompt-input", "Enter")
-    page.wait_for_selector(".lw-error:not([hidden])")
-    assert "no kernel (exported page)" in page.locator(".lw-error").text_content()
+#: what each kernel-only control of the front end is (a request only the kernel answers)
+KERNEL_ONLY = {
+    "run (the prompt box)": "form.lw-prompt button[type=submit]",
+    "generate": ".lw-generate",
+    "new tokens": ".lw-generate-n",
+    "stop": ".lw-stop",
+    "search box": ".lw-search-input",
+    "search": "form.lw-search button[type=submit]",
+    "full vocabulary detail": ".lw-detail .lw-more",
+    "track (detail panel)": ".lw-detail .lw-track",
+}
+#: controls the page answers by itself (everything is in the page's data)
+CLIENT_SIDE = ("lw-lens", "lw-prompt-select", "lw-metric", "lw-metric-token", "lw-diff-a", "lw-diff-b", "lw-compare-toggle",
+               "lw-traj-metric", "lw-chip-label", "lw-chip-x", "lw-chart-toggle", "transpose")
+
+ENABLED_CONTROLS = """() => [...document.querySelectorAll('.lens-widget button, .lens-widget input, .lens-widget select, .lens-widget textarea')]
+  .filter(e => !e.disabled && !(e.tagName === 'INPUT' && e.readOnly))
+  .map(e => e.className || (e.closest('label')?.textContent.trim() ?? e.tagName))"""
+
+
+def test_no_kernel_only_control_is_enabled_in_an_exported_page(open_page, tmp_path):
+    """An exported page (no kernel): every kernel-only control is disabled with a title saying
+    why, the prompt box is read-only, and what stays enabled is what the page answers alone."""
+    from lens_widget.widget import LensWidget
+    from zoo import tiny
+
+    w = LensWidget(tiny("llama"), "Hello world", track=["H"], progress=False)
+    page = open_page(w.export_state())
+    w.close()
     frames(page)
-    assert page.evaluate(NONBLANK) > 2000  # the old grid stays
+    page.mouse.click(*cell_xy(page, 1, 2))  # the detail panel: "full vocabulary detail" and track buttons appear
+    page.wait_for_selector(".lw-detail .lw-more")
+    frames(page)
+    for name, sel in KERNEL_ONLY.items():
+        loc = page.locator(sel)
+        assert loc.count() >= 1, name
+        for i in range(loc.count()):
+            c = loc.nth(i)
+            assert c.is_disabled(), name
+            assert "needs a kernel" in (c.get_attribute("title") or ""), name
+    prompt = page.locator(".lw-prompt-input")
+    assert not prompt.is_editable() and prompt.input_value() == "Hello world"
+    prompt.press("Enter")  # nothing to run it: no request, no "no kernel" error left on screen
+    page.locator(".lw-generate").click(force=True)  # a disabled button: no "generating…" either
+    frames(page)
+    assert page.locator(".lw-error:not([hidden])").count() == 0
+    assert "generating" not in page.locator(".lens-widget").inner_text()
+    # everything still enabled is one of the page's own controls
+    enabled = page.evaluate(ENABLED_CONTROLS)
+    assert enabled and all(any(c in name for c in CLIENT_SIDE) for name in enabled), enabled
+    frames(page)
+    assert page.evaluate(NONBLANK) > 2000  # the grid is drawn as ever
+
+
+def test_the_title_says_which_positions_the_grid_holds(open_page):
+    from lens_widget.widget import LensWidget
+    from zoo import tiny
+
+    text = "Hello world, again"  # one token per character: 18 tokens
+    for positions, note in (("last:8", "positions 10–17 of 18"), ("last-3", "position 14 of 18"), ("all", None)):
+        w = LensWidget(tiny("llama"), text, positions=positions, progress=False)
+        cols = w.result.positions[0].tolist()
+        page = open_page(w.export_state())
+        w.close()
+        title = page.locator(".lw-title").text_content()
+        if note is None:
+            assert cols == list(range(18)) and "position" not in title, title
+        else:
+            assert note in title and str(cols[0]) in note and str(cols[-1]) in note, title
 
 
 def test_big_grid_scrolls_and_final_layer_stays(open_page):
