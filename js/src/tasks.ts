@@ -86,6 +86,20 @@ export class TaskBar {
     this.setRunning(running);
   }
 
+  /** Another request's long work (a patch): shown running with `text`, progress and stop. */
+  startWork(text: string): void {
+    this.el.hidden = false;
+    this.setRunning(true);
+    this.text.textContent = text;
+  }
+
+  /** That work ended: say how. */
+  endWork(text: string): void {
+    this.state = "done";
+    this.setRunning(false);
+    this.text.textContent = text;
+  }
+
   async generate(): Promise<void> {
     const n = Math.max(1, Math.min(4096, Math.floor(Number(this.count.value) || 20)));
     this.notices.setStatus("");

@@ -17,6 +17,9 @@ import { decodeColumn, type Bytes } from "./data";
 import { tracker } from "./track";
 import { timeTooltip, watchPaint } from "./perf";
 import { Disposers, h } from "./dom";
+import { PatchTool, promptOf } from "./patch";
+import { DEFAULT_METRIC, isMetric } from "./metrics";
+import { setTraits } from "./model";
 
 export const ROOT_CLASS = "lens-widget";
 
@@ -41,8 +44,31 @@ function render({ model, el }: Pick<RenderProps<LensTraits>, "model" | "el">): (
   const prompt = new PromptBox(model, req, notices, d);
   const search = new SearchBox(req, track, d);
   const tasks = new TaskBar(model, req, notices, root, d);
+  // whether a kernel answers requests: view_ready's reply says (an exported page answers no)
+  const kernel: { ok: boolean | null; reason: string } = { ok: null, reason: "" };
+  const patch = new PatchTool(
+    {
+      req,
+      promptShown: () => promptOf(sync.lens, Number(model.get("prompt_index") ?? 0)),
+      prompts: () => (model.get("prompts") ?? []).map(String),
+      showPrompt: (i) => {
+        const metric = String(model.get("metric") ?? "");
+        setTraits(model, { compare_view: false, aggregate: false, prompt_index: i, ...(isMetric(metric) ? {} : { metric: DEFAULT_METRIC }) });
+      },
+      targetPrompt: () => Number(model.get("prompt_index") ?? 0),
+      kernel: () => kernel,
+      taskStarted: (text) => tasks.startWork(text),
+      taskEnded: (text, isError) => {
+        tasks.endWork(text);
+        if (isError) notices.setError(text);
+      },
+      changed: () => sync.syncOverlay(),
+      sideChanged: () => sync.loadData(),
+    },
+    d,
+  );
   const bar2 = h("div", "lw-controls lw-controls2");
-  bar2.append(prompt.el, tasks.el, search.form);
+  bar2.append(prompt.el, tasks.el, patch.el, search.form);
   const title = h("div", "lw-title");
   root.append(title, controls.el, bar2, search.out, notices.errorBox, notices.status);
 
@@ -53,8 +79,16 @@ function render({ model, el }: Pick<RenderProps<LensTraits>, "model" | "el">): (
       if (!cell || !lens || !ev) return tooltip.hide();
       timeTooltip(root, () => tooltip.show(lens, sync.view, cell, ev.clientX, ev.clientY));
     },
-    onClick: (cell) => selection.click(cell),
-    onKey: (ev) => selection.key(ev),
+    onClick: (cell) => {
+      if (!patch.click(cell)) return selection.click(cell);
+      selection.select(cell); // in patch mode a click picks, and moves the cursor, without pinning
+      grid.viewport.focus({ preventScroll: true });
+    },
+    onKey: (ev) => {
+      if (sync.lens && patch.key(ev, grid.getSelected() ?? grid.cellOf(0, 0))) return;
+      selection.key(ev);
+    },
+    onDrag: (from, to) => patch.drag(from, to),
   });
   const tooltip = new Tooltip(root);
   const panel = new Panel(root, {
@@ -63,9 +97,11 @@ function render({ model, el }: Pick<RenderProps<LensTraits>, "model" | "el">): (
     unpin: (cell) => selection.unpin(cell),
     select: (cell) => selection.select(cell, true),
     status: (text, isError) => notices.setStatus(text, isError),
+    kernel: () => kernel,
+    diffTokens: () => (model.get("diff_tokens") ?? []).map(Number),
   });
   const selection = new Selection(model, grid, panel, () => sync.lens);
-  const sync = new TraitSync(model, { root, title, notices, controls, prompt, grid, panel, tooltip, selection });
+  const sync = new TraitSync(model, { root, title, notices, controls, prompt, grid, panel, tooltip, selection, patch });
   sync.start(d);
 
   // the kernel's unrequested messages: progress of long work, and new columns of a generation
@@ -82,9 +118,23 @@ function render({ model, el }: Pick<RenderProps<LensTraits>, "model" | "el">): (
   d.on(model, "change:prompts", () => tasks.sync());
   d.on(model, "change:lenses", () => tasks.sync());
   // a view listens now: a widget built with generate=N starts writing (an exported page says no)
-  req.request("view_ready", {}).catch(() => {
-    tasks.el.hidden = true; // no kernel to write with
-  });
+  const kernelKnown = () => {
+    root.dataset.kernel = kernel.ok ? "yes" : "no";
+    patch.sync(sync.hasPatch() && !!model.get("compare_view"));
+    panel.attribution.syncKernel();
+  };
+  req
+    .request("view_ready", {})
+    .then(() => {
+      kernel.ok = true;
+      kernelKnown();
+    })
+    .catch((e: Error) => {
+      tasks.el.hidden = true; // no kernel to write with
+      kernel.ok = false;
+      kernel.reason = e.message;
+      kernelKnown();
+    });
 
   // keys typed inside the widget stay inside it (hosts listen for shortcuts on the document)
   d.listen(root, "keydown", (ev) => ev.stopPropagation());
