@@ -2,7 +2,7 @@
 // view in the detail panel: the top contributors as bars (positive / negative distinct), the rest
 // and the remainder rows shown apart, the sum against the cell's logit, and a layer × head heatmap
 // (canvas) with a hover readout. Token strings go in through textContent only.
-import type { LensData } from "./data";
+import { decodeResult, isWireArray, type LensData } from "./data";
 import type { Cell } from "./grid";
 import type { Requester } from "./requests";
 import { diverging } from "./color";
@@ -45,7 +45,8 @@ export interface Attribution {
 }
 
 const num = (v: unknown): number => (typeof v === "number" ? v : v === null || v === undefined ? NaN : Number(v));
-const list = (v: unknown): unknown[] => (Array.isArray(v) ? v : ArrayBuffer.isView(v) ? Array.from(v as unknown as ArrayLike<number>) : []);
+const list = (v: unknown): unknown[] =>
+  Array.isArray(v) ? v : ArrayBuffer.isView(v) ? Array.from(v as unknown as ArrayLike<number>) : isWireArray(v) ? list(decodeResult(v)) : [];
 
 function rowsOf(names: unknown, kinds: unknown, values: unknown): AttributionRow[] {
   const n = list(names);
