@@ -145,6 +145,18 @@ describe("the patch bar in the widget", () => {
     const p = model.sent.filter((m) => m.type === "patch");
     expect(p.map((m) => [m.source, m.target])).toEqual([[[0, 2, 1], [1, 4]]]);
     expect(model.get("pinned")).toEqual([]);
+    // the task bar tells the patch's progress in its words; the reply ends it
+    const root = el.querySelector<HTMLElement>(".lens-widget")!;
+    const text = el.querySelector(".lw-progress-text")!;
+    model.emit("msg:custom", { type: "progress", task: "compute", state: "running", done: 1, total: 2, eta_s: 1, elapsed_s: 1 });
+    expect(root.dataset.task).toBe("running");
+    expect(text.textContent).toMatch(/^patching prompt 1 .* \(1 \/ 2\)$/);
+    model.emit("msg:custom", { type: "progress", task: "compute", state: "done", done: -1, total: 2, eta_s: 0, elapsed_s: 1 });
+    expect(root.dataset.task).toBe("running");
+    answer(model, p[0], { result: { seconds: 0.5, max_js: 0.25 } });
+    await tick();
+    expect(root.dataset.task).not.toBe("running");
+    expect(text.textContent).toBe("patch done in 0.50 s · largest JS 0.250 nats");
     cleanup();
   });
 
