@@ -103,7 +103,7 @@ export class Grid {
     this.viewport.className = "lw-viewport";
     this.viewport.tabIndex = 0;
     this.viewport.setAttribute("role", "grid");
-    this.viewport.setAttribute("aria-label", "logit lens grid: arrows move, Enter pins, Esc clears pins");
+    this.viewport.setAttribute("aria-label", "logit lens grid: arrows move, Enter pins, Esc clears pins; patching: s marks the source, t patches into this column, p next prompt, Esc cancels");
     this.sizer = document.createElement("div");
     this.sizer.className = "lw-sizer";
     this.canvas = document.createElement("canvas");

@@ -185,6 +185,8 @@ export class PatchTool {
   private coneBox = h("label", "lw-patch-cone", undefined, { title: "shade the causal cone: the cells the patch can change" });
   private coneChk = h("input", "lw-patch-cone-toggle", undefined, { type: "checkbox" });
   private running = false;
+  /** what the patch shown did ("" none) */
+  private shown = "";
 
   constructor(private host: PatchHost, d: Disposers) {
     this.el = h("div", "lw-patch");
@@ -205,7 +207,9 @@ export class PatchTool {
   }
 
   /** Show the bar: the toggle with two or more prompts, the side select and cone with a patch. */
-  sync(hasPatch: boolean): void {
+  sync(hasPatch: boolean, info: PatchInfo | null = null): void {
+    if (info) this.shown = describePatch(info);
+    else if (!hasPatch) this.shown = "";
     const many = this.host.prompts().length > 1;
     this.toggle.hidden = !many;
     this.sideSel.hidden = this.coneBox.hidden = !hasPatch;
@@ -234,7 +238,7 @@ export class PatchTool {
     this.toggle.setAttribute("aria-pressed", String(s.mode !== "off"));
     this.toggle.classList.toggle("lw-on", s.mode !== "off");
     this.el.dataset.patchMode = s.mode;
-    if (s.mode === "off") this.hint.textContent = "";
+    if (s.mode === "off") this.hint.textContent = this.sideSel.hidden ? "" : this.shown;
     else if (s.mode === "source") this.hint.textContent = "pick the source cell (click, or s on the cursor)";
     else this.hint.textContent = `source: prompt ${s.source.prompt + 1}, site ${s.source.site}, column ${s.source.col} — pick the target column (switch prompt or stay; click, or t; Esc cancels)`;
   }
@@ -316,6 +320,12 @@ export class PatchTool {
       this.sync(this.sideSel.hidden === false);
     }
   }
+}
+
+/** One line on the patch shown: what went where, and what the shade is. */
+export function describePatch(p: PatchInfo): string {
+  const from = p.source === "prompt" ? `prompt ${p.sourcePromptIndex + 1} pos ${p.sourcePosition}` : `a ${p.source} value`;
+  return `patched ${p.siteName || `site ${p.site}`}: ${from} → prompt ${p.targetPromptIndex + 1} pos ${p.targetPosition}; shaded: the cells it can change`;
 }
 
 /** The prompt index of the grid shown, or null on the diff grid or the mean view. */

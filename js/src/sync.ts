@@ -190,7 +190,7 @@ export class TraitSync {
     v.root.dataset.lens = lens?.lensName ?? "";
     const cmp = this.model.get("compare_view") ? this.diffGrid()?.compare : undefined;
     v.root.dataset.view = lens?.compare ? "compare" : cmp && (lens === cmp.a || lens === cmp.b) ? `compare-${lens === cmp.b ? "b" : "a"}` : lens?.aggregate ? "mean" : String(this.model.get("prompt_index") ?? 0);
-    v.patch.sync(!!cmp?.patch);
+    v.patch.sync(!!cmp?.patch, cmp?.patch ?? null);
     this.markRoot(lens);
     this.syncControls();
     this.recolor();

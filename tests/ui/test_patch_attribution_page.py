@@ -173,6 +173,10 @@ def test_the_diff_grid_of_a_patch_shades_the_cone_and_the_switch_shows_the_patch
     S, P = cone.shape
     mark = (SOURCE[1], int(np.flatnonzero(c.cols_b == TARGET[1])[0]))
     assert cone[mark] and cone.sum() >= 3 and (~cone).sum() >= 10
+    assert page.locator(".lw-patch-hint").text_content() == (
+        f"patched {p.site}: prompt {SOURCE[0] + 1} pos {p.source_position} → prompt {TARGET[0] + 1} pos {p.target_position}; shaded: the cells it can change"
+    )
+    assert page.locator(".lw-cmp-pair").is_hidden()  # a patch is clean vs patched, not two chosen sides
     assert assert_cone_pixels(page, "seq", js_colours(c), cone, mark) == cone.sum() - 1
     # the cone off: every cell its plain colour
     page.locator("input.lw-patch-cone-toggle").uncheck()
