@@ -506,7 +506,7 @@ export class Grid {
     const { lens, th } = f;
     const P = lens.P;
     for (const m of this.overlay.marks)
-      if (m.cell.site < lens.S && m.cell.col < P) this.outline(f, m.cell, m.kind === "patched" ? th.fg : th.cone, 3, m.kind === "patched" ? [] : [4, 2]);
+      if (m.cell.site < lens.S && m.cell.col < P) this.outline(f, m.cell, m.kind === "patched" ? th.fg : th.cone, m.kind === "target" ? 2 : 3, m.kind === "source" ? [4, 2] : []);
     for (const key of this.pinned) {
       const cell = { site: Math.floor(key / P), col: key % P };
       if (cell.site < lens.S) this.outline(f, cell, th.fg, 2, []);

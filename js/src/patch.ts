@@ -56,7 +56,7 @@ export const PATCH_SIDE_LABELS: Record<PatchSide, string> = { diff: "diff grid (
 export interface Overlay {
   /** [S * P] of the grid shown: 1 = in the cone */
   shade: Uint8Array | null;
-  marks: { cell: Cell; kind: "patched" | "source" }[];
+  marks: { cell: Cell; kind: "patched" | "source" | "target" }[];
 }
 
 export const NO_OVERLAY: Overlay = { shade: null, marks: [] };
@@ -296,6 +296,13 @@ export class PatchTool {
   /** The prompt to go back to from the diff grid (the patch's target, else the first). */
   private lastPrompt(): number {
     return Math.max(0, this.host.targetPrompt());
+  }
+
+  /** While a target is picked: the cell the patch would go into under the pointer (the source's
+   * site, the hovered column), on a prompt's own grid; else null. */
+  targetPreview(hover: Cell | null): Cell | null {
+    const s = this.state;
+    return s.mode === "target" && hover && this.host.promptShown() !== null ? { site: s.source.site, col: hover.col } : null;
   }
 
   /** The source cell to mark on the grid shown (only on its own prompt). */

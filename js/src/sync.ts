@@ -108,8 +108,19 @@ export class TraitSync {
     }
     const src = lens && !lens.compare ? v.patch.sourceMark() : null;
     if (src && lens && src.site < lens.S && src.col < lens.P) o.marks.push({ cell: src, kind: "source" });
+    const to = lens && !lens.compare ? v.patch.targetPreview(this.patchHover) : null;
+    if (to && lens && to.site < lens.S && to.col < lens.P) o.marks.push({ cell: to, kind: "target" });
     v.grid.setOverlay(o);
     v.root.dataset.patch = info ? (lens?.compare ? "diff" : lens === cmp?.b ? "b" : lens === cmp?.a ? "a" : "off") : "";
+  }
+
+  /** The cell under the pointer while a patch's target is picked (its preview follows it). */
+  private patchHover: { site: number; col: number } | null = null;
+
+  setPatchHover(cell: { site: number; col: number } | null): void {
+    const was = this.patchHover;
+    this.patchHover = cell;
+    if (this.v.patch.state.mode === "target" && (was?.col !== cell?.col || !was !== !cell)) this.syncOverlay();
   }
 
   /** Whether the comparison shown is a patch's. */

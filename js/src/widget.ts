@@ -75,6 +75,7 @@ function render({ model, el }: Pick<RenderProps<LensTraits>, "model" | "el">): (
   // the grid's callbacks run only after every part below exists
   const grid = new Grid(root, {
     onHover(cell, ev) {
+      sync.setPatchHover(cell);
       const lens = sync.lens;
       if (!cell || !lens || !ev) return tooltip.hide();
       timeTooltip(root, () => tooltip.show(lens, sync.view, cell, ev.clientX, ev.clientY));

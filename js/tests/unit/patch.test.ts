@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { alignedCol, coneOverlay, decodePatch, patchKey, patchStep, type PatchInfo, type PatchState } from "../../src/patch";
+import { alignedCol, coneOverlay, decodePatch, describePatch, patchKey, patchStep, PatchTool, type PatchInfo, type PatchState } from "../../src/patch";
+import { Disposers } from "../../src/dom";
 import { answer, makeData, mount, wire } from "../fixture";
 
 const tick = () => new Promise((r) => setTimeout(r, 0));
@@ -164,5 +165,32 @@ describe("the patch bar in the widget", () => {
     const { el, cleanup } = await mount({ data: makeData() });
     expect(el.querySelector<HTMLElement>(".lw-patch")!.hidden).toBe(true);
     cleanup();
+  });
+});
+
+describe("PatchTool marks", () => {
+  it("marks the source on its own prompt and previews the target at the source's site", () => {
+    let shown: number | null = 0;
+    const tool = new PatchTool(
+      {
+        req: {} as never, promptShown: () => shown, prompts: () => ["a", "b"], showPrompt: () => {}, targetPrompt: () => 0,
+        kernel: () => ({ ok: true, reason: "" }), taskStarted: () => {}, taskEnded: () => {}, changed: () => {}, sideChanged: () => {},
+      },
+      new Disposers(),
+    );
+    expect(tool.targetPreview({ site: 0, col: 4 })).toBeNull(); // no source yet
+    tool.apply({ type: "toggle" });
+    tool.click({ site: 2, col: 1 });
+    expect(tool.sourceMark()).toEqual({ site: 2, col: 1 });
+    expect(tool.targetPreview({ site: 0, col: 4 })).toEqual({ site: 2, col: 4 });
+    shown = 1; // another prompt: the source is not on it, the preview is
+    expect(tool.sourceMark()).toBeNull();
+    expect(tool.targetPreview({ site: 3, col: 0 })).toEqual({ site: 2, col: 0 });
+    shown = null; // the diff grid: neither
+    expect(tool.targetPreview({ site: 3, col: 0 })).toBeNull();
+  });
+
+  it("describes the patch shown", () => {
+    expect(describePatch(info(4, 5, 1, 2))).toBe("patched resid_out_0: prompt 1 pos 1 → prompt 2 pos 2; shaded: the cells it can change");
   });
 });
