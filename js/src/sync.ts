@@ -13,7 +13,7 @@ import type { Selection } from "./selection";
 import type { Notices } from "./status";
 import type { Tooltip } from "./tooltip";
 import type { Disposers } from "./dom";
-import { alignedCol, coneOverlay, type Overlay, type PatchTool } from "./patch";
+import { alignedCol, coneOverlay, type Overlay, type PatchInfo, type PatchTool } from "./patch";
 
 export interface Views {
   root: HTMLElement;
@@ -123,9 +123,9 @@ export class TraitSync {
     if (this.v.patch.state.mode === "target" && (was?.col !== cell?.col || !was !== !cell)) this.syncOverlay();
   }
 
-  /** Whether the comparison shown is a patch's. */
-  hasPatch(): boolean {
-    return !!this.diffGrid()?.compare?.patch;
+  /** The patch of the comparison shown (null: none, or the compare view is off). */
+  patchInfo(): PatchInfo | null {
+    return (this.model.get("compare_view") && this.diffGrid()?.compare?.patch) || null;
   }
 
   private decode(raw: unknown, label: string): LensData | null {

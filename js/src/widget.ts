@@ -55,7 +55,7 @@ function render({ model, el }: Pick<RenderProps<LensTraits>, "model" | "el">): (
         const metric = String(model.get("metric") ?? "");
         setTraits(model, { compare_view: false, aggregate: false, prompt_index: i, ...(isMetric(metric) ? {} : { metric: DEFAULT_METRIC }) });
       },
-      targetPrompt: () => Number(model.get("prompt_index") ?? 0),
+      targetPrompt: () => sync.patchInfo()?.targetPromptIndex ?? Number(model.get("prompt_index") ?? 0),
       kernel: () => kernel,
       taskStarted: (text) => tasks.startWork(text),
       taskEnded: (text, isError) => {
@@ -116,12 +116,12 @@ function render({ model, el }: Pick<RenderProps<LensTraits>, "model" | "el">): (
   model.on("msg:custom", onMsg);
   d.add(() => model.off("msg:custom", onMsg));
   tasks.sync();
-  d.on(model, "change:prompts", () => tasks.sync());
+  d.on(model, "change:prompts", () => (tasks.sync(), patch.sync(!!sync.patchInfo())));
   d.on(model, "change:lenses", () => tasks.sync());
   // a view listens now: a widget built with generate=N starts writing (an exported page says no)
   const kernelKnown = () => {
     root.dataset.kernel = kernel.ok ? "yes" : "no";
-    patch.sync(sync.hasPatch() && !!model.get("compare_view"));
+    patch.sync(!!sync.patchInfo());
     panel.attribution.syncKernel();
   };
   req
