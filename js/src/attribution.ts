@@ -113,11 +113,19 @@ export function targetLabel(a: Pick<Attribution, "kind" | "tokenIds" | "tokens">
 export const HEAT_CELL = 14;
 export const HEAT_HEAD_W = 30;
 export const HEAT_HEAD_H = 14;
+/** the heatmap's cells fit in about this many pixels each way (big models get smaller cells) */
+const HEAT_MAX = 448;
+
+/** A heatmap cell's side in pixels: 14, less for many layers or heads (never under 4). */
+export function heatCell(nLayers: number, nHeads: number): number {
+  return Math.max(4, Math.min(HEAT_CELL, Math.floor(HEAT_MAX / Math.max(1, nHeads, nLayers))));
+}
 
 /** The (row = layer index into `layers`, head) under canvas CSS coordinates, or null. */
 export function heatCellAt(x: number, y: number, nLayers: number, nHeads: number): { row: number; head: number } | null {
-  const c = Math.floor((x - HEAT_HEAD_W) / HEAT_CELL);
-  const r = Math.floor((y - HEAT_HEAD_H) / HEAT_CELL);
+  const size = heatCell(nLayers, nHeads);
+  const c = Math.floor((x - HEAT_HEAD_W) / size);
+  const r = Math.floor((y - HEAT_HEAD_H) / size);
   if (x < HEAT_HEAD_W || y < HEAT_HEAD_H || c >= nHeads || r >= nLayers) return null;
   return { row: r, head: c };
 }
@@ -302,8 +310,9 @@ export class AttributionView {
     }
     box.append(h("div", "lw-note", `head contributions to ${targetLabel(a)} (layer × head; red +, blue −)`));
     const canvas = h("canvas", "lw-attr-canvas", undefined, { role: "img", "aria-label": "layer by head contributions" });
-    const W = HEAT_HEAD_W + nHeads * HEAT_CELL;
-    const H = HEAT_HEAD_H + layers.length * HEAT_CELL;
+    const cell = heatCell(layers.length, nHeads);
+    const W = HEAT_HEAD_W + nHeads * cell;
+    const H = HEAT_HEAD_H + layers.length * cell;
     const dpr = (typeof window !== "undefined" && window.devicePixelRatio) || 1;
     canvas.width = Math.round(W * dpr);
     canvas.height = Math.round(H * dpr);
@@ -321,17 +330,18 @@ export class AttributionView {
       ctx.fillStyle = fg;
       ctx.textBaseline = "middle";
       ctx.textAlign = "center";
-      for (let hd = 0; hd < nHeads; hd += nHeads > 16 ? 4 : 1) ctx.fillText(String(hd), HEAT_HEAD_W + hd * HEAT_CELL + HEAT_CELL / 2, HEAT_HEAD_H / 2);
+      const every = Math.ceil(16 / cell); // head labels with room for them
+      for (let hd = 0; hd < nHeads; hd += every) ctx.fillText(String(hd), HEAT_HEAD_W + hd * cell + cell / 2, HEAT_HEAD_H / 2);
       ctx.textAlign = "right";
       layers.forEach((l, r) => {
         // the last layer at the top, as in the grid
-        const y = HEAT_HEAD_H + (layers.length - 1 - r) * HEAT_CELL;
+        const y = HEAT_HEAD_H + (layers.length - 1 - r) * cell;
         ctx.fillStyle = fg;
-        ctx.fillText(`L${l}`, HEAT_HEAD_W - 3, y + HEAT_CELL / 2);
+        if ((layers.length - 1 - r) % Math.ceil(12 / cell) === 0) ctx.fillText(`L${l}`, HEAT_HEAD_W - 3, y + cell / 2);
         for (let hd = 0; hd < nHeads; hd++) {
           const ci = scale.index(values[r * nHeads + hd]);
           ctx.fillStyle = ci < 0 ? none : scale.colors[ci];
-          ctx.fillRect(HEAT_HEAD_W + hd * HEAT_CELL, y, HEAT_CELL - 1, HEAT_CELL - 1);
+          ctx.fillRect(HEAT_HEAD_W + hd * cell, y, cell - 1, cell - 1);
         }
       });
     }

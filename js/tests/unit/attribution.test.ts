@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { AttributionView, decodeAttribution, heatCellAt, HEAT_CELL, HEAT_HEAD_H, HEAT_HEAD_W, targetLabel } from "../../src/attribution";
+import { AttributionView, decodeAttribution, heatCell, heatCellAt, HEAT_CELL, HEAT_HEAD_H, HEAT_HEAD_W, targetLabel } from "../../src/attribution";
 import { decodeResult, decodeLens } from "../../src/data";
 import { answer, FakeModel, makeData, mount, wire } from "../fixture";
 import { Requester } from "../../src/requests";
@@ -63,6 +63,15 @@ describe("heatCellAt", () => {
     expect(heatCellAt(HEAT_HEAD_W - 1, HEAT_HEAD_H + 1, 2, 4)).toBeNull();
     expect(heatCellAt(HEAT_HEAD_W + 4 * HEAT_CELL, HEAT_HEAD_H + 1, 2, 4)).toBeNull();
     expect(heatCellAt(HEAT_HEAD_W + 1, HEAT_HEAD_H + 2 * HEAT_CELL, 2, 4)).toBeNull();
+  });
+
+  it("gives big models smaller cells, never under 4 px, and finds their cells", () => {
+    expect(heatCell(2, 4)).toBe(HEAT_CELL);
+    expect(heatCell(32, 32)).toBe(14);
+    expect(heatCell(80, 64)).toBe(5);
+    expect(heatCell(200, 8)).toBe(4);
+    expect(heatCellAt(HEAT_HEAD_W + 63 * 5 + 1, HEAT_HEAD_H + 79 * 5 + 1, 80, 64)).toEqual({ row: 79, head: 63 });
+    expect(heatCellAt(HEAT_HEAD_W + 64 * 5 + 1, HEAT_HEAD_H + 1, 80, 64)).toBeNull();
   });
 });
 
