@@ -8,6 +8,7 @@
 import { decodeArray, decodeLens, displayFor, emptyCells, isWireArray, WIRE_VERSION, type LensData, type WireArray } from "./data";
 import { diverging, sequential } from "./color";
 import { CELL_ARRAYS, type WireCells } from "./schema";
+import { decodePatch, type PatchInfo } from "./patch";
 import { COMPARE_LABELS, DEFAULT_COMPARE_METRIC, isCompareMetric, type CompareMetric, type MetricView } from "./metrics";
 
 /** Δ arrays read straight off the cells (no token to choose), keyed by their metric name. */
@@ -36,6 +37,8 @@ export interface CompareData {
   M: number;
   dTrackedProb: Float32Array;
   dTrackedLogit: Float32Array;
+  /** set when the comparison is a patch's (clean target a, patched target b): the cone, the cell */
+  patch?: PatchInfo;
 }
 
 function need<T>(r: Record<string, unknown>, key: string): T {
@@ -82,6 +85,7 @@ export function decodeComparison(raw: unknown): CompareData | null {
     M: trackedIds.length,
     dTrackedProb: need<Float32Array>(r, "d_tracked_prob"),
     dTrackedLogit: need<Float32Array>(r, "d_tracked_logit"),
+    patch: decodePatch(r.patch, S, P) ?? undefined,
   };
 }
 

@@ -164,7 +164,8 @@ export class Controls {
     const side = (j: number) => (Array.isArray(pair) && Array.isArray(pair[j]) ? JSON.stringify(pair[j]) : sides[Math.min(j, sides.length - 1)]?.[0] ?? "");
     fillSelect(this.cmpA, sides, side(0));
     fillSelect(this.cmpB, sides, side(1));
-    this.cmpPair.hidden = sides.length < 2;
+    // a patch's comparison is clean vs patched target, not two of these sides
+    this.cmpPair.hidden = sides.length < 2 || (has && !!(cmp as { patch?: unknown }).patch);
   }
 
   showLegend(view: MetricView | null, lensName = ""): void {

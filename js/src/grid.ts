@@ -2,6 +2,7 @@
 import type { LensData } from "./data";
 import type { MetricView } from "./metrics";
 import { Disposers } from "./dom";
+import { NO_OVERLAY, type Overlay } from "./patch";
 
 export interface Cell {
   site: number;
@@ -12,6 +13,8 @@ export interface GridCallbacks {
   onHover(cell: Cell | null, ev: PointerEvent | null): void;
   onClick(cell: Cell, ev: MouseEvent): void;
   onKey(ev: KeyboardEvent): void;
+  /** a press on one cell released on another; true: handled (the click that follows is dropped) */
+  onDrag?(from: Cell, to: Cell): boolean;
 }
 
 interface Theme {
@@ -21,7 +24,11 @@ interface Theme {
   line: string;
   accent: string;
   font: string;
+  cone: string;
 }
+
+/** opacity of the cone's shade over a cell's colour */
+export const CONE_ALPHA = 0.35;
 
 const CELL_H = 20;
 const CELL_W = 56;
@@ -63,6 +70,10 @@ export class Grid {
   private pinned = new Set<number>();
   private selected: Cell | null = null;
   private hover: Cell | null = null;
+  private overlay: Overlay = NO_OVERLAY;
+  /** the cell a press started on (a drag), and whether the next click is a drag's end */
+  private pressed: Cell | null = null;
+  private dropClick = false;
   private raf = 0;
   private ro: ResizeObserver | null = null;
   private theme: Theme | null = null;
@@ -92,7 +103,7 @@ export class Grid {
     this.viewport.className = "lw-viewport";
     this.viewport.tabIndex = 0;
     this.viewport.setAttribute("role", "grid");
-    this.viewport.setAttribute("aria-label", "logit lens grid: arrows move, Enter pins, Esc clears pins");
+    this.viewport.setAttribute("aria-label", "logit lens grid: arrows move, Enter pins, Esc clears pins; patching: s marks the source, t patches into this column, p next prompt, Esc cancels");
     this.sizer = document.createElement("div");
     this.sizer.className = "lw-sizer";
     this.canvas = document.createElement("canvas");
@@ -125,7 +136,21 @@ export class Grid {
       this.requestDraw();
       this.cb.onHover(null, null);
     });
+    listen(this.canvas, "pointerdown", (ev) => {
+      this.pressed = this.cellAt(ev.offsetX, ev.offsetY);
+      this.dropClick = false;
+    });
+    listen(this.canvas, "pointerup", (ev) => {
+      const from = this.pressed;
+      this.pressed = null;
+      const to = this.cellAt(ev.offsetX, ev.offsetY);
+      if (from && to && !sameCell(from, to) && this.cb.onDrag?.(from, to)) this.dropClick = true;
+    });
     listen(this.canvas, "click", (ev) => {
+      if (this.dropClick) {
+        this.dropClick = false;
+        return;
+      }
       const cell = this.cellAt(ev.offsetX, ev.offsetY);
       if (cell) this.cb.onClick(cell, ev);
     });
@@ -160,6 +185,12 @@ export class Grid {
 
   setSelected(cell: Cell | null): void {
     this.selected = cell;
+    this.requestDraw();
+  }
+
+  /** The patch overlay: cells shaded (the causal cone) and marked (the patched cell, a source). */
+  setOverlay(o: Overlay | null): void {
+    this.overlay = o ?? NO_OVERLAY;
     this.requestDraw();
   }
 
@@ -290,6 +321,7 @@ export class Grid {
       line: v("--lw-line", "#ccc"),
       accent: v("--lw-accent", "#ff2d55"),
       font: v("--lw-font", "system-ui, sans-serif"),
+      cone: v("--lw-cone", "#ff9800"),
     };
     return this.theme;
   }
@@ -384,6 +416,7 @@ export class Grid {
     if (!this.lens || !this.view) return;
     const f = this.frame(ctx, this.lens, this.view);
     this.drawCells(f);
+    this.drawShade(f);
     this.drawOutlines(f);
     this.drawHeaders(f);
     this.drawSeparators(f);
@@ -445,10 +478,35 @@ export class Grid {
     }
   }
 
-  /** Outlines: pinned, selected, hover. */
+  /** The cone: a translucent shade over each of its visible cells (same bands as the cells). */
+  private drawShade(f: Frame): void {
+    const shade = this.overlay.shade;
+    const { ctx, lens, th, W, H, r0, r1, c0, c1, bodyX, bodyY } = f;
+    if (!shade || shade.length !== lens.S * lens.P) return;
+    const { headW: hw, headH: hh, cellW: cw, cellH: ch, frozenRows: fr, frozenCols: fc } = this;
+    ctx.fillStyle = th.cone;
+    ctx.globalAlpha = CONE_ALPHA;
+    const band = (rows: [number, number], cols: [number, number], clip: [number, number, number, number]) => {
+      this.clip(f, ...clip);
+      for (let r = rows[0]; r <= rows[1]; r++)
+        for (let c = cols[0]; c <= cols[1]; c++) {
+          const cell = this.cellOf(r, c);
+          if (shade[cell.site * lens.P + cell.col]) ctx.fillRect(this.colX(f, c), this.rowY(f, r), cw - 1, ch - 1);
+        }
+      ctx.restore();
+    };
+    band([r0, r1], [c0, c1], [bodyX, bodyY, W - bodyX, H - bodyY]);
+    if (fr) band([0, fr - 1], [c0, c1], [bodyX, hh, W - bodyX, fr * ch]);
+    if (fc) band([r0, r1], [0, fc - 1], [hw, bodyY, fc * cw, H - bodyY]);
+    ctx.globalAlpha = 1;
+  }
+
+  /** Outlines: the patch's marks, pinned, selected, hover. */
   private drawOutlines(f: Frame): void {
     const { lens, th } = f;
     const P = lens.P;
+    for (const m of this.overlay.marks)
+      if (m.cell.site < lens.S && m.cell.col < P) this.outline(f, m.cell, m.kind === "patched" ? th.fg : th.cone, m.kind === "target" ? 2 : 3, m.kind === "source" ? [4, 2] : []);
     for (const key of this.pinned) {
       const cell = { site: Math.floor(key / P), col: key % P };
       if (cell.site < lens.S) this.outline(f, cell, th.fg, 2, []);

@@ -17,6 +17,7 @@ import { clearChart, paintChart, type TrajSeries } from "./chart";
 import { tokenRow } from "./tokenrow";
 import { h } from "./dom";
 import { displayToken } from "./tokens";
+import { AttributionView } from "./attribution";
 
 export interface PanelHost {
   req: Requester;
@@ -24,6 +25,9 @@ export interface PanelHost {
   unpin(cell: Cell): void;
   select(cell: Cell): void;
   status(text: string, isError?: boolean): void;
+  /** whether a kernel answers (the attribution button needs one) */
+  kernel(): { ok: boolean | null; reason: string };
+  diffTokens(): number[];
 }
 
 /** One token's kernel trajectory: every metric, one value per site. */
@@ -92,8 +96,11 @@ export class Panel {
   /** kernel trajectories for `lens` and column `col`, by token id (the reply carries every metric) */
   private trajCache: { lens: LensData; col: number; rows: Map<number, TrajRow> } | null = null;
   private alive = true;
+  /** "who wrote this cell?": the attribution of the cell shown */
+  readonly attribution: AttributionView;
 
   constructor(parent: HTMLElement, private host: PanelHost) {
+    this.attribution = new AttributionView(host);
     this.el = h("div", "lw-panel");
     this.pins = h("div", "lw-pins");
     this.detail = h("div", "lw-detail");
@@ -180,6 +187,8 @@ export class Panel {
     const lens = this.lens;
     const cell = this.cell;
     this.detail.replaceChildren();
+    const attributable = !!lens && !!cell && !lens.compare && !lens.aggregate;
+    this.attribution.setCell(attributable ? lens : null, attributable ? cell : null);
     if (!lens || !cell) {
       this.detail.append(h("div", "lw-note", "Select a cell to see its top tokens."));
       void this.drawTrajectory();
@@ -197,7 +206,7 @@ export class Panel {
     if (lens.aggregate) return void this.drawTrajectory(); // the kernel answers for one prompt, not for a mean
     const more = h("button", "lw-more", "full vocabulary detail");
     more.onclick = () => void this.fetchDetail(cell);
-    this.detail.append(more);
+    this.detail.append(more, this.attribution.el);
     void this.drawTrajectory();
   }
 
@@ -302,6 +311,7 @@ export class Panel {
 
   destroy(): void {
     this.alive = false;
+    this.attribution.destroy();
     this.el.remove();
   }
 }

@@ -13,6 +13,7 @@ import type { Selection } from "./selection";
 import type { Notices } from "./status";
 import type { Tooltip } from "./tooltip";
 import type { Disposers } from "./dom";
+import { alignedCol, coneOverlay, type Overlay, type PatchInfo, type PatchTool } from "./patch";
 
 export interface Views {
   root: HTMLElement;
@@ -24,6 +25,7 @@ export interface Views {
   panel: Panel;
   tooltip: Tooltip;
   selection: Selection;
+  patch: PatchTool;
 }
 
 /** Attributes on <body> by which hosts switch themes (JupyterLab, VS Code). */
@@ -52,8 +54,12 @@ export class TraitSync {
     this.syncBusy();
     this.syncError();
     const on = (trait: string, fn: () => void) => d.on(model, `change:${trait}`, fn);
-    for (const t of ["data", "grids", "lens", "prompt_index", "aggregate", "comparison", "compare_view"]) on(t, () => this.loadData());
+    for (const t of ["data", "grids", "lens", "prompt_index", "aggregate", "compare_view"]) on(t, () => this.loadData());
     on("compare_pair", () => this.syncControls());
+    on("comparison", () => {
+      v.patch.resetSide(); // a new patch shows its diff grid first
+      this.loadData();
+    });
     for (const t of ["lenses", "prompts"]) on(t, () => this.syncControls());
     on("tracked", () => this.syncControls());
     for (const t of ["metric", "metric_token", "diff_tokens"]) on(t, () => (this.syncControls(), this.recolor()));
@@ -81,6 +87,45 @@ export class TraitSync {
     v.controls.showLegend(this.view, lens?.lensName ?? "");
     v.root.dataset.metric = this.view?.metric ?? "";
     v.tooltip.hide();
+    this.syncOverlay();
+  }
+
+  /** The patch's overlay on the grid shown: the cone shaded (unless switched off), the patched
+   * cell marked; and, while a patch is being picked, its source. */
+  syncOverlay(): void {
+    const { v, lens } = this;
+    const cmp = this.model.get("compare_view") ? this.diffGrid()?.compare : undefined;
+    const info = cmp?.patch;
+    const o: Overlay = { shade: null, marks: [] };
+    if (cmp && info && lens && (lens.compare || lens === cmp.a || lens === cmp.b)) {
+      const side = lens.compare ? "diff" : lens === cmp.b ? "b" : "a";
+      const ac = alignedCol(cmp.colsB, info.targetCol);
+      const cols = side === "diff" ? null : side === "b" ? cmp.colsB : cmp.colsA;
+      const markCol = side === "diff" ? ac : side === "b" ? info.targetCol : ac >= 0 ? cmp.colsA[ac] : -1;
+      const cone = coneOverlay(info, cmp.S, cmp.P, cols, lens.P, markCol);
+      if (v.patch.cone) o.shade = cone.shade;
+      o.marks.push(...cone.marks);
+    }
+    const src = lens && !lens.compare ? v.patch.sourceMark() : null;
+    if (src && lens && src.site < lens.S && src.col < lens.P) o.marks.push({ cell: src, kind: "source" });
+    const to = lens && !lens.compare ? v.patch.targetPreview(this.patchHover) : null;
+    if (to && lens && to.site < lens.S && to.col < lens.P) o.marks.push({ cell: to, kind: "target" });
+    v.grid.setOverlay(o);
+    v.root.dataset.patch = info ? (lens?.compare ? "diff" : lens === cmp?.b ? "b" : lens === cmp?.a ? "a" : "off") : "";
+  }
+
+  /** The cell under the pointer while a patch's target is picked (its preview follows it). */
+  private patchHover: { site: number; col: number } | null = null;
+
+  setPatchHover(cell: { site: number; col: number } | null): void {
+    const was = this.patchHover;
+    this.patchHover = cell;
+    if (this.v.patch.state.mode === "target" && (was?.col !== cell?.col || !was !== !cell)) this.syncOverlay();
+  }
+
+  /** The patch of the comparison shown (null: none, or the compare view is off). */
+  patchInfo(): PatchInfo | null {
+    return (this.model.get("compare_view") && this.diffGrid()?.compare?.patch) || null;
   }
 
   private decode(raw: unknown, label: string): LensData | null {
@@ -102,11 +147,14 @@ export class TraitSync {
     return lens;
   }
 
-  /** The grid to show: the diff grid, the mean view, else the chosen lens and prompt in `grids`, else `data`. */
+  /** The grid to show: the diff grid (or, for a patch, the side chosen), the mean view, else the
+   * chosen lens and prompt in `grids`, else `data`. */
   private current(): LensData | null {
     const model = this.model;
     if (model.get("compare_view")) {
       const diff = this.diffGrid();
+      const side = this.v.patch.side;
+      if (diff?.compare?.patch && side !== "diff") return side === "b" ? diff.compare.b : diff.compare.a;
       if (diff) return diff;
     }
     const label = String(model.get("lens") ?? "");
@@ -152,7 +200,9 @@ export class TraitSync {
     const lens = this.lens;
     v.title.textContent = this.titleText(lens);
     v.root.dataset.lens = lens?.lensName ?? "";
-    v.root.dataset.view = lens?.compare ? "compare" : lens?.aggregate ? "mean" : String(this.model.get("prompt_index") ?? 0);
+    const cmp = this.model.get("compare_view") ? this.diffGrid()?.compare : undefined;
+    v.root.dataset.view = lens?.compare ? "compare" : cmp && (lens === cmp.a || lens === cmp.b) ? `compare-${lens === cmp.b ? "b" : "a"}` : lens?.aggregate ? "mean" : String(this.model.get("prompt_index") ?? 0);
+    v.patch.sync(!!cmp?.patch, cmp?.patch ?? null);
     this.markRoot(lens);
     this.syncControls();
     this.recolor();

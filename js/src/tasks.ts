@@ -51,6 +51,8 @@ export class TaskBar {
   readonly text = h("span", "lw-progress-text", "", { role: "status" });
   /** the state of the latest task ("" none yet) */
   state = "";
+  /** what another request's work (a patch) is doing ("" none): its progress is told in its words */
+  private work = "";
 
   constructor(private model: LensModel, private req: Requester, private notices: Notices, private root: HTMLElement, d: Disposers) {
     this.el = h("div", "lw-tasks");
@@ -76,14 +78,32 @@ export class TaskBar {
     if (running) {
       this.bar.max = Math.max(1, p.total);
       this.bar.value = Math.min(p.done, p.total);
-      this.text.textContent = progressText(p);
+      this.text.textContent = this.work ? `${this.work} (${p.done} / ${p.total})` : progressText(p);
       this.root.dataset.progress = `${p.done}/${p.total}`;
+    } else if (this.work) {
+      // the request's reply ends it (endWork) and says how
     } else {
       const what = p.task === "generate" ? "generation" : "recompute";
       this.text.textContent =
         p.state === "stopped" ? `${what} stopped · the grid there is stays` : p.state === "error" ? `${what} failed` : `${what} done in ${formatSeconds(p.elapsed_s)}`;
     }
-    this.setRunning(running);
+    this.setRunning(running || !!this.work);
+  }
+
+  /** Another request's long work (a patch): shown running with `text`, progress and stop. */
+  startWork(text: string): void {
+    this.el.hidden = false;
+    this.work = text;
+    this.setRunning(true);
+    this.text.textContent = text;
+  }
+
+  /** That work ended: say how. */
+  endWork(text: string): void {
+    this.work = "";
+    this.state = "done";
+    this.setRunning(false);
+    this.text.textContent = text;
   }
 
   async generate(): Promise<void> {

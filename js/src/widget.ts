@@ -18,6 +18,9 @@ import { tracker } from "./track";
 import { timeTooltip, watchPaint } from "./perf";
 import { Disposers, h } from "./dom";
 import { disableKernelControls, hasKernel } from "./kernelless";
+import { PatchTool, promptOf } from "./patch";
+import { DEFAULT_METRIC, isMetric } from "./metrics";
+import { setTraits } from "./model";
 
 export const ROOT_CLASS = "lens-widget";
 
@@ -42,20 +45,52 @@ function render({ model, el }: Pick<RenderProps<LensTraits>, "model" | "el">): (
   const prompt = new PromptBox(model, req, notices, d);
   const search = new SearchBox(req, track, d);
   const tasks = new TaskBar(model, req, notices, root, d);
+  // whether a kernel answers requests: view_ready's reply says (an exported page answers no)
+  const kernel: { ok: boolean | null; reason: string } = { ok: null, reason: "" };
+  const patch = new PatchTool(
+    {
+      req,
+      promptShown: () => promptOf(sync.lens, Number(model.get("prompt_index") ?? 0)),
+      prompts: () => (model.get("prompts") ?? []).map(String),
+      showPrompt: (i) => {
+        const metric = String(model.get("metric") ?? "");
+        setTraits(model, { compare_view: false, aggregate: false, prompt_index: i, ...(isMetric(metric) ? {} : { metric: DEFAULT_METRIC }) });
+      },
+      targetPrompt: () => sync.patchInfo()?.targetPromptIndex ?? Number(model.get("prompt_index") ?? 0),
+      kernel: () => kernel,
+      taskStarted: (text) => tasks.startWork(text),
+      taskEnded: (text, isError) => {
+        tasks.endWork(text);
+        if (isError) notices.setError(text);
+      },
+      changed: () => sync.syncOverlay(),
+      sideChanged: () => sync.loadData(),
+    },
+    d,
+  );
   const bar2 = h("div", "lw-controls lw-controls2");
-  bar2.append(prompt.el, tasks.el, search.form);
+  bar2.append(prompt.el, tasks.el, patch.el, search.form);
   const title = h("div", "lw-title");
   root.append(title, controls.el, bar2, search.out, notices.errorBox, notices.status);
 
   // the grid's callbacks run only after every part below exists
   const grid = new Grid(root, {
     onHover(cell, ev) {
+      sync.setPatchHover(cell);
       const lens = sync.lens;
       if (!cell || !lens || !ev) return tooltip.hide();
       timeTooltip(root, () => tooltip.show(lens, sync.view, cell, ev.clientX, ev.clientY));
     },
-    onClick: (cell) => selection.click(cell),
-    onKey: (ev) => selection.key(ev),
+    onClick: (cell) => {
+      if (!patch.click(cell)) return selection.click(cell);
+      selection.select(cell); // in patch mode a click picks, and moves the cursor, without pinning
+      grid.viewport.focus({ preventScroll: true });
+    },
+    onKey: (ev) => {
+      if (sync.lens && patch.key(ev, grid.getSelected() ?? grid.cellOf(0, 0))) return;
+      selection.key(ev);
+    },
+    onDrag: (from, to) => patch.drag(from, to),
   });
   const tooltip = new Tooltip(root);
   const panel = new Panel(root, {
@@ -64,9 +99,11 @@ function render({ model, el }: Pick<RenderProps<LensTraits>, "model" | "el">): (
     unpin: (cell) => selection.unpin(cell),
     select: (cell) => selection.select(cell, true),
     status: (text, isError) => notices.setStatus(text, isError),
+    kernel: () => kernel,
+    diffTokens: () => (model.get("diff_tokens") ?? []).map(Number),
   });
   const selection = new Selection(model, grid, panel, () => sync.lens);
-  const sync = new TraitSync(model, { root, title, notices, controls, prompt, grid, panel, tooltip, selection });
+  const sync = new TraitSync(model, { root, title, notices, controls, prompt, grid, panel, tooltip, selection, patch });
   sync.start(d);
 
   // the kernel's unrequested messages: progress of long work, and new columns of a generation
@@ -80,12 +117,26 @@ function render({ model, el }: Pick<RenderProps<LensTraits>, "model" | "el">): (
   model.on("msg:custom", onMsg);
   d.add(() => model.off("msg:custom", onMsg));
   tasks.sync();
-  d.on(model, "change:prompts", () => tasks.sync());
+  d.on(model, "change:prompts", () => (tasks.sync(), patch.sync(!!sync.patchInfo())));
   d.on(model, "change:lenses", () => tasks.sync());
   // a view listens now: a widget built with generate=N starts writing (an exported page says no)
-  req.request("view_ready", {}).catch(() => {
-    tasks.el.hidden = true; // no kernel to write with
-  });
+  const kernelKnown = () => {
+    root.dataset.kernel = kernel.ok ? "yes" : "no";
+    patch.sync(!!sync.patchInfo());
+    panel.attribution.syncKernel();
+  };
+  req
+    .request("view_ready", {})
+    .then(() => {
+      kernel.ok = true;
+      kernelKnown();
+    })
+    .catch((e: Error) => {
+      tasks.el.hidden = true; // no kernel to write with
+      kernel.ok = false;
+      kernel.reason = e.message;
+      kernelKnown();
+    });
 
   // an exported page: no kernel to answer, so its controls are disabled (saying why)
   if (!hasKernel(model)) d.add(disableKernelControls(root));

@@ -331,3 +331,56 @@ def test_generation_grows_live_and_stop_keeps_it_in_jupyter(browser, lab_generat
         assert unexpected_page_errors(errors) == [], errors
     finally:
         page.close()
+
+
+# Issue 18, live: the attribution panel and the click-click patch flow against a real kernel.
+CELL_PATCH = PREAMBLE + """\
+from zoo import tiny
+w = LensWidget(tiny("llama"), ["Hello there", "Hi there"], progress=False)
+truth = w.attribution(2, 3)
+dump(".truth", {{"bars": truth["bars"], "logit": truth["logit"], "S": w.result.n_sites}})
+w.observe(lambda ch: dump(".patch", {{k: v for k, v in ch["new"].get("patch", {{}}).items() if k != "cone"}}), names=["comparison"])
+w
+"""
+
+
+@pytest.fixture(scope="module")
+def lab_patch(tmp_path_factory):
+    yield from _serve(tmp_path_factory.mktemp("patch"), *APPS["jupyterlab"], CELL_PATCH)
+
+
+def test_attribution_panel_and_patch_flow_in_jupyterlab(browser, lab_patch):
+    """A click, "who wrote this?": the panel shows the kernel's attribution (the bars of
+    ``w.attribution``); patch mode, a source cell on prompt 1, prompt 2, a target column: the kernel
+    patches exactly that and the page shows the diff grid with the cone."""
+    url, out = lab_patch
+    page = browser.new_page(viewport={"width": 1400, "height": 1200})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(f"{e} @ {(e.stack or '')[:600]}"))
+    try:
+        page.goto(url, timeout=60000)
+        _run_first_cell(page)
+        canvas = page.locator(".lens-widget canvas.lw-canvas")
+        canvas.wait_for(timeout=120000)
+        page.wait_for_function("document.querySelector('.lens-widget')?.dataset.kernel === 'yes'", timeout=60000)
+        truth = _read(out + ".truth")
+        S = truth["S"]
+        box = canvas.bounding_box()
+        at = lambda site, col: (box["x"] + HEAD_W + col * CELL_W + CELL_W / 2, box["y"] + HEAD_H + (S - 1 - site) * CELL_H + CELL_H / 2)  # noqa: E731
+        page.mouse.click(*at(2, 3))
+        page.locator(".lens-widget .lw-attr-go").click()
+        page.locator(".lens-widget .lw-attr[data-state='done']").wait_for(timeout=60000)
+        names = page.locator(".lens-widget .lw-attr-row .lw-attr-name").all_text_contents()
+        assert names == truth["bars"]["names"]
+        # the patch: source (prompt 1, site 2, col 3), target prompt 2, col 5
+        page.locator(".lens-widget button.lw-patch-mode").click()
+        page.mouse.click(*at(2, 3))
+        page.select_option(".lens-widget select.lw-prompt-select", "1")
+        page.mouse.click(*at(0, 5))
+        page.wait_for_function("document.querySelector('.lens-widget').dataset.patch === 'diff'", timeout=60000)
+        p = _read(out + ".patch")
+        assert (p["source_prompt_index"], p["site"], p["source_col"], p["target_prompt_index"], p["target_col"]) == (0, 2, 3, 1, 5)
+        assert page.locator(".lens-widget .lw-progress-text").text_content().startswith("patch done in")
+        assert unexpected_page_errors(errors) == [], errors
+    finally:
+        page.close()
