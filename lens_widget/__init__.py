@@ -8,7 +8,7 @@ from .decoders import Decoder, UnsupportedSiteError
 from .engine import LogitLens
 from .hooked import HookedModel
 from .inputs import PromptError
-from .patching import Patch, Sweep
+from .jacobian_lens import JacobianLens
 from .result import LensResult
 from .sources import Intervention
 from .tokens import MultiTokenError, TokenLookupError, display_token
@@ -24,7 +24,7 @@ __all__ = [
     "Decoder",
     "ExtractionConfig",
     "HookedModel",
-    "Intervention",
+    "JacobianLens",
     "LensResult",
     "LensWidget",
     "LogitLens",

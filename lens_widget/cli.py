@@ -1,5 +1,5 @@
 """Command line: ``python -m lens_widget demo``, ``python -m lens_widget render PROMPT`` and
-``python -m lens_widget train-tuned-lens --out DIR``."""
+``python -m lens_widget train-tuned-lens --out DIR`` and ``python -m lens_widget fit-jacobian-lens --out FILE``."""
 
 from __future__ import annotations
 
@@ -61,6 +61,27 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--stop-after", type=int, default=None, help="stop after this many steps in this call")
     train.add_argument("--eval-tokens", type=int, default=0, help="held-out tokens for a KL table at the end (Debian corpus; default: none)")
     train.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+
+    jl = sub.add_parser("fit-jacobian-lens", help="fit a Jacobian lens (batched VJPs) and save it in the published .pt schema")
+    jl.add_argument("--out", required=True, help="the .pt file to write ({'J': {layer: [d, d]}, ...} + metadata)")
+    jl.add_argument("--model", default=None, help="hub name or local folder (default: the embedded SmolLM2)")
+    jl.add_argument("--text", action="append", default=[], metavar="FILE",
+                    help="prompts: .txt (one per blank-line-separated paragraph) or .jsonl (--column field); repeatable "
+                         "(default: the Debian corpus's training split, see lens_widget.corpus)")
+    jl.add_argument("--column", default="text", help="field of a .jsonl line (default: text)")
+    jl.add_argument("--prompts", type=int, default=100, help="prompts to average over (default: 100)")
+    jl.add_argument("--probes", type=int, default=None,
+                    help="VJPs per prompt for the unbiased random-projection estimator (default: exact, d per prompt)")
+    jl.add_argument("--probe-batch", type=int, default=32, help="cotangents per backward pass (default: 32)")
+    jl.add_argument("--seq-len", type=int, default=128, help="tokens per prompt at most (default: 128)")
+    jl.add_argument("--skip-first", type=int, default=16, help="leading positions left out (default: 16)")
+    jl.add_argument("--no-embed", action="store_true", help="do not fit J for the embeddings")
+    jl.add_argument("--seed", type=int, default=0)
+    jl.add_argument("--dtype", default="float32", choices=["float32", "float16"], help="stored dtype of J")
+    jl.add_argument("--checkpoint", default=None, help="checkpoint file (resumed from when it exists)")
+    jl.add_argument("--checkpoint-every", type=int, default=1)
+    jl.add_argument("--stop-after", type=int, default=None, help="stop after this many prompts in this call")
+    jl.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     return p
 
 
@@ -109,6 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "train-tuned-lens":
         return _train_tuned_lens(args)
+    if args.command == "fit-jacobian-lens":
+        return _fit_jacobian_lens(args, argv)
     if args.k < 1 or args.k > 200:
         print("error: --k must be between 1 and 200", file=sys.stderr)
         return 2
@@ -223,4 +246,38 @@ def _train_tuned_lens(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"wrote {out} ({lens.trained_steps} steps, {seconds:.0f} s)")
+    return 0
+
+
+def _fit_jacobian_lens(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
+    import shlex
+
+    import torch
+
+    from .hooked import HookedModel
+    from .jacobian_training import fit_jacobian_lens
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    command = "python -m lens_widget " + shlex.join(list(sys.argv[1:] if argv is None else argv))
+    try:
+        model = HookedModel.default() if args.model is None else HookedModel.from_pretrained(args.model)
+        if args.text:
+            texts = _read_texts(args.text, args.column)
+        else:
+            from .corpus import corpus_texts
+
+            texts = corpus_texts("train", seed=args.seed)
+        lens = fit_jacobian_lens(
+            model, texts, probes=args.probes, probe_batch=args.probe_batch, max_seq_len=args.seq_len,
+            skip_first=args.skip_first, max_prompts=args.prompts, embed=not args.no_embed, seed=args.seed,
+            checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every, stop_after=args.stop_after,
+            command=command,
+        )
+        out = lens.save(args.out, dtype=getattr(torch, args.dtype))
+    except (ValueError, OSError, KeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    fit = lens.metadata["fit"]
+    print(f"wrote {out} ({fit['n_prompts']} prompts, {fit['n_tokens']} tokens, {fit['seconds']:.0f} s)")
     return 0

@@ -437,3 +437,27 @@ def test_fit_of_a_linear_network_is_its_true_jacobian():
     lens = fit_jacobian_lens(hm, texts[:1], skip_first=3, max_seq_len=24, progress=False, layers=[1])
     A2, A3 = blocks[2].A.detach(), blocks[3].A.detach()
     torch.testing.assert_close(lens.jacobians[1], A3 @ A2, atol=1e-5, rtol=1e-5)
+
+
+# -- the command ------------------------------------------------------------------------------------------
+def test_fit_command(tmp_path):
+    from lens_widget.cli import main
+
+    hm = tiny("llama")
+    model_dir = tmp_path / "model"
+    hm.model.save_pretrained(model_dir)
+    hm.tokenizer.save_pretrained(model_dir)
+    text = tmp_path / "prompts.txt"
+    text.write_text("\n\n".join(TEXTS))
+    out = tmp_path / "tiny_jacobian_lens.pt"
+    argv = ["fit-jacobian-lens", "--out", str(out), "--model", str(model_dir), "--text", str(text), "--prompts", "2",
+            "--skip-first", "4", "--seq-len", "40", "--seed", "7", "--dtype", "float16", "--probes", "8"]
+    assert main(argv) == 0
+    raw = torch.load(out, weights_only=True)
+    assert raw["J"][0].dtype == torch.float16 and raw["n_prompts"] == 2 and raw["source_layers"] == [0, 1]
+    fit = raw["lens_widget"]["fit"]
+    assert fit["seed"] == 7 and fit["probes"] == 8 and fit["n_prompts"] == 2 and fit["n_tokens"] > 50
+    assert fit["command"].startswith("python -m lens_widget fit-jacobian-lens --out") and "--seed 7" in fit["command"]
+    lens = JacobianLens.from_pretrained(out, hm)  # same weights, another HookedModel: loads
+    assert lens.J_embed is not None
+    assert main(["fit-jacobian-lens", "--out", str(out), "--model", str(tmp_path / "nope")]) == 2
