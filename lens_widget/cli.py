@@ -75,6 +75,9 @@ def _parser() -> argparse.ArgumentParser:
     jl.add_argument("--probe-batch", type=int, default=32, help="cotangents per backward pass (default: 32)")
     jl.add_argument("--seq-len", type=int, default=128, help="tokens per prompt at most (default: 128)")
     jl.add_argument("--skip-first", type=int, default=16, help="leading positions left out (default: 16)")
+    jl.add_argument("--pack", action="store_true",
+                    help="join the texts (end-of-text between) and cut them into prompts of exactly --seq-len tokens "
+                         "(the paper's fixed-length sequences) instead of one prompt per text")
     jl.add_argument("--no-embed", action="store_true", help="do not fit J for the embeddings")
     jl.add_argument("--seed", type=int, default=0)
     jl.add_argument("--dtype", default="float32", choices=["float32", "float16"], help="stored dtype of J")
@@ -268,6 +271,10 @@ def _fit_jacobian_lens(args: argparse.Namespace, argv: Sequence[str] | None) -> 
             from .corpus import corpus_texts
 
             texts = corpus_texts("train", seed=args.seed)
+        if args.pack:
+            from .tuned_training import token_stream
+
+            texts = token_stream(model, texts, args.seq_len, args.column)
         lens = fit_jacobian_lens(
             model, texts, probes=args.probes, probe_batch=args.probe_batch, max_seq_len=args.seq_len,
             skip_first=args.skip_first, max_prompts=args.prompts, embed=not args.no_embed, seed=args.seed,
