@@ -49,11 +49,13 @@ from .hooked import HookedModel, as_hooked_model
 from .lens_files import LensFileError, unembed_hash
 from .sites import parse_site
 
-__all__ = ["JacobianLens", "LensFileError", "JLENS_REPO_ID", "lens_filename", "environment"]
+__all__ = ["JacobianLens", "LensFileError", "JLENS_REPO_ID", "SHIPPED_JLENS_FILE", "lens_filename", "environment"]
 
 #: Where Neuronpedia publishes fitted lenses (a Hugging Face *model* repo).
 JLENS_REPO_ID = "neuronpedia/jacobian-lens"
 JLENS_REPO_TYPE = "model"
+#: The lens shipped for the embedded SmolLM2-135M-Instruct (see ``lens_widget/data/README.md``).
+SHIPPED_JLENS_FILE = Path(__file__).parent / "data" / "SmolLM2-135M-Instruct_jacobian_lens.pt"
 #: Our metadata key inside a lens file (ignored by other readers of the schema).
 META_KEY = "lens_widget"
 EMBED_KEY = "J_embed"
@@ -368,6 +370,13 @@ class JacobianLens(Decoder):
         path = _resolve(source, model, filename, revision, cache_dir)
         state = load_file(path)
         return cls.from_state(state, model, source=str(path), layers=layers, dtype=dtype)
+
+    @classmethod
+    def default(cls, model: Any = None) -> "JacobianLens":
+        """The lens shipped for the embedded SmolLM2-135M-Instruct (``HookedModel.default()``):
+        an exact fit on 2 prompts of 128 tokens, float16 (``lens_widget/data/README.md``)."""
+        model = HookedModel.default() if model is None else as_hooked_model(model)
+        return cls.from_pretrained(SHIPPED_JLENS_FILE, model)
 
     # -- fitting -----------------------------------------------------------------------------------
     @classmethod

@@ -29,7 +29,13 @@ is the unbiased estimator ``Ĵ = (1/k) Σ_i u_i (u_iᵀ J)`` with ``E[u uᵀ] = 
 ``(seed, prompt index)``, so ``Ĵ = (d/k) Q_k Q_kᵀ J`` — an unbiased random projection whose
 noise shrinks with ``k`` and with the number of prompts (relative Frobenius error of the mean
 about ``√((d/k - 1) / N)`` for ``N`` prompts) and vanishes at ``k = d`` (then ``Q Qᵀ = I``:
-exact again). Costs ~``k / d`` of the exact fit.
+exact again). Costs ~``k / d`` of the exact fit. Measured on SmolLM2 (held-out text,
+``scripts/jlens_quality.py``): 48 prompts x 32 probes (875 s) gave a mean KL(final ‖ lens) of
+9.2 nats (logit lens 16.3) but top-1 agreement with the final layer far *below* the logit lens
+(0.25 vs 0.51 one block before the end) — the probe noise, ~√((d/k − 1)/N) ≈ 0.6 of ``‖J‖``,
+swamps the readout; 2 exact prompts (916 s) gave 8.5 nats and 0.60 there. At this size, few
+exact prompts beat many probed ones. (A control variate centred on the running mean made it
+worse: with ``d/k − 1 > 1`` each estimate amplifies its centre's noise.)
 
 **Determinism and resuming.** No randomness but the probes, which depend only on ``seed`` and
 the prompt's index; the running sum (float64) and count are checkpointed, and a resumed fit

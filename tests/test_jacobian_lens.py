@@ -461,3 +461,15 @@ def test_fit_command(tmp_path):
     lens = JacobianLens.from_pretrained(out, hm)  # same weights, another HookedModel: loads
     assert lens.J_embed is not None
     assert main(["fit-jacobian-lens", "--out", str(out), "--model", str(tmp_path / "nope")]) == 2
+
+
+@pytest.mark.slow
+def test_shipped_lens_for_the_embedded_model(smollm):
+    lens = JacobianLens.default(smollm)
+    assert lens.source_layers == list(range(29)) and lens.J_embed is not None and lens.d_model == 576
+    fit = lens.metadata["fit"]
+    assert fit["seed"] == 0 and fit["n_tokens"] == 256 and fit["command"].startswith("python -m lens_widget fit-jacobian-lens")
+    r = LogitLens(smollm, decoder=lens).run("The capital of France is", k=5, progress=False)
+    assert r.sites == smollm.default_sites()
+    with pytest.raises(LensFileError):
+        JacobianLens.default(tiny("llama"))
