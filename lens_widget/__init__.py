@@ -24,6 +24,7 @@ __all__ = [
     "Decoder",
     "ExtractionConfig",
     "HookedModel",
+    "Intervention",
     "JacobianLens",
     "LensResult",
     "LensWidget",

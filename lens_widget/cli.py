@@ -258,7 +258,7 @@ def _fit_jacobian_lens(args: argparse.Namespace, argv: Sequence[str] | None) -> 
     import torch
 
     from .hooked import HookedModel
-    from .jacobian_training import fit_jacobian_lens
+    from .jacobian_lens import fit_jacobian_lens
 
     if args.threads:
         torch.set_num_threads(args.threads)

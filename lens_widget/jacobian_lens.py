@@ -46,15 +46,16 @@ import torch
 
 from .decoders import Decoder, UnsupportedSiteError
 from .hooked import HookedModel, as_hooked_model
-from .lens_files import LensFileError, unembed_hash
+from .jacobian_training import fit_jacobian
+from .lens_files import LensFileError, hidden_size, lens_environment, unembed_hash
 from .sites import parse_site
 
-__all__ = ["JacobianLens", "LensFileError", "JLENS_REPO_ID", "SHIPPED_JLENS_FILE", "lens_filename", "environment"]
+__all__ = ["JacobianLens", "LensFileError", "JLENS_REPO_ID", "SHIPPED_JLENS_FILE", "lens_filename", "fit_jacobian_lens"]
 
 #: Where Neuronpedia publishes fitted lenses (a Hugging Face *model* repo).
 JLENS_REPO_ID = "neuronpedia/jacobian-lens"
 JLENS_REPO_TYPE = "model"
-#: The lens shipped for the embedded SmolLM2-135M-Instruct (see ``lens_widget/data/README.md``).
+#: Where a lens for the embedded SmolLM2-135M-Instruct would ship (none does yet: docs/jacobian_lens_smollm2_fit.md).
 SHIPPED_JLENS_FILE = Path(__file__).parent / "data" / "SmolLM2-135M-Instruct_jacobian_lens.pt"
 #: Our metadata key inside a lens file (ignored by other readers of the schema).
 META_KEY = "lens_widget"
@@ -64,23 +65,6 @@ EMBED_KEY = "J_embed"
 def lens_filename(model_name: str) -> str:
     """``<model>_jacobian_lens.pt``: the published file name for a Hub model id (its last part)."""
     return f"{str(model_name).rstrip('/').rsplit('/', 1)[-1]}_jacobian_lens.pt"
-
-
-def environment() -> dict[str, str]:
-    """The library versions recorded in a lens file (and compared on load)."""
-    import transformers
-
-    from ._version import __version__
-
-    return {"transformers": str(transformers.__version__), "torch": str(torch.__version__), "lens_widget": str(__version__)}
-
-
-def _hidden_size(model: HookedModel) -> int:
-    cfg = model.model.config
-    d = getattr(cfg, "hidden_size", None) or getattr(cfg, "n_embd", None) or getattr(cfg, "d_model", None)
-    if not d:
-        raise ValueError(f"cannot tell the residual width of {type(model.model).__name__} from its config")
-    return int(d)
 
 
 class JacobianLens(Decoder):
@@ -110,16 +94,17 @@ class JacobianLens(Decoder):
     ):
         super().__init__(as_hooked_model(model, tokenizer))
         self.n_layers = self.model.num_layers
-        self.d_model = _hidden_size(self.model)
+        self.d_model = hidden_size(self.model)
         self.n_prompts = int(n_prompts)
         self.metadata: dict[str, Any] = dict(metadata or {})
         #: ``{layer: J}`` for block outputs (``0 … L-2``); ``J_embed`` for the embeddings or None.
         self.jacobians: dict[int, torch.Tensor] = {}
         self.J_embed: torch.Tensor | None = None
         for key, J in (jacobians or {}).items():
-            self._put(key, J, dtype, "jacobians")
+            self.put_matrix(key, J, dtype, "jacobians")
 
-    def _put(self, key: int | str, J: torch.Tensor, dtype: torch.dtype | None, source: str) -> None:
+    def put_matrix(self, key: int | str, J: torch.Tensor, dtype: torch.dtype | None, source: str) -> None:
+        """Set the matrix of ``key`` (a block index or ``"embed"``), checked against the model; ``source`` names it in errors."""
         d = self.d_model
         if not isinstance(J, torch.Tensor) or not J.is_floating_point():
             raise LensFileError(f"{source}: J[{key!r}] is not a floating-point tensor")
@@ -146,7 +131,7 @@ class JacobianLens(Decoder):
     def identity(cls, model: Any, *, embed: bool = True) -> "JacobianLens":
         """``J = I`` at every layer (and the embeddings): exactly the logit lens."""
         hm = as_hooked_model(model)
-        d = _hidden_size(hm)
+        d = hidden_size(hm)
         eye = torch.eye(d)
         jac: dict[int | str, torch.Tensor] = {i: eye for i in range(hm.num_layers - 1)}
         if embed:
@@ -165,7 +150,7 @@ class JacobianLens(Decoder):
         sites += [f"resid_out_{i}" for i in self.source_layers]
         return sites + [f"resid_out_{self.n_layers - 1}"]
 
-    def _describe(self) -> str:
+    def describe(self) -> str:
         layers = self.source_layers
         if not layers:
             have = "no fitted layers"
@@ -195,7 +180,7 @@ class JacobianLens(Decoder):
             J = self.jacobians.get(int(layer))  # type: ignore[arg-type]
         if J is None:
             raise UnsupportedSiteError(
-                f"the jacobian lens cannot decode site {site!r}: {self._describe()}; resid_mid / attn_out / "
+                f"the jacobian lens cannot decode site {site!r}: {self.describe()}; resid_mid / attn_out / "
                 "mlp_out sites have no J (use the logit lens for them)"
             )
         return J
@@ -209,7 +194,7 @@ class JacobianLens(Decoder):
                 bad.append(s)
         if bad:
             raise UnsupportedSiteError(
-                f"the jacobian lens has no J for {', '.join(map(repr, bad))}: {self._describe()} "
+                f"the jacobian lens has no J for {', '.join(map(repr, bad))}: {self.describe()} "
                 f"(pass sites=lens.supported_sites)"
             )
 
@@ -242,7 +227,7 @@ class JacobianLens(Decoder):
         meta = dict(self.metadata)
         meta.update(model=self.model.name, n_layers=self.n_layers, d_model=self.d_model, unembed_hash=fingerprint,
                     target="resid_out_%d" % (self.n_layers - 1), layer_index="output of block `layer` (resid_out_<layer>)")
-        meta.setdefault("environment", environment())
+        meta.setdefault("environment", lens_environment())
         state[META_KEY] = _plain(meta)
         return state
 
@@ -277,7 +262,7 @@ class JacobianLens(Decoder):
         if not isinstance(jac, dict):
             raise LensFileError(f"{source}: 'J' holds a {type(jac).__name__}, not a dict {{layer: [d, d] tensor}}")
         meta = state.get(META_KEY) if isinstance(state.get(META_KEY), dict) else {}
-        d = _hidden_size(hm)
+        d = hidden_size(hm)
         L = hm.num_layers
         if "d_model" in state and int(state["d_model"]) != d:
             raise LensFileError(
@@ -305,9 +290,9 @@ class JacobianLens(Decoder):
             raise LensFileError(f"{source} was fitted toward block {target}, not the last block ({L - 1}) of {hm.name}")
         lens = cls(hm, n_prompts=int(state.get("n_prompts", 0) or 0), metadata=meta)
         for k, J in zip(keys, jac.values()):
-            lens._put(k, J, dtype, source)
+            lens.put_matrix(k, J, dtype, source)
         if state.get(EMBED_KEY) is not None:
-            lens._put("embed", state[EMBED_KEY], dtype, source)
+            lens.put_matrix("embed", state[EMBED_KEY], dtype, source)
         if meta.get("unembed_hash"):
             with lens.loaded():
                 mine = unembed_hash(lens.head.weight)
@@ -327,7 +312,7 @@ class JacobianLens(Decoder):
             missing = [w for w in want if w != L - 1 and (lens.J_embed is None if w == "embed" else w not in lens.jacobians)]
             if missing:
                 raise LensFileError(
-                    f"{source} has no J for layer(s) {', '.join(map(str, missing))} that were asked for: {lens._describe()}"
+                    f"{source} has no J for layer(s) {', '.join(map(str, missing))} that were asked for: {lens.describe()}"
                 )
         elif lens.jacobians and not meta:
             have = lens.source_layers
@@ -373,17 +358,25 @@ class JacobianLens(Decoder):
 
     @classmethod
     def default(cls, model: Any = None) -> "JacobianLens":
-        """The lens shipped for the embedded SmolLM2-135M-Instruct (``HookedModel.default()``):
-        an exact fit on 2 prompts of 128 tokens, float16 (``lens_widget/data/README.md``)."""
+        """The lens shipped for the embedded SmolLM2-135M-Instruct (``HookedModel.default()``).
+
+        None ships yet: the exact fit costs 3.5–5 CPU minutes a prompt here, and a 2-prompt fit
+        (``docs/jacobian_lens_smollm2_fit.md``: how it was made and what it measures) is too
+        unconverged to ship at 20 MB; fit one with ``python -m lens_widget fit-jacobian-lens``
+        and load it with :meth:`from_pretrained`."""
+        if not SHIPPED_JLENS_FILE.is_file():
+            raise FileNotFoundError(
+                "no Jacobian lens ships for the embedded model yet: fit one with "
+                "`python -m lens_widget fit-jacobian-lens --out FILE.pt --pack --prompts N` and load it with "
+                "JacobianLens.from_pretrained(FILE, model) (docs/jacobian_lens_smollm2_fit.md)"
+            )
         model = HookedModel.default() if model is None else as_hooked_model(model)
         return cls.from_pretrained(SHIPPED_JLENS_FILE, model)
 
     # -- fitting -----------------------------------------------------------------------------------
     @classmethod
     def fit(cls, model: Any, texts: Any, **kwargs: Any) -> "JacobianLens":
-        """Fit a lens on ``texts`` here (see :func:`lens_widget.jacobian_training.fit_jacobian_lens`)."""
-        from .jacobian_training import fit_jacobian_lens
-
+        """Fit a lens on ``texts`` here (see :func:`lens_widget.jacobian_training.fit_jacobian`)."""
         return fit_jacobian_lens(model, texts, **kwargs)
 
     def __repr__(self) -> str:
@@ -415,7 +408,7 @@ def _warn_versions(meta: dict[str, Any], source: str) -> None:
     env = meta.get("environment")
     if not isinstance(env, dict):
         return
-    now = environment()
+    now = lens_environment()
     for lib in ("transformers", "torch"):
         then = env.get(lib)
         if then and then != now[lib]:
@@ -501,3 +494,11 @@ def _resolve(source: Any, model: Any, filename: str | None, revision: str | None
             f"could not download {where} ({type(exc).__name__}: {first}); without a network pass a local .pt file "
             "(the published schema: {'J': {layer: [d, d]}, 'n_prompts', 'd_model', 'source_layers'})"
         ) from None
+
+
+def fit_jacobian_lens(model: Any, texts: Any, **kwargs: Any) -> JacobianLens:
+    """Fit a :class:`JacobianLens` on ``texts`` (batched VJPs; the options are
+    :func:`lens_widget.jacobian_training.fit_jacobian`'s)."""
+    hm = as_hooked_model(model)
+    jac, n_prompts, meta = fit_jacobian(hm, texts, **kwargs)
+    return JacobianLens(hm, jac, n_prompts=n_prompts, metadata=meta)

@@ -56,9 +56,10 @@ import torch
 from torch import nn
 
 from .hooked import HookedModel, as_hooked_model
+from .lens_files import hidden_size, lens_environment
 from .devices import execution_device
 
-__all__ = ["fit_jacobian_lens", "prompt_jacobians", "probe_matrix", "GradRecorder", "SKIP_FIRST", "MAX_SEQ_LEN"]
+__all__ = ["fit_jacobian", "prompt_jacobians", "probe_matrix", "GradRecorder", "SKIP_FIRST", "MAX_SEQ_LEN"]
 
 #: The reference package's defaults: positions before this index are left out of the average.
 SKIP_FIRST = 16
@@ -217,7 +218,7 @@ def _save_atomic(state: dict[str, Any], path: Path) -> None:
     os.replace(tmp, path)
 
 
-def fit_jacobian_lens(
+def fit_jacobian(
     model: Any,
     texts: Iterable[Any],
     *,
@@ -260,11 +261,9 @@ def fit_jacobian_lens(
     """
     from tqdm.auto import tqdm
 
-    from .jacobian_lens import JacobianLens, _hidden_size, environment
-
     hm = as_hooked_model(model)
     L = hm.num_layers
-    d = _hidden_size(hm)
+    d = hidden_size(hm)
     layers = list(range(L - 1)) if layers is None else sorted({int(i) for i in layers})
     if any(not 0 <= i < L - 1 for i in layers):
         raise ValueError(f"layers must lie in 0 … {L - 2} (the last block is the target), got {layers}")
@@ -347,6 +346,6 @@ def fit_jacobian_lens(
             "normalisation": "mean over prompts of (1/n_valid) * sum over valid s <= t of d h_final[t] / d h_l[s]",
             "seconds": round(seconds, 2),
         },
-        "environment": environment(),
+        "environment": lens_environment(),
     }
-    return JacobianLens(hm, jac, n_prompts=n_done, metadata=meta)
+    return jac, n_done, meta

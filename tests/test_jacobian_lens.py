@@ -17,7 +17,8 @@ from torch import nn
 from lens_widget import LogitLens, UnsupportedSiteError
 from lens_widget.arch import get_path
 from lens_widget.jacobian_lens import JacobianLens, LensFileError, lens_filename
-from lens_widget.jacobian_training import fit_jacobian_lens, probe_matrix
+from lens_widget.jacobian_lens import fit_jacobian_lens
+from lens_widget.jacobian_training import probe_matrix
 from zoo import CONFIGS, char_tokenizer, tiny
 
 ARCHS = sorted(CONFIGS)
