@@ -48,9 +48,12 @@ class Decoder:
 
     #: Name shown in the widget's lens switch, tooltips and exported pages.
     name = "logit lens"
-    #: Whether this decoder can run next to a remote model (inside an nnsight trace, on NDIF):
-    #: only a decoder with no weights of its own (the plain logit lens) travels as plain data.
-    portable = True
+    @property
+    def portable(self) -> bool:
+        """Whether this decoder can run next to a remote model (inside an nnsight trace, on NDIF):
+        only the plain logit lens, whose :meth:`translate` does nothing, travels as plain data
+        (a subclass that overrides :meth:`translate` has weights or code of its own)."""
+        return type(self).translate is Decoder.translate
 
     def __init__(self, model: HookedModel):
         hf = model.model

@@ -15,6 +15,8 @@ import pytest
 import torch
 
 import nnsight  # a missing nnsight fails these tests, it does not skip them
+
+from lens_widget.decoders import Decoder
 from nnsight import NNsightDeprecationWarning
 
 from lens_widget import HookedModel, LogitLens
@@ -199,3 +201,16 @@ def test_a_remote_local_trace_leaves_typing_as_it_was():
     LogitLens(HookedModel.from_nnsight(language_model(hm), remote="local"), compile="never").run("Hello", progress=False)
     changed = [name for name, value in before.items() if vars(typing).get(name) is not value]
     assert changed == []
+
+
+def test_a_lens_with_weights_of_its_own_is_refused_next_to_a_remote_model():
+    """Only the plain logit lens runs inside a remote trace: a tuned (or any translating) lens
+    is refused by name, alone or among several lenses, never silently replaced by the logit lens."""
+    from zoo import AffineLens
+
+    nn_hm = HookedModel.from_nnsight(language_model(tiny("llama")), remote="local")
+    assert Decoder(nn_hm).portable and not AffineLens(nn_hm).portable
+    with pytest.raises(ValueError, match="only the plain logit lens"):
+        LogitLens(nn_hm, decoder=AffineLens(nn_hm)).run("Hello", progress=False)
+    with pytest.raises(ValueError, match="only the plain logit lens"):
+        LogitLens(nn_hm).run("Hello", progress=False, decoders={"logit": None, "tuned": AffineLens(nn_hm)})
