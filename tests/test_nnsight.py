@@ -15,11 +15,10 @@ import pytest
 import torch
 
 import nnsight  # a missing nnsight fails these tests, it does not skip them
-
-from lens_widget.decoders import Decoder
 from nnsight import NNsightDeprecationWarning
 
 from lens_widget import HookedModel, LogitLens
+from lens_widget.decoders import Decoder
 from lens_widget.sources import RemoteActivations
 from lens_widget.sources.nnsight import NDIFError, remote_error
 from zoo import tiny
