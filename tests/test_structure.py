@@ -249,3 +249,29 @@ def test_cell_arrays_live_in_one_place_in_js():
     literal = re.compile(r'"topk_probs"|"tracked_logit"|\btopkProbs: Float32Array|\btrackedLogit: Float32Array')
     spelled = [p.relative_to(ROOT) for p in (ROOT / "js" / "src").rglob("*.ts") if p.name != "schema.ts" and literal.search(p.read_text(encoding="utf-8"))]
     assert spelled == []
+
+
+def test_every_cell_array_follows_the_schema():
+    """LensResult's per-cell fields, the store, the reducer's outputs and the wire's keys are
+    the schema's rows, in its order (one table, lens_widget/schema.py)."""
+    import dataclasses
+
+    import torch
+
+    from lens_widget.reduce import cell_outputs
+    from lens_widget.result import CellStore, LensResult
+    from lens_widget.schema import CELL_KEYS, WIRE_KEYS
+    from lens_widget.wire import result_to_wire
+
+    fields = [f.name for f in dataclasses.fields(LensResult)]
+    assert [f for f in fields if f in CELL_KEYS] == list(CELL_KEYS)
+    assert list(CellStore(1, 2, 3, 4, 5).a) == list(CELL_KEYS)
+    r, g = 6, 2
+    stats = (torch.ones(r, 2, dtype=torch.int32), torch.zeros(r), torch.zeros(r), torch.zeros(r))
+    out = cell_outputs(stats, torch.zeros(r, 3, dtype=torch.long), torch.zeros(r, 3), torch.zeros(r), torch.zeros(r, 1),
+                       torch.ones(r, dtype=torch.bool), torch.zeros(r, dtype=torch.bool), torch.zeros(r // g), g)
+    assert set(out) == set(CELL_KEYS)
+    from fakes import make_result
+
+    wired = [k for k in result_to_wire(make_result()) if k in CELL_KEYS]
+    assert wired == list(WIRE_KEYS)
