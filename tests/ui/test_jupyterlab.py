@@ -92,8 +92,25 @@ def _read(path: str, timeout: float = 30.0):
     raise AssertionError(f"{path} was never written")
 
 
-def _run_first_cell(page) -> None:
-    """Run the notebook's cell once the kernel is up (retrying if the key press was swallowed)."""
+def _run_first_cell(page, attempts: int = 2) -> None:
+    """Run the notebook's cell once the kernel is up (retrying if the key press was swallowed),
+    and wait for it to produce output. Under load, jupyter_server can answer a new kernel's first
+    websocket with a 500 (its connection not made yet): the front end reconnects, but an execute
+    request sent on the lost connection never runs, and the cell stays at [*]. Then reload the page
+    (a new connection to the same kernel) and run it again."""
+    for attempt in range(attempts):
+        _press_run(page)
+        try:
+            page.locator(".jp-Cell .jp-OutputArea-output").first.wait_for(state="attached", timeout=90000)
+            return
+        except Exception:
+            if attempt + 1 == attempts:
+                raise
+            print("the cell produced no output: reloading the page and running it again")
+            page.reload(timeout=60000)
+
+
+def _press_run(page) -> None:
     page.locator(".jp-Cell .cm-content").first.wait_for(timeout=60000)
     try:
         page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").first.wait_for(state="attached", timeout=60000)
