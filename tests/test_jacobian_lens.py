@@ -471,3 +471,35 @@ def test_no_lens_ships_for_the_embedded_model_and_default_says_how_to_fit_one():
     assert not SHIPPED_JLENS_FILE.exists()
     with pytest.raises(FileNotFoundError, match="fit-jacobian-lens"):
         JacobianLens.default(tiny("llama"))
+
+
+def test_a_j_lens_goes_where_a_lens_goes_in_the_widget():
+    """Logit, tuned and J lenses in one widget from one forward: each grid equals that lens run
+    alone, cell detail and the exact compare answer for the J lens, and the export carries all three."""
+    from lens_widget.widget import LensWidget
+    from zoo import AffineLens
+
+    hm = tiny("llama")
+    d = hm.model.config.hidden_size
+    g = torch.Generator().manual_seed(5)
+    jl = JacobianLens(hm, {i: torch.eye(d) + 0.2 * torch.randn(d, d, generator=g) for i in range(hm.num_layers - 1)})
+    sites = jl.supported_sites
+    calls = []
+    handle = hm.model.register_forward_pre_hook(lambda *_: calls.append(1))
+    try:
+        w = LensWidget(hm, "The cat sat", decoders={"logit": None, "tuned": AffineLens(hm), "J": jl}, sites=sites, progress=False)
+    finally:
+        handle.remove()
+    assert len(calls) == 1 and w.lenses == ["logit", "tuned", "J"]
+    alone = LogitLens(hm, decoder=jl).run("The cat sat", sites=sites, progress=False)
+    np.testing.assert_array_equal(w.results["J"].topk_ids, alone.topk_ids)
+    np.testing.assert_array_equal(w.results["J"].next_rank, alone.next_rank)
+    w.lens = "J"
+    detail = w.cell_detail(1, 2, k=5)
+    assert detail["lens_name"] == "jacobian lens"
+    np.testing.assert_array_equal(detail["top_ids"], alone.topk_ids[0, 1, 2, :5])
+    c = w.compare_with(("logit", 0), ("J", 0))
+    assert c.js_exact and float(np.nanmax(c.js)) > 0
+    state = w.export_state()
+    assert set(state["grids"]) == {"logit", "tuned", "J"}
+    w.close()
