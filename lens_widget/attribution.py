@@ -45,7 +45,6 @@ effects only: a head's row is what it wrote into the residual, not what it chang
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,11 +57,11 @@ from .arch import get_path
 from .decoders import Decoder
 from .devices import execution_device, is_offloaded, materialized
 from .hooked import HookedModel
-from .sites import parse_site, resolve_positions
+from .sites import parse_site, resolve_positions, resolve_site
 from .sources import SiteRecorder
 from .unembed import NormParts, Unembed
 
-__all__ = ["attribute", "as_data", "ATTN_PROJ", "MLP_OUT", "NonAffineDecoderError", "resolve_site", "resolve_tokens", "COLUMNS"]
+__all__ = ["attribute", "as_data", "ATTN_PROJ", "MLP_OUT", "NonAffineDecoderError", "resolve_tokens", "COLUMNS"]
 
 #: model_type -> the attention output projection inside a block (its input is the heads' outputs).
 ATTN_PROJ: dict[str, str] = {
@@ -95,30 +94,6 @@ class _Stop(Exception):
 
 
 # -- what is asked ---------------------------------------------------------------------------------
-_LABEL_RE = re.compile(r"^([maf]?)(-?\d+)$")
-
-
-def resolve_site(site: Any, n_layers: int, parallel: bool) -> str:
-    """A site name from a name (``"resid_out_12"``, ``"embed"``), a grid label (``"12"``,
-    ``"emb"``, ``"m3"``, ``"a3"``, ``"f3"``) or a block index (``12``: its output; negative
-    counts from the end)."""
-    if isinstance(site, (int, np.integer)) and not isinstance(site, bool):
-        site = str(int(site))
-    if not isinstance(site, str):
-        raise KeyError(f"site must be a site name ('resid_out_3', 'embed') or a grid label ('3', 'emb'), got {site!r}")
-    if site in ("emb", "embed"):
-        return "embed"
-    m = _LABEL_RE.match(site)
-    if m:
-        layer = int(m.group(2))
-        if not -n_layers <= layer < n_layers:
-            raise IndexError(f"site {site!r}: layer {layer} does not exist; this model has layers 0..{n_layers - 1}")
-        kind = {"": "resid_out", "m": "resid_mid", "a": "attn_out", "f": "mlp_out"}[m.group(1)]
-        site = f"{kind}_{layer % n_layers}"
-    kind, _ = parse_site(site, n_layers)
-    if kind == "resid_mid" and parallel:
-        raise KeyError(f"{site!r}: this model's blocks run attention and MLP in parallel; there is no resid_mid")
-    return site
 
 
 def resolve_tokens(model: HookedModel, token: Any) -> list[int] | None:

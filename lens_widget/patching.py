@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from .compare import Comparison
 from .inputs import Batch
 from .result import LensResult
+from .sites import resolve_site
 from .sources import Intervention
 
 if TYPE_CHECKING:  # the engine delegates here; this module never imports it at run time
@@ -106,18 +107,6 @@ def _one_prompt(lens: "LogitLens", prompt: Any, what: str) -> Batch:
     return batch
 
 
-def _site(lens: "LogitLens", site: str | int) -> str:
-    names = lens.model.site_names("all")
-    if isinstance(site, str) and site in names:
-        return site
-    label = str(site)
-    if label in ("emb", "embed"):
-        return "embed"
-    if label.lstrip("-").isdigit():  # the grid's row label: a block number
-        return f"resid_out_{int(label) % lens.model.num_layers}"
-    raise KeyError(f"unknown site {site!r}: use 'embed', 'resid_out_i' (or the grid's label, a block number)")
-
-
 @torch.inference_mode()
 def residual(lens: "LogitLens", prompt: Any, site: str, position: int) -> torch.Tensor:
     """The residual vector ``[d]`` of ``site`` at token ``position`` of ``prompt`` (one forward)."""
@@ -150,7 +139,7 @@ def patch(
     (the mean of the site over the target prompt's own positions) patches that instead.
     ``site``: a site name or the grid's label (a block number, ``"emb"``).
     """
-    site = _site(lens, site)
+    site = resolve_site(site, lens.model.num_layers, lens.model.parallel_blocks)
     target = _one_prompt(lens, target_prompt, "target prompt")
     n_t = int(target.lengths[0])
     tpos = _position(position if target_position is None else target_position, n_t, "target position")

@@ -13,6 +13,7 @@ Positions are token indices in a prompt, named by ``"all"``, ``"last"``, ``"last
 
 from __future__ import annotations
 
+import numbers
 import re
 from typing import Any, Sequence
 
@@ -22,6 +23,7 @@ __all__ = [
     "SITE_KINDS",
     "parse_site",
     "site_label",
+    "resolve_site",
     "expand_sites",
     "default_sites",
     "hidden_state_index",
@@ -33,6 +35,7 @@ __all__ = [
 
 SITE_KINDS = ("embed", "resid_out", "resid_mid", "attn_out", "mlp_out")
 _SITE_RE = re.compile(r"^(resid_out|resid_mid|attn_out|mlp_out)_(-?\d+)$")
+_LABEL_RE = re.compile(r"^([maf]?)(-?\d+)$")
 _LAST_RE = re.compile(r"^last(?:-(\d+))?$")
 _LAST_RANGE_RE = re.compile(r"^last:(\d+)$")
 _SLICE_RE = re.compile(r"^(-?\d+)?:(-?\d+)?(?::(-?\d+))?$")
@@ -63,6 +66,29 @@ def site_label(site: str) -> str:
     for prefix, tag in (("resid_out_", ""), ("resid_mid_", "m"), ("attn_out_", "a"), ("mlp_out_", "f")):
         if site.startswith(prefix):
             return f"{tag}{site[len(prefix):]}"
+    return site
+
+
+def resolve_site(site: Any, n_layers: int, parallel: bool) -> str:
+    """A site name from a name (``"resid_out_12"``, ``"embed"``), a grid label (``"12"``,
+    ``"emb"``, ``"m3"``, ``"a3"``, ``"f3"``) or a block index (``12``: its output; negative
+    counts from the end)."""
+    if isinstance(site, numbers.Integral) and not isinstance(site, bool):
+        site = str(int(site))
+    if not isinstance(site, str):
+        raise KeyError(f"site must be a site name ('resid_out_3', 'embed') or a grid label ('3', 'emb'), got {site!r}")
+    if site in ("emb", "embed"):
+        return "embed"
+    m = _LABEL_RE.match(site)
+    if m:
+        layer = int(m.group(2))
+        if not -n_layers <= layer < n_layers:
+            raise IndexError(f"site {site!r}: layer {layer} does not exist; this model has layers 0..{n_layers - 1}")
+        kind = {"": "resid_out", "m": "resid_mid", "a": "attn_out", "f": "mlp_out"}[m.group(1)]
+        site = f"{kind}_{layer % n_layers}"
+    kind, _ = parse_site(site, n_layers)
+    if kind == "resid_mid" and parallel:
+        raise KeyError(f"{site!r}: this model's blocks run attention and MLP in parallel; there is no resid_mid")
     return site
 
 
