@@ -31,7 +31,7 @@ from .patching import Patch, Sweep, patch, patch_sweep
 from .hooked import HookedModel, as_hooked_model
 from .inputs import Batch
 from .progress import Progress, ProgressBar
-from .reduce import FUSE_MIN_WORK, FUSED, ChunkReducer, Lane, reduce_columns, rows_for_budget
+from .reduce import DEFAULT_MEMORY_BUDGET, FUSE_MIN_WORK, FUSED, ChunkReducer, Lane, reduce_columns, rows_for_budget
 from .result import CellStore, LensResult
 from .sites import next_token_ids, resolve_positions, select_matrix
 from .sources import Intervention, RemoteActivations, Work
@@ -39,8 +39,6 @@ from .tutorial import COMPUTE_METRICS, compute
 
 __all__ = ["LogitLens", "DEFAULT_MEMORY_BUDGET", "default_memory_budget", "COMPUTE_METRICS", "Plan"]
 
-#: Bytes of scratch memory the reducer may use for its logits buffers (on the CPU).
-DEFAULT_MEMORY_BUDGET = 512 * 2**20
 #: On a GPU: this share of the device's free memory, at most ``GPU_BUDGET_CAP`` bytes (small
 #: chunks starve a GPU: an 8B-shaped grid on an H200 took 4.56 s with 4 GB, 3.60 s with 16 GB).
 GPU_BUDGET_SHARE = 0.25

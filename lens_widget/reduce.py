@@ -28,6 +28,7 @@ __all__ = [
     "token_stats",
     "js_divergence",
     "rows_for_budget",
+    "DEFAULT_MEMORY_BUDGET",
     "EXP_FLOOR",
     "TOPK_BLOCK",
 ]
@@ -39,6 +40,10 @@ EXP_FLOOR = -87.0
 TOPK_BLOCK = 64
 #: Below this many logits per run (rows x vocab), eager passes finish before a compile would.
 FUSE_MIN_WORK = int(os.environ.get("LENS_WIDGET_FUSE_MIN_WORK", 64 * 49152 * 31))
+
+
+#: Bytes of scratch memory a reducer may use for its logits buffers, by default (on the CPU).
+DEFAULT_MEMORY_BUDGET = 512 * 2**20
 
 
 def rows_for_budget(vocab: int, budget: int, lanes: int = 1) -> int:

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from .cache import ActivationCache
 from .decoders import Decoder
-from .reduce import rows_for_budget
+from .reduce import DEFAULT_MEMORY_BUDGET, rows_for_budget
 from .tokens import TokenTable
 
 __all__ = ["COMPUTE_METRICS", "compute", "expand_key"]
@@ -35,7 +35,7 @@ def compute(
     token_directions: Sequence[Any] | None = None,
     metric: str | None = None,
     progress: bool = True,
-    memory_budget: int = 512 * 2**20,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
 ) -> dict[str, torch.Tensor]:
     """See :meth:`LogitLens.compute <lens_widget.engine.LogitLens.compute>`."""
     if metric is None:
