@@ -58,9 +58,10 @@ class Intervention:
         if not isinstance(self.value, torch.Tensor) or self.value.dim() not in (1, 2, 3):
             raise ValueError("an intervention's value is a tensor [d], [positions, d] or [prompts, positions, d]")
 
-    def apply(self, x: torch.Tensor) -> torch.Tensor:
-        """``x [B, T, d]`` with this intervention applied (a new tensor; ``x`` is left alone)."""
-        return apply_intervention(x, self.positions, self.value, self.mode, self.rows)
+    def apply(self, x: torch.Tensor, batch: int | None = None) -> torch.Tensor:
+        """``x [B, T, d]`` with this intervention applied (a new tensor; ``x`` is left alone);
+        ``batch``: ``B`` of an ``x`` flattened to ``[B * T, d]``."""
+        return apply_intervention(x, self.positions, self.value, self.mode, self.rows, batch)
 
     def as_data(self) -> dict[str, Any]:
         """Plain data for a trace's body (what travels to NDIF)."""

@@ -186,12 +186,6 @@ class Intervener:
             )
         return get_path(self.blocks[int(layer)], path), False  # type: ignore[arg-type]
 
-    @staticmethod
-    def _changed(iv: Intervention, x: torch.Tensor, batch: int) -> torch.Tensor:
-        if x.dim() == 2:  # [batch * tokens, d] (OPT around the MLP)
-            return iv.apply(x.view(batch, -1, x.shape[-1])).view_as(x)
-        return iv.apply(x)
-
     def __enter__(self) -> "Intervener":
         for iv, (module, pre) in zip(self.interventions, self._where):
             if pre:
@@ -204,7 +198,7 @@ class Intervener:
                 self._handles.append(module.register_forward_pre_hook(pre_hook, with_kwargs=True))
             else:
                 def out_hook(_m: nn.Module, args: tuple, output: Any, iv: Intervention = iv) -> Any:
-                    new = self._changed(iv, _first_tensor(output), self.batch)
+                    new = iv.apply(_first_tensor(output), self.batch)  # [batch * tokens, d] around OPT's MLP
                     return (new, *output[1:]) if isinstance(output, tuple) else new
 
                 self._handles.append(module.register_forward_hook(out_hook))

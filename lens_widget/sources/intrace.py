@@ -127,10 +127,13 @@ def detail(lens: Unembed, acts: dict[str, torch.Tensor], job: dict[str, Any]) ->
         }
 
 
-def apply_intervention(x: torch.Tensor, positions: Any, value: torch.Tensor, mode: str, rows: Any = None) -> torch.Tensor:
+def apply_intervention(x: torch.Tensor, positions: Any, value: torch.Tensor, mode: str, rows: Any = None, batch: int | None = None) -> torch.Tensor:
     """``x [B, T, d]`` with ``value`` put at (or, ``mode="add"``, added to) token ``positions``
     of prompt ``rows`` (``None``: all) — a new tensor. ``value`` is ``[d]``, ``[n_pos, d]`` or
-    ``[n_rows, n_pos, d]`` (see :class:`lens_widget.sources.Intervention`)."""
+    ``[n_rows, n_pos, d]`` (see :class:`lens_widget.sources.Intervention`). Some blocks (OPT's
+    MLP) flatten ``[B * T, d]``: with ``batch=B`` such an ``x`` is changed in that layout."""
+    if x.dim() == 2 and batch is not None:
+        return apply_intervention(x.view(batch, -1, x.shape[-1]), positions, value, mode, rows).view_as(x)
     out = x.clone()
     r = torch.arange(x.shape[0], device=x.device) if rows is None else torch.as_tensor(list(rows), device=x.device)
     pos = torch.as_tensor(list(positions), device=x.device)
@@ -152,9 +155,7 @@ def _patch(env: Any, io: str, patch: dict[str, Any], batch: int) -> None:
     """Apply one intervention to an envoy's input or output, inside the trace."""
     x = env.input if io == "input" else env.output
     first = x[0] if isinstance(x, (tuple, list)) else x
-    flat = first.dim() == 2
-    y = apply_intervention(first.view(batch, -1, first.shape[-1]) if flat else first, patch["positions"], patch["value"], patch["mode"], patch.get("rows"))
-    y = y.view_as(first) if flat else y
+    y = apply_intervention(first, patch["positions"], patch["value"], patch["mode"], patch.get("rows"), batch)
     new = (y, *x[1:]) if isinstance(x, tuple) else y
     if io == "input":
         env.input = new
