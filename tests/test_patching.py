@@ -169,4 +169,7 @@ def test_the_widget_patches_one_prompts_cell_into_another():
     # bad requests get clear replies and change nothing
     w.handle_message({"type": "patch", "request_id": "bad", "source": [5, site, 0], "target": [0, 3]})
     assert replies[-1]["ok"] is False and "source prompt_index" in replies[-1]["error"]
+    for source, target, field in (([1, site, 99], [0, 3], "source col"), ([1, site, 5], [0, 99], "target col"), ([1, 99, 5], [0, 3], "site")):
+        w.handle_message({"type": "patch", "request_id": "bad", "source": source, "target": target})
+        assert replies[-1]["ok"] is False and field in replies[-1]["error"], (field, replies[-1])
     w.close()

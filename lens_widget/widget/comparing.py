@@ -138,19 +138,25 @@ class CompareView:
         self._work.finish()
         if self._session is None:
             raise RequestError("no model attached (widget built from a LensResult, or an exported page)")
-        if len(source) != 3 or len(target) != 2:
-            raise RequestError("source is (prompt_index, site, col), target is (prompt_index, col)")
+        (sp, site, scol), (tp, tcol) = self.check_patch(source, target)
+        p = self._session.patch(self.result, self.lens, (sp, site, scol), (tp, tcol))
+        p.meta.update({"source_prompt_index": sp, "target_prompt_index": tp, "source_col": scol, "target_col": tcol, "site_index": site})
+        self._pair, self._compared = None, p.comparison
+        self._show_comparison(p.comparison, patch_to_wire(p))
+        return p
+
+    def check_patch(self, source: Any, target: Any) -> tuple[tuple[int, int, int], tuple[int, int]]:
+        """``source = (prompt_index, site, col)`` and ``target = (prompt_index, col)`` checked
+        against the grids shown, else a :class:`RequestError`."""
+        if not (isinstance(source, (list, tuple)) and len(source) == 3 and isinstance(target, (list, tuple)) and len(target) == 2):
+            raise RequestError("a patch needs source [prompt_index, site, col] and target [prompt_index, col]")
         r = self.result
         sp = int_in("source prompt_index", source[0], 0, r.n_prompts - 1)
         tp = int_in("target prompt_index", target[0], 0, r.n_prompts - 1)
         site = int_in("site", source[1], 0, r.n_sites - 1)
         scol = int_in("source col", source[2], 0, r.n_columns(sp) - 1)
         tcol = int_in("target col", target[1], 0, r.n_columns(tp) - 1)
-        p = self._session.patch(r, self.lens, (sp, site, scol), (tp, tcol))
-        p.meta.update({"source_prompt_index": sp, "target_prompt_index": tp, "source_col": scol, "target_col": tcol, "site_index": site})
-        self._pair, self._compared = None, p.comparison
-        self._show_comparison(p.comparison, patch_to_wire(p))
-        return p
+        return (sp, site, scol), (tp, tcol)
 
     def _compare_pair_set(self, change: dict) -> None:
         """The front end chose another pair of sides (trait ``compare_pair``): compare them."""

@@ -110,14 +110,7 @@ def _start_patch(w: "LensWidget", m: dict[str, Any], reply: Callable[[Any, Any],
     """A patch runs the model (two forward passes): in the background. ``source``:
     ``[prompt_index, site, col]``, ``target``: ``[prompt_index, col]``; checked now."""
     source, target = m.get("source"), m.get("target")
-    if not (isinstance(source, list) and len(source) == 3 and isinstance(target, list) and len(target) == 2):
-        raise RequestError("a patch needs source [prompt_index, site, col] and target [prompt_index, col]")
-    r = w.result
-    sp = int_in("source prompt_index", source[0], 0, r.n_prompts - 1)
-    tp = int_in("target prompt_index", target[0], 0, r.n_prompts - 1)
-    int_in("site", source[1], 0, r.n_sites - 1)
-    int_in("source col", source[2], 0, r.n_columns(sp) - 1)
-    int_in("target col", target[1], 0, r.n_columns(tp) - 1)
+    w.check_patch(source, target)
 
     def work() -> dict[str, Any]:
         p = w.patch(source, target)

@@ -442,6 +442,13 @@ class LensWidget(CompareView, GenerateView, anywidget.AnyWidget):
         if keep != list(self.tracked):
             self._guarded(lambda: self._compute(list(self.prompts), keep))
 
+    def _cell_from_end(self, site: Any, col: Any) -> tuple[int, int]:
+        """:meth:`check_cell` of indices that may count from the end (negative)."""
+        r, pi = self.result, self.prompt_index
+        site = int(site) + r.n_sites if int(site) < 0 else int(site)
+        col = int(col) + r.n_columns(pi) if int(col) < 0 else int(col)
+        return self.check_cell(site, col)
+
     def check_cell(self, site: Any, col: Any) -> tuple[int, int]:
         """``(site, col)`` if both are ints inside the grid shown, else a :class:`RequestError`."""
         r = self.result
@@ -452,10 +459,8 @@ class LensWidget(CompareView, GenerateView, anywidget.AnyWidget):
         next token's probability and rank, and the exact rank of any tokens. ``site`` and ``col``
         index the grid (negative values count from the end)."""
         self._check_open()
-        r, pi = self.result, self.prompt_index
-        site = int(site) + r.n_sites if int(site) < 0 else int(site)
-        col = int(col) + r.n_columns(pi) if int(col) < 0 else int(col)
-        site, col = self.check_cell(site, col)
+        pi = self.prompt_index
+        site, col = self._cell_from_end(site, col)
         return self._detail_of(self.lens, pi, site, col, k, token_ids)
 
     def _detail_of(self, label: str, pi: int, site: int, col: int, k: int, token_ids: Sequence[int | str]) -> dict[str, Any]:
@@ -481,9 +486,7 @@ class LensWidget(CompareView, GenerateView, anywidget.AnyWidget):
         self._check_open()
         self._work.finish()
         r, pi = self.result, self.prompt_index
-        site = int(site) + r.n_sites if int(site) < 0 else int(site)
-        col = int(col) + r.n_columns(pi) if int(col) < 0 else int(col)
-        site, col = self.check_cell(site, col)
+        site, col = self._cell_from_end(site, col)
         if self._session is None:
             raise RequestError("no model attached (widget built from a LensResult, or an exported page)")
         return self._session.attribution(r, self.lens, pi, site, col, token, top)
