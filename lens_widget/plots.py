@@ -516,7 +516,7 @@ def lens_grid(
     data["text_color"] = _text_colors(data["value"], mapper)
     source = ColumnDataSource(data)
     fig = _figure(
-        f"logit lens{' · ' + result.model_name if result.model_name else ''} · {_METRIC_TITLES[metric]}",
+        f"{result.lens_name}{' · ' + result.model_label if result.model_name else ''} · {_METRIC_TITLES[metric]}",
         [
             ("layer", "@layer"),
             ("input", "@input (position @position)"),

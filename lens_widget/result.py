@@ -7,6 +7,8 @@ indices into each prompt's tokens (``positions[b, p]``, ``-1`` where a shorter p
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +23,17 @@ __all__ = ["LensResult", "CellStore", "NUMPY_DTYPES"]
 
 #: The numpy dtype of each cell kind of :data:`~lens_widget.schema.CELL_FIELDS` in a result.
 NUMPY_DTYPES = {"int": np.int64, "float": np.float32, "bool": np.bool_}
+
+
+def model_label(name: str) -> str:
+    """``"/home/me/.cache/x/gemma-3-270m-q4_k_m.gguf"`` → ``"gemma-3-270m-q4_k_m"``; a hub name
+    (``"google/gemma-3-270m"``: no leading ``/``, ``~`` or ``.``, at most one ``/``) is kept."""
+    text = str(name).rstrip("/\\")
+    local = text.startswith(("/", "~", ".")) or "\\" in text or text.count("/") > 1 or text.lower().endswith(".gguf")
+    if not local:
+        return text
+    last = re.split(r"[/\\]", text)[-1]
+    return last[: -len(".gguf")] if last.lower().endswith(".gguf") else last
 
 
 @dataclass
@@ -76,6 +89,13 @@ class LensResult:
     vocab_size: int = 0
 
     # -- shape ----------------------------------------------------------------------------
+    @property
+    def model_label(self) -> str:
+        """The model's short display name (titles, exported pages): a hub name as it is; a local
+        path or GGUF file by its last component without ``.gguf``, so no folder of this machine
+        reaches a title or a shared page."""
+        return model_label(self.model_name)
+
     @property
     def n_prompts(self) -> int:
         return int(self.topk_ids.shape[0])

