@@ -9,13 +9,14 @@ arguments are plain data (tensors, numbers, strings, module paths); the model's 
 reached through the trace's root envoy, so no weights travel, and only the reduced arrays come
 back.
 
-Three tasks, each over the ``[B, P]`` positions of ``select``:
+Four tasks, each over the ``[B, P]`` positions of ``select``:
 
 * ``"record"``: the sites' activations (``[B, P, d]``; local sources, small remote requests);
 * ``"lens"``: every (site, position) cell reduced exactly like the engine does it, chunk by
   chunk over rows (``ChunkReducer``'s statistics; see :func:`lens_cells`);
 * ``"detail"``: full-vocabulary top-``n`` and any tokens' logit/probability/exact rank at some
-  sites of one position (cell detail, trajectories, ``track_top``).
+  sites of one position (cell detail, trajectories, ``track_top``);
+* ``"attribute"``: one cell's exact attribution (:func:`attribute_cell`).
 """
 
 from __future__ import annotations
@@ -24,11 +25,12 @@ from typing import Any
 
 import torch
 
+from ..contributions import attribute_rows, frozen_norm
 from ..reduce import ChunkReducer, Lane, reduce_columns, token_stats
 from ..schema import CELL_FIELDS, trailing
 from ..unembed import UPCAST_BYTES, Unembed
 
-__all__ = ["in_trace", "lens_cells", "detail", "record", "unembedding", "apply_intervention", "ORDER"]
+__all__ = ["in_trace", "lens_cells", "detail", "attribute_cell", "record", "unembedding", "apply_intervention", "ORDER"]
 
 #: Forward order of the raw points inside one block (nnsight reads modules in forward order).
 ORDER = {"in": 0, "attn_out": 1, "mid": 2, "mlp_out": 3, "out": 4}
@@ -127,6 +129,30 @@ def detail(lens: Unembed, acts: dict[str, torch.Tensor], job: dict[str, Any]) ->
         }
 
 
+def attribute_cell(root: Any, lens: Unembed, rows: dict[str, torch.Tensor], job: dict[str, Any]) -> dict[str, Any]:
+    """A cell's attribution next to the model (:func:`lens_widget.contributions.attribute_rows`,
+    the arithmetic of the local path): ``rows`` holds the job's ``reads`` (the embedding, each
+    layer's projection input ``z{l}``, attention post-norm input ``pn{l}``, MLP output
+    ``mlp{l}``) and the site, each ``[1, 1, d]``; the layers' ``W_O`` and norms are read off the
+    remote model's modules. Only the table (a few numbers per part) comes back."""
+    flat = {name: v[0, 0] for name, v in rows.items()}
+    blocks, proj_path, post_path = job["blocks"], job["proj"], job.get("post_norm")
+    pn_dtype = getattr(torch, job["post_norm_dtype"]) if job.get("post_norm_dtype") else torch.float32
+
+    def weights(l: int) -> tuple[torch.Tensor, Any, Any]:
+        proj = _resolve(root, f"{blocks}.{l}.{proj_path}")
+        W = proj.weight.detach()
+        W = W.T if job["conv1d"] else W  # GPT-2's Conv1D stores W_O as [in, out]
+        b = getattr(proj, "bias", None)
+        pn = frozen_norm(_resolve(root, f"{blocks}.{l}.{post_path}"), flat[f"pn{l}"], pn_dtype) if post_path else None
+        return W, None if b is None else b.detach(), pn
+
+    with torch.no_grad():
+        h = flat[job["site"]]
+        x = h.to(device=lens.device, dtype=lens.in_dtype)
+        return attribute_rows(flat, h, list(job["layers"]), list(job["mlps"]), int(job["n_heads"]), weights, lens, x, job["ids"])
+
+
 def apply_intervention(x: torch.Tensor, positions: Any, value: torch.Tensor, mode: str, rows: Any = None, batch: int | None = None) -> torch.Tensor:
     """``x [B, T, d]`` with ``value`` put at (or, ``mode="add"``, added to) token ``positions``
     of prompt ``rows`` (``None``: all) — a new tensor. ``value`` is ``[d]``, ``[n_pos, d]`` or
@@ -181,4 +207,6 @@ def in_trace(root: Any, points: list, recipe: dict, select: torch.Tensor, task: 
             return lens_cells(lens, acts, job or {})
         if task == "detail":
             return detail(lens, acts, job or {})
+        if task == "attribute":
+            return attribute_cell(root, lens, acts, job or {})
     raise ValueError(f"unknown in-trace task {task!r}")

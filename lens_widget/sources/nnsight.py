@@ -27,7 +27,7 @@ from .intrace import ORDER
 __all__ = ["NNsightSource", "NDIFError", "ndif_api_key", "remote_error", "typing_kept"]
 
 #: Modules whose code must travel by value to NDIF (the server does not have lens_widget).
-BY_VALUE = ("lens_widget.schema", "lens_widget.unembed", "lens_widget.reduce", "lens_widget.sources.intrace")
+BY_VALUE = ("lens_widget.schema", "lens_widget.unembed", "lens_widget.reduce", "lens_widget.contributions", "lens_widget.sources.intrace")
 
 
 class NDIFError(RuntimeError):
@@ -116,11 +116,14 @@ class NNsightSource(ActivationSource):
         return get_path(self.model, self.arch.final_norm).parameters() if self.arch.final_norm else iter(())
 
     # -- what the trace reads ------------------------------------------------------------------
-    def plan(self, sites: Sequence[str], final_norm: bool = False, interventions: Sequence[Intervention] = ()
+    def plan(self, sites: Sequence[str], final_norm: bool = False, interventions: Sequence[Intervention] = (), reads: Sequence[Sequence[Any]] = ()
              ) -> tuple[list[tuple[str, str, str]], dict[str, tuple[str, str | None]], dict[str, list[dict[str, Any]]]]:
         """The raw points to read (and to change), in forward order, how each site is made of
         them (the same points and differences as :class:`SiteRecorder`'s hooks), and the
-        interventions to apply at each point (plain data)."""
+        interventions to apply at each point (plain data). ``reads``: more module values a task
+        needs, ``(name, layer, order inside the block, module path, "input" | "output")`` (order
+        as :data:`~lens_widget.sources.intrace.ORDER`; a fraction between two of its points):
+        each comes back under its name."""
         rec = SiteRecorder(self.model, self.arch, sites, extra_final_norm=final_norm)
         n = rec.n_layers
         where: dict[str, tuple[tuple[int, int], str, str]] = {}
@@ -138,8 +141,16 @@ class NNsightSource(ActivationSource):
                 where["patch:" + name] = self._point(kind, int(idx))
                 name = "patch:" + name
             patches.setdefault(name, []).append(iv.as_data())
-        points = sorted((order, name, path, io) for name, (order, path, io) in where.items())
         recipe: dict[str, tuple[str, str | None]] = {}
+        seen = {(path, io): name for name, (_, path, io) in where.items() if not name.startswith("patch:")}
+        for name, layer, order, path, io in reads:
+            if (path, io) in seen:  # a point already read: one read, two names
+                recipe[name] = (seen[path, io], None)
+                continue
+            where[name] = ((int(layer), order), path, io)
+            seen[path, io] = name
+            recipe[name] = (name, None)
+        points = sorted((order, name, path, io) for name, (order, path, io) in where.items())
         for site in rec.sites:
             kind, layer = parse_site(site, n)
             if kind == "embed":
@@ -239,7 +250,7 @@ class NNsightSource(ActivationSource):
 
         self._check_remote()
         self._register()
-        points, recipe, patches = self.plan(sites, final_norm, interventions)
+        points, recipe, patches = self.plan(sites, final_norm, interventions, (job or {}).get("reads", ()))
         spec, lm = self.spec, self.lm
         select = select.long()
         inputs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
