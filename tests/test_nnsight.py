@@ -21,7 +21,7 @@ from lens_widget import HookedModel, LogitLens
 from lens_widget.decoders import Decoder
 from lens_widget.sources import RemoteActivations
 from lens_widget.sources.nnsight import NDIFError, remote_error
-from zoo import tiny
+from zoo import CONFIGS, tiny
 
 PROMPTS = ["Hello world, this is", "ab", "The cat sat"]  # batched with right padding
 ARCHS = ["llama", "gpt2", "opt", "gemma2", "gpt_neox", "falcon", "qwen3", "llama_untied_bias"]
@@ -213,3 +213,52 @@ def test_a_lens_with_weights_of_its_own_is_refused_next_to_a_remote_model():
         LogitLens(nn_hm, decoder=AffineLens(nn_hm)).run("Hello", progress=False)
     with pytest.raises(ValueError, match="only the plain logit lens"):
         LogitLens(nn_hm).run("Hello", progress=False, decoders={"logit": None, "tuned": AffineLens(nn_hm)})
+
+
+# -- attribution, patching and the sweep next to a remote model -------------------------------------
+ATTR_CELLS = [("resid_out_2", 3, None), ("resid_out_1", -1, ("a", "e")), ("embed", 2, None), ("attn_out_1", 4, "a"), ("mlp_out_0", 1, None)]
+
+
+@pytest.mark.parametrize("arch", sorted(CONFIGS))
+def test_attribution_runs_in_the_remote_trace_and_equals_the_hook_path(arch, monkeypatch):
+    """remote='local' (the request serialised as for NDIF, lens_widget absent on the 'server'):
+    the same rows as the local hooks, within 1e-4, and what came back is the table only."""
+    from lens_widget.sources.nnsight import NNsightSource
+
+    came_back = []
+    real = NNsightSource._in_trace
+
+    def spy(self, *args, **kwargs):
+        out = real(self, *args, **kwargs)
+        came_back.append(out)
+        return out
+
+    monkeypatch.setattr(NNsightSource, "_in_trace", spy)
+    hm = tiny(arch)
+    hn = HookedModel.from_nnsight(language_model(hm), remote="local")
+    d_model = hm.model.config.hidden_size
+    for site, pos, tok in ATTR_CELLS:
+        if site.startswith(("attn_out", "mlp_out")) and site not in hm.site_names("all"):
+            continue
+        d0 = LogitLens(hm, compile="never").attribute("Hello world", site, pos, tok)
+        with absent_on_server("lens_widget"):
+            d1 = LogitLens(hn, compile="never").attribute("Hello world", site, pos, tok)
+        for col in ("component", "layer", "head", "kind"):
+            assert list(d1[col]) == list(d0[col]), (site, col)
+        np.testing.assert_allclose(d1["contribution"].to_numpy(), d0["contribution"].to_numpy(), atol=1e-4, rtol=0, err_msg=site)
+        assert (d1["kind"] == "remainder").sum() == (d0["kind"] == "remainder").sum()
+        assert abs(d1.attrs["error"]) < 1e-4 and d1.attrs["token_ids"] == d0.attrs["token_ids"]
+        assert d1.attrs["logit"] == pytest.approx(d0.attrs["logit"], abs=1e-5)
+    assert len(came_back) == len([c for c in ATTR_CELLS if not c[0].startswith(("attn_out", "mlp_out")) or c[0] in hm.site_names("all")])
+    for res in came_back:  # the table, not the activations: no tensor as wide as the residual
+        assert set(res) == {"names", "meta", "contrib", "consts", "ids", "cell", "resid_error"}
+        assert res["contrib"].shape == (len(res["names"]), len(res["ids"])) and res["contrib"].shape[1] < d_model
+
+
+def test_attribution_with_a_lens_that_cannot_travel_names_it():
+    from zoo import AffineLens
+
+    hn = HookedModel.from_nnsight(language_model(tiny("llama")), remote="local")
+    with pytest.raises(ValueError, match=r"tuned lens.*only the plain logit lens"):
+        LogitLens(hn, decoder=AffineLens(hn)).attribute("Hello", "resid_out_1", -1)
+    assert len(LogitLens(hn).attribute("Hello", "resid_out_1", -1)) > 0  # the logit lens still does
