@@ -33,7 +33,11 @@ OLMo 2's ``post_attention_layernorm``) get that norm's scale frozen at the cell'
 (read off the module with :meth:`Unembed.norm_parts <lens_widget.unembed.Unembed.norm_parts>`),
 so the heads still split linearly; their MLPs' post-norms need nothing (the MLP is one part).
 
-Everything comes from **one** forward pass, hooks recording only what the cell needs at the one
+With a remote model (nnsight ``remote=``, NDIF) the rows are read inside the trace and the same
+arithmetic (:mod:`lens_widget.contributions`, shipped by value) runs there: only the table comes
+back. Only the plain logit lens travels; another decoder is refused by name.
+
+Locally everything comes from **one** forward pass, hooks recording only what the cell needs at the one
 position, for blocks up to the site (the pass stops after that block when nothing is offloaded),
 and the arithmetic runs in float64, so the only differences from the lens's own float32 logit
 are the float32 rounding of the model's forward and of the lens (``df.attrs["error"]``, typically

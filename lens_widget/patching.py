@@ -14,7 +14,10 @@ run and the recovery of a logit difference at the last position is recorded,
 the clean behaviour, 0 where it carries none. Patches run many to a forward (one batch row each).
 
 Both go through the activation source's intervention seam
-(:class:`~lens_widget.sources.Intervention`): hooks, accelerate offload and nnsight alike.
+(:class:`~lens_widget.sources.Intervention`): hooks, accelerate offload and nnsight alike. The
+patched-in residuals are :class:`~lens_widget.sources.ActivationRef` s, recorded by the source in
+the same job as the forwards that use them: on NDIF a patch, or a whole sweep, is **one** request
+(``model.session``) and no activation comes back.
 """
 
 from __future__ import annotations

@@ -363,3 +363,24 @@ def test_ioi_sweep_on_the_embedded_model_through_a_remote_request(smollm):
     print("IOI sweep, hooks:", s0.meta, "remote='local':", s1.meta)
     assert len(jobs) == 1
     np.testing.assert_allclose(s1.patched_ld, s0.patched_ld, atol=1e-4, rtol=0)
+
+
+@pytest.mark.slow
+def test_attribution_and_patch_on_the_embedded_model_through_a_remote_request(smollm):
+    prompt, pair = "The capital of France is", (" Paris", " London")
+    hn = HookedModel.from_nnsight(language_model(smollm), remote="local")
+    for site in ("resid_out_29", "resid_out_12"):
+        d0 = LogitLens(smollm, compile="never").attribute(prompt, site, -1, pair)
+        with counted_jobs() as jobs:
+            d1 = LogitLens(hn, compile="never").attribute(prompt, site, -1, pair)
+        assert len(jobs) == 1 and list(d1["component"]) == list(d0["component"])
+        np.testing.assert_allclose(d1["contribution"].to_numpy(), d0["contribution"].to_numpy(), atol=1e-4, rtol=0)
+        assert abs(d1.attrs["error"]) < 1e-4
+    src = "When Mary and John went to the store, Mary gave a drink to"
+    tgt = "When Mary and John went to the store, John gave a drink to"
+    p0 = LogitLens(smollm, compile="never").patch(src, tgt, "resid_out_8", 9)
+    with counted_jobs() as jobs:
+        p1 = LogitLens(hn, compile="never").patch(src, tgt, "resid_out_8", 9)
+    assert len(jobs) == 1
+    assert_same_grid(p1.patched, p0.patched)
+    np.testing.assert_allclose(p1.comparison.js, p0.comparison.js, atol=1e-5, rtol=0, equal_nan=True)
