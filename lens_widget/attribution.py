@@ -33,7 +33,11 @@ OLMo 2's ``post_attention_layernorm``) get that norm's scale frozen at the cell'
 (read off the module with :meth:`Unembed.norm_parts <lens_widget.unembed.Unembed.norm_parts>`),
 so the heads still split linearly; their MLPs' post-norms need nothing (the MLP is one part).
 
-Everything comes from **one** forward pass, hooks recording only what the cell needs at the one
+With a remote model (nnsight ``remote=``, NDIF) the rows are read inside the trace and the same
+arithmetic (:mod:`lens_widget.contributions`, shipped by value) runs there: only the table comes
+back. Only the plain logit lens travels; another decoder is refused by name.
+
+Locally everything comes from **one** forward pass, hooks recording only what the cell needs at the one
 position, for blocks up to the site (the pass stops after that block when nothing is offloaded),
 and the arithmetic runs in float64, so the only differences from the lens's own float32 logit
 are the float32 rounding of the model's forward and of the lens (``df.attrs["error"]``, typically
@@ -54,12 +58,13 @@ import torch
 from torch import nn
 
 from .arch import get_path
+from .cells import check_portable
+from .contributions import attribute_rows, frozen_norm
 from .decoders import Decoder
 from .devices import execution_device, is_offloaded, materialized
 from .hooked import HookedModel
 from .sites import parse_site, resolve_positions, resolve_site
-from .sources import SiteRecorder
-from .unembed import NormParts, Unembed
+from .sources import SiteRecorder, Work
 
 __all__ = ["attribute", "as_data", "ATTN_PROJ", "MLP_OUT", "NonAffineDecoderError", "resolve_tokens", "COLUMNS"]
 
@@ -264,19 +269,57 @@ def _translate_affine(decoder: Decoder, site: str, h: torch.Tensor) -> tuple[tor
     return A, c
 
 
-def _frozen(norm: nn.Module, x: torch.Tensor) -> NormParts:
-    """A norm module at one input row as an affine map with the row's scale frozen (probed off
-    the module, as :meth:`Unembed.norm_parts` does for the final norm)."""
-    dtype = next((q.dtype for q in norm.parameters()), x.dtype)
-    with materialized(norm):
-        return Unembed(norm, None, None, dtype, x.device, 0).norm_parts(x[None].float())
+# -- where the arithmetic runs ----------------------------------------------------------------------
+def _here(model: HookedModel, decoder: Decoder, layout: _Layout, batch: Any, site: str, p: int, layers: list[int], mlps: list[int],
+          ids: list[int] | None, n_heads: int) -> dict[str, Any]:
+    """Record the cell's rows with local hooks (one forward) and attribute them here."""
+    rec = _record(model, layout, batch, site, p, layers, mlps)
+    h = rec["site"]
+
+    def weights(l: int) -> tuple[torch.Tensor, torch.Tensor | None, Any]:
+        block = model.blocks[l]
+        proj = get_path(block, layout.proj)
+        with materialized(proj):
+            W = _proj_weight(proj).to(torch.float64).cpu()
+            b = getattr(proj, "bias", None)
+            b = None if b is None else b.detach().to(torch.float64).cpu()
+        pn = None
+        if layout.attn_post_norm:
+            norm = get_path(block, layout.attn_post_norm)
+            with materialized(norm):
+                pn = frozen_norm(norm, rec[f"pn{l}"], next((q.dtype for q in norm.parameters()), rec[f"pn{l}"].dtype))
+        return W, b, pn
+
+    A, c = _translate_affine(decoder, site, h)
+    with decoder.loaded(), materialized(decoder.norm):
+        x = decoder.translate(h[None].to(device=decoder.device, dtype=decoder.in_dtype), site)[0]
+        return attribute_rows(rec, h, layers, mlps, n_heads, weights, decoder.unembedding, x, ids, A, c)
 
 
-def _through(parts: NormParts, x: torch.Tensor) -> torch.Tensor:
-    """The linear part of a frozen norm applied to rows ``x [n, d]`` (float64, shift left out)."""
-    g, s = parts.gain.to(torch.float64).to(x.device), parts.scale.to(torch.float64).reshape(-1).to(x.device)
-    c = x - x.mean(-1, keepdim=True) if parts.centred else x
-    return g * c / s
+def _in_trace(model: HookedModel, decoder: Decoder, layout: _Layout, batch: Any, site: str, p: int, layers: list[int], mlps: list[int],
+              ids: list[int] | None, n_heads: int) -> dict[str, Any]:
+    """Attribute next to a remote model (an nnsight trace, on NDIF): the source reads the rows
+    inside the trace and :func:`lens_widget.sources.intrace.attribute_cell` runs the same
+    arithmetic there; only the table comes back."""
+    check_portable(decoder)
+    blocks = model.arch.blocks
+    kind, _ = parse_site(site, model.num_layers)
+    # (name, layer, order inside the block, module path, "input" | "output"): what the trace reads
+    reads: list[tuple[str, int, float, str, str]] = []
+    if kind in ("embed", "resid_out", "resid_mid"):
+        reads.append(("embed", 0, 0, f"{blocks}.0", "input"))
+    pn_dtype = None
+    for l in layers:
+        reads.append((f"z{l}", l, 0.5, f"{blocks}.{l}.{layout.proj}", "input"))
+        if layout.attn_post_norm:
+            reads.append((f"pn{l}", l, 0.9, f"{blocks}.{l}.{layout.attn_post_norm}", "input"))
+            norm = get_path(model.blocks[l], layout.attn_post_norm)
+            pn_dtype = str(next((q.dtype for q in norm.parameters()), torch.float32)).replace("torch.", "")
+    reads += [(f"mlp{l}", l, 3, f"{blocks}.{l}.{layout.mlp}", "output") for l in mlps]
+    job = {"reads": reads, "site": site, "layers": layers, "mlps": mlps, "n_heads": n_heads, "ids": ids, "blocks": blocks,
+           "proj": layout.proj, "conv1d": type(get_path(model.blocks[0], layout.proj)).__name__ == "Conv1D",
+           "post_norm": layout.attn_post_norm, "post_norm_dtype": pn_dtype}
+    return model.source.reduce(batch, [site], torch.tensor([[p]]), Work(None, "attribute", job, None))
 
 
 # -- the attribution -------------------------------------------------------------------------------------
@@ -300,8 +343,6 @@ def attribute(model: HookedModel, decoder: Decoder, prompt: Any, site: Any, posi
     ``site``, ``position``, ``prompt``, ``lens``, ``model``, ``n_heads``, ``kind``
     (``"logit"`` or ``"logit_diff"``).
     """
-    if model.source.remote:
-        raise NotImplementedError("attribution records with local hooks; a remote (nnsight remote=) model is not supported yet")
     if decoder.model is not model and decoder.model.model is not model.model:
         raise ValueError("the decoder was built for another model")
     n_layers = model.num_layers
@@ -324,90 +365,10 @@ def attribute(model: HookedModel, decoder: Decoder, prompt: Any, site: Any, posi
     else:
         layers = list(range(int(layer) + 1))  # type: ignore[arg-type]
         mlps = layers if kind == "resid_out" else layers[:-1]
-    rec = _record(model, layout, batch, site, p, layers, mlps)
-    h = rec["site"]
-
-    # the parts, in the residual's space, float64
-    f64 = torch.float64
-    names: list[str] = []
-    meta: list[tuple[int, int, str]] = []
-    vecs: list[torch.Tensor] = []
-
-    def add(name: str, l: int, hd: int, k: str, v: torch.Tensor) -> None:
-        names.append(name)
-        meta.append((l, hd, k))
-        vecs.append(v.to(device=h.device, dtype=f64).reshape(-1))
-
-    if "embed" in rec:
-        add("embed", -1, -1, "embed", rec["embed"])
-    for l in sorted(set(layers) | set(mlps)):
-        block = model.blocks[l]
-        if l in layers:
-            proj = get_path(block, layout.proj)
-            with materialized(proj):
-                W = _proj_weight(proj).to(f64).cpu()
-                b = getattr(proj, "bias", None)
-                b = None if b is None else b.detach().to(f64).cpu()
-            z = rec[f"z{l}"].to(f64).cpu()
-            if W.shape[1] % n_heads or z.numel() != W.shape[1]:
-                raise NotImplementedError(f"layer {l}: the projection's input ({z.numel()}) is not {n_heads} equal head slices of {W.shape}")
-            dh = W.shape[1] // n_heads
-            heads = torch.einsum("dhk,hk->hd", W.view(W.shape[0], n_heads, dh), z.view(n_heads, dh))  # [H, d]
-            pn = _frozen(get_path(block, layout.attn_post_norm), rec[f"pn{l}"]) if layout.attn_post_norm else None
-            if pn is not None:
-                heads = _through(pn, heads)
-            for hd in range(n_heads):
-                add(f"L{l}.H{hd}", l, hd, "head", heads[hd])
-            if b is not None:
-                add(f"L{l}.attn_bias", l, -1, "attn_bias", b if pn is None else _through(pn, b[None])[0])
-            if pn is not None and bool((pn.shift != 0).any()):
-                add(f"L{l}.attn_norm_shift", l, -1, "remainder", pn.shift)
-        if l in mlps:
-            add(f"L{l}.mlp", l, -1, "mlp", rec[f"mlp{l}"])
-    X = torch.stack(vecs).cpu()  # [n, d]
-    h64 = h.to(f64).cpu()
-    resid_error = float((X.sum(0) - h64).abs().max())
-
-    with decoder.loaded():
-        if ids is None:  # the cell's top-1: the whole row's logits
-            lens_z = decoder.logits(h[None], site)[0].float().cpu()
-            ids = [int(lens_z.argmax())]
-            cell = lens_z[ids]
-        else:  # the asked tokens' logits only, as the lens computes them
-            cell = decoder.logits_of(h[None], torch.tensor(ids), site)[0].float().cpu()
-        U = decoder.raw_weight[torch.tensor(ids, device=decoder.raw_weight.device)].to(f64).cpu()  # [K, d_out]
-        head_bias = decoder.head_bias
-        head_bias = None if head_bias is None else head_bias[ids].to(f64).cpu()
-        np_ = decoder.norm_parts(h[None], site)
-    A, c = _translate_affine(decoder, site, h)
-    consts: list[tuple[str, torch.Tensor]] = []  # [K] rows
-    post = decoder.post
-    if post is None:
-        r = U
-    elif isinstance(post, nn.Linear):
-        with materialized(post):
-            r = U @ post.weight.detach().to(f64).cpu()
-            if post.bias is not None:
-                consts.append(("remainder: projection bias", U @ post.bias.detach().to(f64).cpu()))
-    else:
-        raise NotImplementedError(f"the projection after the final norm ({type(post).__name__}) is not an nn.Linear")
-    gain, shift = np_.gain.to(f64).cpu(), np_.shift.to(f64).cpu()
-    scale = np_.scale.to(f64).reshape(-1).cpu()[0]
-    w = r * gain / scale  # [K, d]: the logit's direction after translate, before centring
-    if np_.centred:
-        w = w - w.mean(-1, keepdim=True)
-    v = w if A is None else w @ A.cpu()  # [K, d] in the residual's space
-    contrib = X @ v.T  # [n, K]
-    if c is not None:
-        consts.insert(0, ("remainder: lens offset", w @ c.cpu()))
-    if bool((shift != 0).any()):
-        consts.append(("remainder: final-norm shift", r @ shift))
-    if head_bias is not None:
-        consts.append(("remainder: unembedding bias", head_bias))
-    pre_cap = contrib.sum(0) + sum((x for _, x in consts), torch.zeros(len(ids), dtype=f64))
-    cap = decoder.softcap
-    if cap:
-        consts.append(("remainder: soft-cap", cap * torch.tanh(pre_cap / cap) - pre_cap))
+    where = _in_trace if model.source.remote else _here
+    res = where(model, decoder, layout, batch, site, p, layers, mlps, ids, n_heads)
+    names, meta, contrib, consts, ids, cell = res["names"], res["meta"], res["contrib"], res["consts"], res["ids"], res["cell"]
+    resid_error = float(res["resid_error"])
 
     def one(x: torch.Tensor) -> torch.Tensor:
         return x[..., 0] - x[..., 1] if len(ids) == 2 else x[..., 0]

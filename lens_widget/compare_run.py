@@ -22,7 +22,7 @@ from .decoders import Decoder
 from .reduce import FUSED, ChunkReducer, Lane, js_divergence, reduce_columns, rows_for_budget
 from .result import CellStore
 from .sites import select_matrix
-from .sources import Intervention
+from .sources import Intervention, Work
 
 if TYPE_CHECKING:  # the engine delegates here; this module never imports it at run time
     from .engine import LogitLens, Plan
@@ -60,13 +60,12 @@ def compare_in_one_run(
     (each side's chunks are half the size of :meth:`run`'s). ``return_activations`` also
     returns ``[acts_a, acts_b]`` (``{site: [P, d]}``, as :meth:`run`). ``interventions`` apply
     during the one forward pass (``rows=[1]``: side b only — how :func:`lens_widget.patching.patch`
-    gets a clean and a patched grid and their exact JS from one pass).
+    gets a clean and a patched grid and their exact JS from one pass). With a remote model
+    (nnsight ``remote=``) the same chunk loop runs next to the model, inside the trace (the
+    plain logit lens only), and only the cells and the JS grid come back.
     """
     if prompt_b is None and decoder_b is None:
         raise ValueError("compare needs a second prompt (prompt_b) or a second decoder (decoder_b=)")
-    if lens.model.source.remote:
-        raise ValueError("a one-run compare decodes both sides here; with a remote source compare two runs' "
-                         "results instead: lens_widget.compare(lens.run(a), lens.run(b)) (top-k-approximate JS)")
     dec_a = lens.decoder
     dec_b = dec_a if decoder_b is None else decoder_b
     if dec_b.vocab != dec_a.vocab:
@@ -98,7 +97,12 @@ def compare_in_one_run(
     bar = tqdm(total=plan.n_chunks * (2 if len(plan.positions) == 1 else 1), desc="Compare", unit="chunk", disable=not progress)
     try:
         local = lambda acts: _compare_batch(plan, sides, int(ia_cols.size), js, acts, bar, kept if return_activations else None)  # noqa: E731
-        lens.model.source.reduce(plan.batch, plan.record, select, local, interventions=interventions)
+        work: Any = local
+        if lens.model.source.remote:  # both sides decoded and compared next to the model: only the cells and JS come back
+            if return_activations:
+                raise ValueError("return_activations: a remote model's activations stay where it is")
+            work = _remote_work(lens, plan, sides, (int(ia_cols[0]), int(ib_cols[0]), int(ia_cols.size)), js, local, bar)
+        lens.model.source.reduce(plan.batch, plan.record, select, work, interventions=interventions)
     finally:
         bar.close()
     results = []
@@ -123,6 +127,25 @@ class _Side:
         b, put = self.b, self.store.putter(0)
         return Lane(self.reducer, lambda site, c0, c1: acts[site][b, lo + c0 : lo + c1], plan.next_ids(b)[lo:],
                     lambda s0, s1, c0, c1, cells: put(s0, s1, lo + c0, lo + c1, cells))
+
+
+def _remote_work(lens: "LogitLens", plan: "Plan", sides: list[_Side], pair: tuple[int, int, int], js: np.ndarray, local: Any, bar: Any) -> Work:
+    """The comparison as the in-trace ``compare`` task (:func:`lens_widget.sources.intrace.compare_cells`:
+    the same chunk loop, lanes and JS next to a remote model); its cells go into the sides' stores."""
+    decoders = {"a": sides[0].reducer.decoder, "b": sides[1].reducer.decoder}
+    idx = list(range(len(plan.positions)))
+    P = max(len(p) for p in plan.positions)
+    job = lens.lens_job(plan, decoders, P, idx, plan.batch)  # type: ignore[arg-type]
+    job["pair"] = {"a": sides[0].b, "b": sides[1].b, "off_a": pair[0], "off_b": pair[1], "n": pair[2]}
+
+    def accept(res: dict[str, Any]) -> None:
+        for side in sides:
+            for key, arr in side.store.a.items():
+                arr[0] = res[key][side.b, :, : arr.shape[2]].numpy().astype(arr.dtype)
+        js[:] = res["js"].numpy()
+        bar.update(bar.total - bar.n)
+
+    return Work(local, "compare", job, accept)
 
 
 def _compare_batch(plan: "Plan", sides: list[_Side], n: int, js: np.ndarray, acts: dict[str, torch.Tensor], bar: Any,

@@ -241,7 +241,7 @@ class LogitLens:
                 if self.model.source.remote:
                     # the source runs the lens next to the model; only the cells come back
                     accept = lambda res, idx=idx: self._accept(plan, stores, idx, res, bar)  # noqa: E731
-                    work = Work(local, "lens", self._lens_job(plan, lenses, P, idx, batch), accept)
+                    work = Work(local, "lens", self.lens_job(plan, lenses, P, idx, batch), accept)
                     self.model.source.reduce(batch, plan.record, select, work, interventions=interventions)
                     if return_activations:
                         kept.extend(RemoteActivations(batch.subset([j]), plan.record, plan.positions[b]) for j, b in enumerate(idx))
@@ -343,7 +343,7 @@ class LogitLens:
                     kept.append({site: acts[site][j, : len(plan.positions[b])] for site in plan.record})
 
     # -- the lens next to a remote model ------------------------------------------------------
-    def _lens_job(self, plan: Plan, lenses: dict[str, Decoder], P: int, idx: list[int], batch: Batch) -> dict[str, Any]:
+    def lens_job(self, plan: Plan, lenses: dict[str, Decoder], P: int, idx: list[int], batch: Batch) -> dict[str, Any]:
         """Plain data for :func:`lens_widget.sources.intrace.lens_cells`: the same chunks as
         :meth:`_reduce_batch`."""
         for decoder in lenses.values():

@@ -14,7 +14,10 @@ run and the recovery of a logit difference at the last position is recorded,
 the clean behaviour, 0 where it carries none. Patches run many to a forward (one batch row each).
 
 Both go through the activation source's intervention seam
-(:class:`~lens_widget.sources.Intervention`): hooks, accelerate offload and nnsight alike.
+(:class:`~lens_widget.sources.Intervention`): hooks, accelerate offload and nnsight alike. The
+patched-in residuals are :class:`~lens_widget.sources.ActivationRef` s, recorded by the source in
+the same job as the forwards that use them: on NDIF a patch, or a whole sweep, is **one** request
+(``model.session``) and no activation comes back.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from .compare import Comparison
 from .inputs import Batch
 from .result import LensResult
 from .sites import resolve_site
-from .sources import Intervention
+from .sources import ActivationRef, Forward, Intervention
 
 if TYPE_CHECKING:  # the engine delegates here; this module never imports it at run time
     from .engine import LogitLens
@@ -107,12 +110,12 @@ def _one_prompt(lens: "LogitLens", prompt: Any, what: str) -> Batch:
     return batch
 
 
-@torch.inference_mode()
-def residual(lens: "LogitLens", prompt: Any, site: str, position: int) -> torch.Tensor:
-    """The residual vector ``[d]`` of ``site`` at token ``position`` of ``prompt`` (one forward)."""
+def residual(lens: "LogitLens", prompt: Any, site: str, position: int) -> ActivationRef:
+    """The residual vector of ``site`` at token ``position`` of ``prompt``, as a reference: the
+    source records it where the model is, in the same job as the forward it patches (for a
+    remote model it never comes back)."""
     batch = _one_prompt(lens, prompt, "source prompt")
-    p = _position(position, int(batch.lengths[0]), "position")
-    return lens.model.record(batch, [site], torch.tensor([[p]])).acts[site][0, 0]
+    return ActivationRef(batch, site, _position(position, int(batch.lengths[0]), "position"))
 
 
 @torch.inference_mode()
@@ -160,7 +163,7 @@ def patch(
     else:
         raise ValueError(f"ablation must be 'zero' or 'mean', got {ablation!r}")
     ids = target.rows()[0]
-    iv = Intervention(site, [tpos], vec.reshape(1, -1), rows=[1])
+    iv = Intervention(site, [tpos], vec if isinstance(vec, ActivationRef) else vec.reshape(1, -1), rows=[1])
     # clean (row 0) and patched (row 1) in one forward; both decoded and compared chunk by chunk
     comparison = lens.compare(ids, ids, sites=sites, k=k, track=track, labels=("clean", "patched"), progress=progress, interventions=[iv])
     if site not in comparison.sites:
@@ -204,30 +207,31 @@ def patch_sweep(
         raise ValueError("patch_sweep patches the residual stream: give 'embed' and/or 'resid_out_i' sites")
     t0 = time.perf_counter()
     last = torch.tensor([[T - 1]])
-    all_pos = torch.arange(T)[None]
-    rec = hm.record(cb, names, all_pos, want_logits=True)
-    clean_acts, clean_ld = rec.acts, float(_logit_diff(lens, rec.logits[0, -1], a, b))
-    corrupt_ld = float(_logit_diff(lens, hm.record(xb, [], last, want_logits=True).logits[0, 0], a, b))
     jobs = [(s, site, t) for s, site in enumerate(names) for t in range(T)]
-    patched = np.full((len(names), T), np.nan)
+    size = max(1, int(batch_size))
     ids = xb.input_ids
-    forwards = 2
+    forwards = [Forward(cb, last), Forward(xb, last)]
+    for j0 in range(0, len(jobs), size):
+        chunk = jobs[j0 : j0 + size]
+        n = len(chunk)
+        batch = Batch(ids.expand(n, -1).clone(), torch.ones(n, T, dtype=torch.long), torch.full((n,), T), [""] * n)
+        # the clean residual of each patch is a reference: recorded once, where the model is
+        forwards.append(Forward(batch, last.expand(n, 1), [Intervention(site, [t], ActivationRef(cb, site, t), rows=[r])
+                                                         for r, (_, site, t) in enumerate(chunk)]))
     bar = tqdm(total=len(jobs), desc="Patch sweep", unit="patch", disable=not progress)
     try:
-        for j0 in range(0, len(jobs), max(1, int(batch_size))):
-            chunk = jobs[j0 : j0 + max(1, int(batch_size))]
-            n = len(chunk)
-            batch = Batch(ids.expand(n, -1).clone(), torch.ones(n, T, dtype=torch.long), torch.full((n,), T), [""] * n)
-            ivs = [Intervention(site, [t], clean_acts[site][0, t].reshape(1, -1), rows=[r]) for r, (_, site, t) in enumerate(chunk)]
-            out = hm.record(batch, [], last.expand(n, 1), want_logits=True, interventions=ivs)
-            lds = _logit_diff(lens, out.logits[:, 0], a, b).cpu().numpy()
-            for r, (s, _, t) in enumerate(chunk):
-                patched[s, t] = lds[r]
-            forwards += 1
-            bar.update(n)
+        done = lambda i: bar.update(forwards[i].batch.input_ids.shape[0] if i >= 2 else 0)  # noqa: E731
+        logits = hm.source.token_logits(forwards, torch.tensor([a, b]), done=done)
     finally:
         bar.close()
+    clean_ld = float(_logit_diff(lens, logits[0][0, 0], 0, 1))
+    corrupt_ld = float(_logit_diff(lens, logits[1][0, 0], 0, 1))
+    patched = np.full((len(names), T), np.nan)
+    lds = torch.cat([x[:, 0] for x in logits[2:]])
+    for (s, _, t), ld in zip(jobs, _logit_diff(lens, lds, 0, 1).cpu().numpy()):
+        patched[s, t] = ld
     denom = clean_ld - corrupt_ld
     recovery = (patched - corrupt_ld) / denom if abs(denom) > 1e-12 else np.full_like(patched, np.nan)
     return Sweep(recovery, patched, clean_ld, corrupt_ld, names, [hm.tokens.decode(i) for i in cb.rows()[0]], [hm.tokens.decode(i) for i in xb.rows()[0]],
-                 (a, b), {"forwards": forwards, "patches": len(jobs), "batch_size": int(batch_size), "seconds": time.perf_counter() - t0})
+                 (a, b), {"forwards": len(forwards) + 1, "patches": len(jobs), "batch_size": int(batch_size), "seconds": time.perf_counter() - t0,
+                          "requests": 1 if hm.source.remote else len(forwards) + 1})

@@ -138,3 +138,42 @@ def test_norm_parts_reproduce_the_final_norm(arch):
         want = dec.norm(h.to(dec.in_dtype)).float() if dec.norm is not None else h
     torch.testing.assert_close(parts.apply(h.float()), want, atol=2e-5, rtol=2e-5)
     assert parts.scale.shape == (h.shape[0], 1) and bool((parts.scale > 0).all())
+
+
+def test_an_activation_ref_value_is_the_vector_it_names_recorded_once_per_prompt():
+    """An Intervention whose value is an ActivationRef (another prompt's site at a position) is
+    the same as one given that vector; a local source records each referenced prompt once for
+    all the forwards asked together (token_logits)."""
+    from lens_widget.sources import ActivationRef, Forward
+
+    hm = tiny("llama")
+    src = hm.encode(OTHER)
+    vec = record_all(hm, OTHER)["resid_out_1"][0, 3]
+    ref = ActivationRef(src, "resid_out_1", 3)
+    sel = torch.arange(len(CLEAN))[None]
+    by_ref = hm.record(hm.encode(CLEAN), ["resid_out_2"], sel, want_logits=True, interventions=[Intervention("resid_out_1", [5], ref)])
+    by_vec = hm.record(hm.encode(CLEAN), ["resid_out_2"], sel, want_logits=True, interventions=[Intervention("resid_out_1", [5], vec)])
+    torch.testing.assert_close(by_ref.acts["resid_out_2"], by_vec.acts["resid_out_2"], rtol=0, atol=0)
+    torch.testing.assert_close(by_ref.logits, by_vec.logits, rtol=0, atol=0)
+    assert not torch.equal(by_ref.logits, hm.record(hm.encode(CLEAN), [], sel, want_logits=True).logits)  # it did change something
+
+    calls = []
+    real = type(hm.source).record
+
+    def counting(self, batch, sites, select, **kw):
+        calls.append(list(sites))
+        return real(self, batch, sites, select, **kw)
+
+    type(hm.source).record, saved = counting, real
+    try:
+        x = hm.encode(CLEAN)
+        fw = [Forward(x, torch.tensor([[len(CLEAN) - 1]]), [Intervention(s, [t], ActivationRef(src, s, t))]) for s, t in
+              (("resid_out_0", 1), ("resid_out_1", 3), ("resid_out_1", 4))]
+        out = hm.source.token_logits(fw, torch.tensor([7, 9]))
+    finally:
+        type(hm.source).record = saved
+    assert len(calls) == 1 + len(fw) and sorted(calls[0]) == ["resid_out_0", "resid_out_1"]  # the refs: one forward
+    want = hm.record(x, [], torch.tensor([[len(CLEAN) - 1]]), want_logits=True, interventions=[Intervention("resid_out_1", [4], record_all(hm, OTHER)["resid_out_1"][0, 4])]).logits
+    torch.testing.assert_close(out[2], want[..., [7, 9]], rtol=0, atol=0)
+    with pytest.raises(TypeError, match="applied by its source"):
+        Intervention("resid_out_1", [5], ref).apply(torch.zeros(1, 8, 32))

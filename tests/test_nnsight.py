@@ -21,7 +21,7 @@ from lens_widget import HookedModel, LogitLens
 from lens_widget.decoders import Decoder
 from lens_widget.sources import RemoteActivations
 from lens_widget.sources.nnsight import NDIFError, remote_error
-from zoo import tiny
+from zoo import CONFIGS, tiny
 
 PROMPTS = ["Hello world, this is", "ab", "The cat sat"]  # batched with right padding
 ARCHS = ["llama", "gpt2", "opt", "gemma2", "gpt_neox", "falcon", "qwen3", "llama_untied_bias"]
@@ -213,3 +213,174 @@ def test_a_lens_with_weights_of_its_own_is_refused_next_to_a_remote_model():
         LogitLens(nn_hm, decoder=AffineLens(nn_hm)).run("Hello", progress=False)
     with pytest.raises(ValueError, match="only the plain logit lens"):
         LogitLens(nn_hm).run("Hello", progress=False, decoders={"logit": None, "tuned": AffineLens(nn_hm)})
+
+
+# -- attribution, patching and the sweep next to a remote model -------------------------------------
+ATTR_CELLS = [("resid_out_2", 3, None), ("resid_out_1", -1, ("a", "e")), ("embed", 2, None), ("attn_out_1", 4, "a"), ("mlp_out_0", 1, None)]
+
+
+@pytest.mark.parametrize("arch", sorted(CONFIGS))
+def test_attribution_runs_in_the_remote_trace_and_equals_the_hook_path(arch, monkeypatch):
+    """remote='local' (the request serialised as for NDIF, lens_widget absent on the 'server'):
+    the same rows as the local hooks, within 1e-4, and what came back is the table only."""
+    from lens_widget.sources.nnsight import NNsightSource
+
+    came_back = []
+    real = NNsightSource._in_trace
+
+    def spy(self, *args, **kwargs):
+        out = real(self, *args, **kwargs)
+        came_back.append(out)
+        return out
+
+    monkeypatch.setattr(NNsightSource, "_in_trace", spy)
+    hm = tiny(arch)
+    hn = HookedModel.from_nnsight(language_model(hm), remote="local")
+    d_model = hm.model.config.hidden_size
+    for site, pos, tok in ATTR_CELLS:
+        if site.startswith(("attn_out", "mlp_out")) and site not in hm.site_names("all"):
+            continue
+        d0 = LogitLens(hm, compile="never").attribute("Hello world", site, pos, tok)
+        with absent_on_server("lens_widget"):
+            d1 = LogitLens(hn, compile="never").attribute("Hello world", site, pos, tok)
+        for col in ("component", "layer", "head", "kind"):
+            assert list(d1[col]) == list(d0[col]), (site, col)
+        np.testing.assert_allclose(d1["contribution"].to_numpy(), d0["contribution"].to_numpy(), atol=1e-4, rtol=0, err_msg=site)
+        assert (d1["kind"] == "remainder").sum() == (d0["kind"] == "remainder").sum()
+        assert abs(d1.attrs["error"]) < 1e-4 and d1.attrs["token_ids"] == d0.attrs["token_ids"]
+        assert d1.attrs["logit"] == pytest.approx(d0.attrs["logit"], abs=1e-5)
+    assert len(came_back) == len([c for c in ATTR_CELLS if not c[0].startswith(("attn_out", "mlp_out")) or c[0] in hm.site_names("all")])
+    for res in came_back:  # the table, not the activations: no tensor as wide as the residual
+        assert set(res) == {"names", "meta", "contrib", "consts", "ids", "cell", "resid_error"}
+        assert res["contrib"].shape == (len(res["names"]), len(res["ids"])) and res["contrib"].shape[1] < d_model
+
+
+def test_attribution_and_patch_with_a_lens_that_cannot_travel_name_it():
+    from zoo import AffineLens
+
+    hn = HookedModel.from_nnsight(language_model(tiny("llama")), remote="local")
+    with pytest.raises(ValueError, match=r"tuned lens.*only the plain logit lens"):
+        LogitLens(hn, decoder=AffineLens(hn)).attribute("Hello", "resid_out_1", -1)
+    with pytest.raises(ValueError, match=r"tuned lens.*only the plain logit lens"):
+        LogitLens(hn, decoder=AffineLens(hn)).patch("The cat", "The dog", "resid_out_1", 4)
+    with pytest.raises(ValueError, match=r"tuned lens.*only the plain logit lens"):
+        LogitLens(hn).compare("The cat", decoder_b=AffineLens(hn))
+    assert len(LogitLens(hn).attribute("Hello", "resid_out_1", -1)) > 0  # the logit lens still does
+
+
+@contextlib.contextmanager
+def counted_jobs():
+    """Count the requests the remote path sends: with remote="local" every request to NDIF is one
+    call of nnsight's LocalSimulationBackend (a trace, or a session of several traces)."""
+    from nnsight.intervention.backends import local as L
+
+    jobs: list[str] = []
+    real = L.LocalSimulationBackend.__call__
+
+    def count(self, tracer):
+        jobs.append(type(tracer).__name__)
+        return real(self, tracer)
+
+    L.LocalSimulationBackend.__call__ = count
+    try:
+        yield jobs
+    finally:
+        L.LocalSimulationBackend.__call__ = real
+
+
+def assert_same_grid(r, r0, atol=1e-5):
+    for key in EXACT:
+        np.testing.assert_array_equal(getattr(r, key), getattr(r0, key), err_msg=key)
+    for key in ("topk_probs", "topk_logits", "entropy", "next_prob", "tracked_prob", "kl"):
+        np.testing.assert_allclose(getattr(r, key), getattr(r0, key), atol=atol, rtol=0, equal_nan=True, err_msg=key)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "gemma2", "opt", "falcon"])
+def test_patch_on_a_remote_model_is_one_job_and_equals_the_hook_path(arch):
+    """The source's residual is recorded and patched in one session: one request, and the
+    patched grid, the clean grid and their JS equal the hook path's (ids and ranks exactly)."""
+    hm = tiny(arch)
+    hn = HookedModel.from_nnsight(language_model(hm), remote="local")
+    for site, pos, tpos in (("resid_out_1", 4, None), ("embed", 5, 6), ("resid_out_2", 8, 6)):
+        p0 = LogitLens(hm, compile="never").patch("The cat sat", "The dog ran", site, pos, tpos, track=["a"])
+        with counted_jobs() as jobs, absent_on_server("lens_widget"):
+            p1 = LogitLens(hn, compile="never").patch("The cat sat", "The dog ran", site, pos, tpos, track=["a"])
+        assert len(jobs) == 1, jobs
+        assert_same_grid(p1.patched, p0.patched)
+        assert_same_grid(p1.clean, p0.clean)
+        np.testing.assert_allclose(p1.comparison.js, p0.comparison.js, atol=1e-5, rtol=0, equal_nan=True)
+        assert float(np.nanmax(p1.comparison.js)) > 1e-3  # the patch changed something: the test has teeth
+        assert p1.target_position == p0.target_position and p1.site == p0.site
+    v = torch.randn(hm.model.config.hidden_size, generator=torch.Generator().manual_seed(3))
+    with counted_jobs() as jobs:
+        got = LogitLens(hn, compile="never").patch(None, "The dog ran", "resid_out_0", 2, value=v)
+    assert len(jobs) == 1
+    assert_same_grid(got.patched, LogitLens(hm, compile="never").patch(None, "The dog ran", "resid_out_0", 2, value=v).patched)
+
+
+def test_the_sweep_on_a_remote_model_is_one_job_and_equals_the_hook_path(monkeypatch):
+    """Clean logits, corrupted logits and every batched patched forward run as one session (one
+    request); the clean residuals stay next to the model, and only two logits per forward row
+    come back."""
+    from lens_widget.sources.nnsight import NNsightSource
+
+    hm = tiny("llama")
+    hn = HookedModel.from_nnsight(language_model(hm), remote="local")
+    clean, corrupt, pair = "The cat sat", "The dog sat", ("a", "e")
+    s0 = LogitLens(hm, compile="never").patch_sweep(clean, corrupt, pair, batch_size=7, progress=False)
+    came_back = []
+    real = NNsightSource._session
+
+    def spy(self, traces):
+        out = real(self, traces)
+        came_back.append(out)
+        return out
+
+    monkeypatch.setattr(NNsightSource, "_session", spy)
+    with counted_jobs() as jobs, absent_on_server("lens_widget"):
+        s1 = LogitLens(hn, compile="never").patch_sweep(clean, corrupt, pair, batch_size=7, progress=False)
+    assert len(jobs) == 1 and len(came_back) == 1, jobs
+    n_patches = len(s0.sites) * len(s0.clean_tokens)
+    assert s1.meta["forwards"] == s0.meta["forwards"] == 3 + -(-n_patches // 7)  # refs, clean, corrupt, the batches
+    assert s1.meta["requests"] == 1 and s0.meta["requests"] == s0.meta["forwards"]
+    assert [set(r) for r in came_back[0]] == [{"logits"}] * (2 + -(-n_patches // 7))  # no activations
+    assert sum(r["logits"].numel() for r in came_back[0]) == 2 * (2 + n_patches)
+    assert s1.sites == s0.sites and s1.pair == s0.pair
+    np.testing.assert_allclose(s1.patched_ld, s0.patched_ld, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(s1.recovery, s0.recovery, atol=1e-5, rtol=0)
+    assert s1.clean_ld == pytest.approx(s0.clean_ld, abs=1e-5) and s1.corrupt_ld == pytest.approx(s0.corrupt_ld, abs=1e-5)
+    assert np.nanmax(np.abs(s0.recovery)) > 0.5  # something recovers: the comparison is not of two empty grids
+
+
+@pytest.mark.slow
+def test_ioi_sweep_on_the_embedded_model_through_a_remote_request(smollm):
+    clean = "When Mary and John went to the store, John gave a drink to"
+    corrupt = "When Mary and John went to the store, Mary gave a drink to"
+    s0 = LogitLens(smollm, compile="never").patch_sweep(clean, corrupt, (" Mary", " John"), progress=False)
+    with counted_jobs() as jobs:
+        s1 = LogitLens(HookedModel.from_nnsight(language_model(smollm), remote="local"), compile="never").patch_sweep(
+            clean, corrupt, (" Mary", " John"), progress=False)
+    print("IOI sweep, hooks:", s0.meta, "remote='local':", s1.meta)
+    assert len(jobs) == 1
+    np.testing.assert_allclose(s1.patched_ld, s0.patched_ld, atol=1e-4, rtol=0)
+
+
+@pytest.mark.slow
+def test_attribution_and_patch_on_the_embedded_model_through_a_remote_request(smollm):
+    prompt, pair = "The capital of France is", (" Paris", " London")
+    hn = HookedModel.from_nnsight(language_model(smollm), remote="local")
+    for site in ("resid_out_29", "resid_out_12"):
+        d0 = LogitLens(smollm, compile="never").attribute(prompt, site, -1, pair)
+        with counted_jobs() as jobs:
+            d1 = LogitLens(hn, compile="never").attribute(prompt, site, -1, pair)
+        assert len(jobs) == 1 and list(d1["component"]) == list(d0["component"])
+        np.testing.assert_allclose(d1["contribution"].to_numpy(), d0["contribution"].to_numpy(), atol=1e-4, rtol=0)
+        assert abs(d1.attrs["error"]) < 1e-4
+    src = "When Mary and John went to the store, Mary gave a drink to"
+    tgt = "When Mary and John went to the store, John gave a drink to"
+    p0 = LogitLens(smollm, compile="never").patch(src, tgt, "resid_out_8", 9)
+    with counted_jobs() as jobs:
+        p1 = LogitLens(hn, compile="never").patch(src, tgt, "resid_out_8", 9)
+    assert len(jobs) == 1
+    assert_same_grid(p1.patched, p0.patched)
+    np.testing.assert_allclose(p1.comparison.js, p0.comparison.js, atol=1e-5, rtol=0, equal_nan=True)

@@ -5,7 +5,7 @@ widget's prompt box) asks an :class:`ActivationSource`; nothing above this seam 
 local hooks or an nnsight trace produced them.
 """
 
-from .base import ActivationRef, ActivationSource, Intervention, Recording, RemoteActivations, Work
+from .base import ActivationRef, ActivationSource, Forward, Intervention, Recording, RemoteActivations, Work
 from .hooks import HookSource, Intervener, SiteRecorder
 
-__all__ = ["ActivationSource", "Recording", "Work", "ActivationRef", "RemoteActivations", "Intervention", "HookSource", "Intervener", "SiteRecorder"]
+__all__ = ["ActivationSource", "Recording", "Work", "Forward", "ActivationRef", "RemoteActivations", "Intervention", "HookSource", "Intervener", "SiteRecorder"]

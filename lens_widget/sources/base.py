@@ -11,7 +11,7 @@ import torch
 from ..inputs import Batch
 from .intrace import apply_intervention
 
-__all__ = ["ActivationSource", "Recording", "Work", "ActivationRef", "RemoteActivations", "Intervention"]
+__all__ = ["ActivationSource", "Recording", "Work", "ActivationRef", "RemoteActivations", "Intervention", "Forward"]
 
 T = TypeVar("T")
 
@@ -38,9 +38,11 @@ class Intervention:
     ``"resid_out_{i}"``, or ``"attn_out_{i}"`` / ``"mlp_out_{i}"`` where the model has that
     module), ``value`` replaces the site's vector (``mode="replace"``) or is added to it
     (``mode="add"``). ``value`` is ``[d]``, ``[len(positions), d]`` or, for different values
-    per prompt, ``[B, len(positions), d]``; ``rows`` limits it to some prompts of the batch
-    (``None``: all). Everything downstream of the site sees the changed value, and a recording
-    of the site itself records it.
+    per prompt, ``[B, len(positions), d]``, or an :class:`ActivationRef`: the vector of a site
+    at a position of another prompt, recorded where the model is (a remote source records and
+    uses it inside one job, so it never comes back). ``rows`` limits it to some prompts of the
+    batch (``None``: all). Everything downstream of the site sees the changed value, and a
+    recording of the site itself records it.
     """
 
     site: str
@@ -55,17 +57,23 @@ class Intervention:
         object.__setattr__(self, "positions", tuple(int(p) for p in (self.positions if isinstance(self.positions, (list, tuple, range)) else [self.positions])))
         if self.rows is not None:
             object.__setattr__(self, "rows", tuple(int(r) for r in self.rows))
+        if isinstance(self.value, ActivationRef):
+            return
         if not isinstance(self.value, torch.Tensor) or self.value.dim() not in (1, 2, 3):
-            raise ValueError("an intervention's value is a tensor [d], [positions, d] or [prompts, positions, d]")
+            raise ValueError("an intervention's value is a tensor [d], [positions, d] or [prompts, positions, d], or an ActivationRef")
 
     def apply(self, x: torch.Tensor, batch: int | None = None) -> torch.Tensor:
         """``x [B, T, d]`` with this intervention applied (a new tensor; ``x`` is left alone);
         ``batch``: ``B`` of an ``x`` flattened to ``[B * T, d]``."""
+        if isinstance(self.value, ActivationRef):
+            raise TypeError("an intervention whose value is an ActivationRef is applied by its source (ActivationSource.resolved)")
         return apply_intervention(x, self.positions, self.value, self.mode, self.rows, batch)
 
     def as_data(self) -> dict[str, Any]:
-        """Plain data for a trace's body (what travels to NDIF)."""
-        return {"positions": list(self.positions), "value": self.value.detach().cpu(), "mode": self.mode,
+        """Plain data for a trace's body (what travels to NDIF; an :class:`ActivationRef` value is
+        ``None`` here: the source says where the trace finds it)."""
+        value = None if isinstance(self.value, ActivationRef) else self.value.detach().cpu()
+        return {"positions": list(self.positions), "value": value, "mode": self.mode,
                 "rows": None if self.rows is None else list(self.rows)}
 
 
@@ -85,7 +93,18 @@ class Work(Generic[T]):
     accept: Callable[[dict[str, Any]], T] | None = None
 
 
-@dataclass(frozen=True)
+@dataclass
+class Forward:
+    """One forward pass among several asked together (:meth:`ActivationSource.token_logits`):
+    ``batch``, the ``[B, P]`` token positions ``select`` whose logits are wanted, and the
+    ``interventions`` applied during it."""
+
+    batch: Batch
+    select: torch.Tensor
+    interventions: Sequence[Intervention] = ()
+
+
+@dataclass(frozen=True, eq=False)
 class ActivationRef:
     """A residual vector that lives with a remote model: ``site`` at token ``position`` of the
     one prompt in ``batch``. The engine answers cell detail and trajectories of a ref by asking
@@ -167,5 +186,41 @@ class ActivationSource(abc.ABC):
         """
         fn = work.local if isinstance(work, Work) else work
         if fn is None:
-            raise TypeError("this work has no local form")
+            raise TypeError(f"this work ({work.task if isinstance(work, Work) else work!r}) runs only next to a remote model: it has no local form")
         return fn(self.record(batch, sites, select, interventions=interventions).acts)
+
+    def token_logits(self, forwards: Sequence[Forward], ids: torch.Tensor, done: Callable[[int], Any] | None = None) -> list[torch.Tensor]:
+        """The model's own float32 logits of tokens ``ids`` at each forward's ``select``
+        (``[B, P, len(ids)]`` each), for several forward passes asked together; ``done(i)`` after
+        forward ``i``. A local source runs them one after the other (the :class:`ActivationRef`
+        values of all of them recorded first, once per prompt); a remote one sends them as one job."""
+        resolved = self.resolved([iv for f in forwards for iv in f.interventions])
+        out, n = [], 0
+        ids = torch.as_tensor(ids, dtype=torch.long)
+        for i, f in enumerate(forwards):
+            ivs, n = resolved[n : n + len(f.interventions)], n + len(f.interventions)
+            logits = self.record(f.batch, [], f.select, want_logits=True, interventions=ivs).logits
+            out.append(logits[..., ids.to(logits.device)])  # type: ignore[index]
+            if done is not None:
+                done(i)
+        return out
+
+    def resolved(self, interventions: Sequence[Intervention]) -> list[Intervention]:
+        """``interventions`` with every :class:`ActivationRef` value replaced by the vector it
+        names, recorded here (one forward per distinct prompt batch)."""
+        wanted: dict[int, tuple[Batch, dict[str, set[int]]]] = {}
+        for iv in interventions:
+            if isinstance(iv.value, ActivationRef):
+                ref = iv.value
+                wanted.setdefault(id(ref.batch), (ref.batch, {}))[1].setdefault(ref.site, set()).add(int(ref.position))
+        if not wanted:
+            return list(interventions)
+        found: dict[tuple[int, str, int], torch.Tensor] = {}
+        for key, (batch, sites) in wanted.items():
+            cols = sorted(set().union(*sites.values()))
+            acts = self.record(batch, list(sites), torch.tensor([cols])).acts
+            for site, positions in sites.items():
+                for p in positions:
+                    found[key, site, p] = acts[site][0, cols.index(p)]
+        return [Intervention(iv.site, iv.positions, found[id(iv.value.batch), iv.value.site, int(iv.value.position)], iv.mode, iv.rows)
+                if isinstance(iv.value, ActivationRef) else iv for iv in interventions]

@@ -244,7 +244,7 @@ class HookSource(ActivationSource):
         use_cache: bool = False,
         interventions: Sequence[Intervention] = (),
     ) -> Recording:
-        intervener = Intervener(self.model, self.arch, interventions)
+        intervener = Intervener(self.model, self.arch, self.resolved(interventions))
         intervener.batch = int(batch.input_ids.shape[0])
         recorder = SiteRecorder(self.model, self.arch, sites, extra_final_norm=final_norm, out_device=self.out_device)
         recorder.select = select

@@ -9,13 +9,14 @@ arguments are plain data (tensors, numbers, strings, module paths); the model's 
 reached through the trace's root envoy, so no weights travel, and only the reduced arrays come
 back.
 
-Three tasks, each over the ``[B, P]`` positions of ``select``:
+Its tasks, each over the ``[B, P]`` positions of ``select``:
 
 * ``"record"``: the sites' activations (``[B, P, d]``; local sources, small remote requests);
 * ``"lens"``: every (site, position) cell reduced exactly like the engine does it, chunk by
   chunk over rows (``ChunkReducer``'s statistics; see :func:`lens_cells`);
 * ``"detail"``: full-vocabulary top-``n`` and any tokens' logit/probability/exact rank at some
-  sites of one position (cell detail, trajectories, ``track_top``).
+  sites of one position (cell detail, trajectories, ``track_top``);
+* ``"attribute"``: one cell's exact attribution (:func:`attribute_cell`).
 """
 
 from __future__ import annotations
@@ -24,11 +25,12 @@ from typing import Any
 
 import torch
 
+from ..contributions import attribute_rows, frozen_norm
 from ..reduce import ChunkReducer, Lane, reduce_columns, token_stats
 from ..schema import CELL_FIELDS, trailing
 from ..unembed import UPCAST_BYTES, Unembed
 
-__all__ = ["in_trace", "lens_cells", "detail", "record", "unembedding", "apply_intervention", "ORDER"]
+__all__ = ["in_trace", "lens_cells", "compare_cells", "detail", "attribute_cell", "record", "unembedding", "apply_intervention", "ORDER"]
 
 #: Forward order of the raw points inside one block (nnsight reads modules in forward order).
 ORDER = {"in": 0, "attn_out": 1, "mid": 2, "mlp_out": 3, "out": 4}
@@ -51,16 +53,17 @@ def _take(x: Any, select: torch.Tensor) -> torch.Tensor:
 
 
 def record(root: Any, points: list[tuple[str, str, str]], recipe: dict[str, tuple[str, str | None]], select: torch.Tensor,
-           patches: dict[str, list[dict[str, Any]]] | None = None) -> dict[str, torch.Tensor]:
+           patches: dict[str, list[dict[str, Any]]] | None = None, earlier: list[Any] | None = None) -> dict[str, torch.Tensor]:
     """``points``: ``(name, module path, "input" | "output")`` in forward order; ``recipe``:
     ``site -> (a, b)``: the site is raw ``a`` (minus raw ``b`` when given). ``patches``: point
     name -> interventions applied there before it is read (points named ``"patch:..."`` are
-    only changed, not read)."""
+    only changed, not read); a patch whose value is ``None`` takes it from an earlier trace of
+    the same session: ``earlier[i][site][0, col]`` for its ``ref = (i, site, col)``."""
     raw = {}
     for name, path, kind in points:
         env = _resolve(root, path)
-        for patch in (patches or {}).get(name, ()):
-            _patch(env, kind, patch, int(select.shape[0]))
+        if (patches or {}).get(name):
+            _patch(env, kind, patches[name], int(select.shape[0]), earlier or [])  # type: ignore[index]
         if name.startswith("patch:"):
             continue
         raw[name] = _take(env.input if kind == "input" else env.output, select)
@@ -80,31 +83,71 @@ def unembedding(root: Any, spec: dict[str, Any]) -> Unembed:
     return u
 
 
+def _cells_out(job: dict[str, Any], B: int, M: int) -> dict[str, torch.Tensor]:
+    """The result arrays ``[B, S, P, ...]``, padded like the engine's result store; int32 ids and
+    ranks (a vocabulary is far below 2**31): what comes back from NDIF is 12k + 21 bytes per
+    cell plus 12 per tracked token."""
+    k, S, P = int(job["k"]), len(job["sites"]), int(job["P"])
+    dtypes = {"int": torch.int32, "float": torch.float32, "bool": torch.bool}
+    return {f.name: torch.full((B, S, P, *trailing(f, k, M)), f.fill, dtype=dtypes[f.kind]) for f in CELL_FIELDS}
+
+
+def _lane(reducer: ChunkReducer, acts: dict[str, torch.Tensor], out: dict[str, torch.Tensor], b: int, lo: int, next_ids: torch.Tensor) -> Lane:
+    """Prompt ``b``'s lane over its columns from ``lo`` on (lane column ``c`` is column ``lo + c``)."""
+
+    def put(s0: int, s1: int, c0: int, c1: int, cells: dict[str, torch.Tensor]) -> None:
+        for key, v in cells.items():
+            v = v.detach().cpu().reshape(c1 - c0, s1 - s0, *v.shape[1:]).transpose(0, 1)
+            out[key][b, s0:s1, lo + c0 : lo + c1] = v.to(out[key].dtype)
+
+    return Lane(reducer, lambda site, c0, c1: acts[site][b, lo + c0 : lo + c1], next_ids[lo:], put)
+
+
 def lens_cells(lens: Unembed, acts: dict[str, torch.Tensor], job: dict[str, Any]) -> dict[str, torch.Tensor]:
     """Every (site, position) cell of a forward batch, reduced by the engine's own chunk loop
     (:func:`~lens_widget.reduce.reduce_columns`, the same chunks: ``block`` positions x ``group``
     sites), as ``[B, S, P, ...]`` arrays padded like the engine's result store."""
     sites, final_site = list(job["sites"]), job["final_site"]
     next_ids, n_pos, tracked = job["next_ids"], job["n_pos"], job["tracked"].to(lens.device)
-    k, block, group = int(job["k"]), int(job["block"]), int(job["group"])
-    B, S, P, M = len(n_pos), len(sites), int(job["P"]), int(tracked.numel())
-    # int32 ids and ranks (a vocabulary is far below 2**31): what comes back from NDIF is
-    # 12k + 21 bytes per cell plus 12 per tracked token
-    dtypes = {"int": torch.int32, "float": torch.float32, "bool": torch.bool}
-    out = {f.name: torch.full((B, S, P, *trailing(f, k, M)), f.fill, dtype=dtypes[f.kind]) for f in CELL_FIELDS}
-    reducer = ChunkReducer(lens, block * group, k, fused=False)
+    block, group = int(job["block"]), int(job["group"])
+    out = _cells_out(job, len(n_pos), int(tracked.numel()))
+    reducer = ChunkReducer(lens, block * group, int(job["k"]), fused=False)
+    with torch.no_grad():
+        for b in range(len(n_pos)):
+            lane = _lane(reducer, acts, out, b, 0, next_ids[b, : int(n_pos[b])].to(lens.device))
+            reduce_columns([lane], sites, final_site, int(n_pos[b]), block, group, tracked)
+    return out
 
-    def sink(b: int):
-        def put(s0: int, s1: int, c0: int, c1: int, cells: dict[str, torch.Tensor]) -> None:
-            for key, v in cells.items():
-                v = v.detach().cpu().reshape(c1 - c0, s1 - s0, *v.shape[1:]).transpose(0, 1)
-                out[key][b, s0:s1, c0:c1] = v.to(out[key].dtype)
-        return put
+
+def compare_cells(lens: Unembed, acts: dict[str, torch.Tensor], job: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Two prompts of a forward batch compared as :func:`lens_widget.compare_run.compare_in_one_run`
+    does it: their ``pair["n"]`` aligned columns (from ``off_a`` / ``off_b``) in one chunk loop
+    with two lanes and the exact JS divergence of each pair of rows (``js [S, n]``), then each
+    side's unpaired columns alone. The cells come back as :func:`lens_cells`'s."""
+    sites, final_site = list(job["sites"]), job["final_site"]
+    next_ids, n_pos, tracked = job["next_ids"], job["n_pos"], job["tracked"].to(lens.device)
+    block, group, k = int(job["block"]), int(job["group"]), int(job["k"])
+    pair = job["pair"]
+    out = _cells_out(job, len(n_pos), int(tracked.numel()))
+    sides = [(int(pair["a"]), int(pair["off_a"])), (int(pair["b"]), int(pair["off_b"]))]
+    reducers = [ChunkReducer(lens, block * group, k, fused=False) for _ in sides]  # own buffers: both sides decoded before reducing
+    n = int(pair["n"])
+    js = torch.full((len(sites), n), float("nan"), dtype=torch.float32)
+
+    def between(s0: int, s1: int, c0: int, c1: int, z: list[torch.Tensor]) -> None:
+        js[s0:s1, c0:c1] = reducers[0].js(z[0], z[1]).view(c1 - c0, s1 - s0).T.cpu()
+
+    def lane(i: int, lo: int) -> Lane:
+        b = sides[i][0]
+        return _lane(reducers[i], acts, out, b, lo, next_ids[b, : int(n_pos[b])].to(lens.device))
 
     with torch.no_grad():
-        for b in range(B):
-            lane = Lane(reducer, lambda site, c0, c1, b=b: acts[site][b, c0:c1], next_ids[b, : int(n_pos[b])].to(lens.device), sink(b))
-            reduce_columns([lane], sites, final_site, int(n_pos[b]), block, group, tracked)
+        reduce_columns([lane(0, sides[0][1]), lane(1, sides[1][1])], sites, final_site, n, block, group, tracked, between=between)
+        for i, (b, off) in enumerate(sides):  # columns without a partner
+            for lo, hi in ((0, off), (off + n, int(n_pos[b]))):
+                if hi > lo:
+                    reduce_columns([lane(i, lo)], sites, final_site, hi - lo, block, group, tracked)
+    out["js"] = js
     return out
 
 
@@ -125,6 +168,30 @@ def detail(lens: Unembed, acts: dict[str, torch.Tensor], job: dict[str, Any]) ->
             "top_ids": None if top is None else top.indices.cpu(),
             "top_logits": None if top is None else top.values.cpu(),
         }
+
+
+def attribute_cell(root: Any, lens: Unembed, rows: dict[str, torch.Tensor], job: dict[str, Any]) -> dict[str, Any]:
+    """A cell's attribution next to the model (:func:`lens_widget.contributions.attribute_rows`,
+    the arithmetic of the local path): ``rows`` holds the job's ``reads`` (the embedding, each
+    layer's projection input ``z{l}``, attention post-norm input ``pn{l}``, MLP output
+    ``mlp{l}``) and the site, each ``[1, 1, d]``; the layers' ``W_O`` and norms are read off the
+    remote model's modules. Only the table (a few numbers per part) comes back."""
+    flat = {name: v[0, 0] for name, v in rows.items()}
+    blocks, proj_path, post_path = job["blocks"], job["proj"], job.get("post_norm")
+    pn_dtype = getattr(torch, job["post_norm_dtype"]) if job.get("post_norm_dtype") else torch.float32
+
+    def weights(l: int) -> tuple[torch.Tensor, Any, Any]:
+        proj = _resolve(root, f"{blocks}.{l}.{proj_path}")
+        W = proj.weight.detach()
+        W = W.T if job["conv1d"] else W  # GPT-2's Conv1D stores W_O as [in, out]
+        b = getattr(proj, "bias", None)
+        pn = frozen_norm(_resolve(root, f"{blocks}.{l}.{post_path}"), flat[f"pn{l}"], pn_dtype) if post_path else None
+        return W, None if b is None else b.detach(), pn
+
+    with torch.no_grad():
+        h = flat[job["site"]]
+        x = h.to(device=lens.device, dtype=lens.in_dtype)
+        return attribute_rows(flat, h, list(job["layers"]), list(job["mlps"]), int(job["n_heads"]), weights, lens, x, job["ids"])
 
 
 def apply_intervention(x: torch.Tensor, positions: Any, value: torch.Tensor, mode: str, rows: Any = None, batch: int | None = None) -> torch.Tensor:
@@ -151,11 +218,16 @@ def apply_intervention(x: torch.Tensor, positions: Any, value: torch.Tensor, mod
     return out
 
 
-def _patch(env: Any, io: str, patch: dict[str, Any], batch: int) -> None:
-    """Apply one intervention to an envoy's input or output, inside the trace."""
+def _patch(env: Any, io: str, patches: list[dict[str, Any]], batch: int, earlier: list[Any]) -> None:
+    """Apply interventions to an envoy's input or output, inside the trace (one read, one write)."""
     x = env.input if io == "input" else env.output
-    first = x[0] if isinstance(x, (tuple, list)) else x
-    y = apply_intervention(first, patch["positions"], patch["value"], patch["mode"], patch.get("rows"), batch)
+    y = x[0] if isinstance(x, (tuple, list)) else x
+    for patch in patches:
+        value = patch["value"]
+        if value is None:
+            i, site, col = patch["ref"]
+            value = earlier[int(i)][site][0, int(col)]
+        y = apply_intervention(y, patch["positions"], value, patch["mode"], patch.get("rows"), batch)
     new = (y, *x[1:]) if isinstance(x, tuple) else y
     if io == "input":
         env.input = new
@@ -164,21 +236,28 @@ def _patch(env: Any, io: str, patch: dict[str, Any], batch: int) -> None:
 
 
 def in_trace(root: Any, points: list, recipe: dict, select: torch.Tensor, task: str, job: dict | None = None, spec: dict | None = None,
-             patches: dict | None = None) -> dict[str, Any]:
+             patches: dict | None = None, earlier: list | None = None) -> dict[str, Any]:
     """The whole body of a lens trace: record the raw points (in forward order, applying
-    ``patches`` where they are), then ``task``. Everything returned is small (``record`` aside)
-    and already on the CPU."""
+    ``patches`` where they are; ``earlier``: the results of the session's earlier traces, which
+    patches may take their values from), then ``task``. Everything returned is small
+    (``record`` aside) and already on the CPU (a ``keep`` record stays where it is: a later
+    trace of the session reads it)."""
     with torch.no_grad():
-        acts = record(root, points, recipe, select, patches)
+        acts = record(root, points, recipe, select, patches, earlier)
         if task == "record":
-            return {k: v.cpu() for k, v in acts.items()}
-        if task == "logits":
+            return {k: v if (job or {}).get("keep") else v.cpu() for k, v in acts.items()}
+        if task == "logits":  # the model's own, at ``select`` (only of ``job["ids"]`` when given)
             out = root.output
-            logits = out.logits if hasattr(out, "logits") else out[0]
-            return {"logits": _take(logits, select).float().cpu()}
+            logits = _take(out.logits if hasattr(out, "logits") else out[0], select).float()
+            ids = (job or {}).get("ids")
+            return {"logits": (logits if ids is None else logits[..., ids.to(logits.device)]).cpu()}
         lens = unembedding(root, spec or {})
         if task == "lens":
             return lens_cells(lens, acts, job or {})
+        if task == "compare":
+            return compare_cells(lens, acts, job or {})
         if task == "detail":
             return detail(lens, acts, job or {})
+        if task == "attribute":
+            return attribute_cell(root, lens, acts, job or {})
     raise ValueError(f"unknown in-trace task {task!r}")

@@ -20,14 +20,14 @@ import torch
 from ..arch import ArchSpec
 from ..inputs import Batch
 from ..sites import parse_site
-from .base import ActivationSource, Intervention, Recording, Work
+from .base import ActivationRef, ActivationSource, Forward, Intervention, Recording, Work
 from .hooks import SiteRecorder
 from .intrace import ORDER
 
 __all__ = ["NNsightSource", "NDIFError", "ndif_api_key", "remote_error", "typing_kept"]
 
 #: Modules whose code must travel by value to NDIF (the server does not have lens_widget).
-BY_VALUE = ("lens_widget.schema", "lens_widget.unembed", "lens_widget.reduce", "lens_widget.sources.intrace")
+BY_VALUE = ("lens_widget.schema", "lens_widget.unembed", "lens_widget.reduce", "lens_widget.contributions", "lens_widget.sources.intrace")
 
 
 class NDIFError(RuntimeError):
@@ -116,11 +116,15 @@ class NNsightSource(ActivationSource):
         return get_path(self.model, self.arch.final_norm).parameters() if self.arch.final_norm else iter(())
 
     # -- what the trace reads ------------------------------------------------------------------
-    def plan(self, sites: Sequence[str], final_norm: bool = False, interventions: Sequence[Intervention] = ()
-             ) -> tuple[list[tuple[str, str, str]], dict[str, tuple[str, str | None]], dict[str, list[dict[str, Any]]]]:
+    def plan(self, sites: Sequence[str], final_norm: bool = False, interventions: Sequence[Intervention] = (), reads: Sequence[Sequence[Any]] = (),
+             refs: dict | None = None) -> tuple[list[tuple[str, str, str]], dict[str, tuple[str, str | None]], dict[str, list[dict[str, Any]]]]:
         """The raw points to read (and to change), in forward order, how each site is made of
         them (the same points and differences as :class:`SiteRecorder`'s hooks), and the
-        interventions to apply at each point (plain data)."""
+        interventions to apply at each point (plain data). ``reads``: more module values a task
+        needs, ``(name, layer, order inside the block, module path, "input" | "output")`` (order
+        as :data:`~lens_widget.sources.intrace.ORDER`; a fraction between two of its points):
+        each comes back under its name. ``refs``: where the session's earlier traces hold the
+        :class:`~lens_widget.sources.ActivationRef` values of interventions (:meth:`_ref_traces`)."""
         rec = SiteRecorder(self.model, self.arch, sites, extra_final_norm=final_norm)
         n = rec.n_layers
         where: dict[str, tuple[tuple[int, int], str, str]] = {}
@@ -137,9 +141,21 @@ class NNsightSource(ActivationSource):
                 kind, _, idx = name.rpartition("_")
                 where["patch:" + name] = self._point(kind, int(idx))
                 name = "patch:" + name
-            patches.setdefault(name, []).append(iv.as_data())
-        points = sorted((order, name, path, io) for name, (order, path, io) in where.items())
+            data = iv.as_data()
+            if isinstance(iv.value, ActivationRef):
+                ref = iv.value
+                data["ref"] = (refs or {})[id(ref.batch), ref.site, int(ref.position)]
+            patches.setdefault(name, []).append(data)
         recipe: dict[str, tuple[str, str | None]] = {}
+        seen = {(path, io): name for name, (_, path, io) in where.items() if not name.startswith("patch:")}
+        for name, layer, order, path, io in reads:
+            if (path, io) in seen:  # a point already read: one read, two names
+                recipe[name] = (seen[path, io], None)
+                continue
+            where[name] = ((int(layer), order), path, io)
+            seen[path, io] = name
+            recipe[name] = (name, None)
+        points = sorted((order, name, path, io) for name, (order, path, io) in where.items())
         for site in rec.sites:
             kind, layer = parse_site(site, n)
             if kind == "embed":
@@ -229,39 +245,88 @@ class NNsightSource(ActivationSource):
 
         return guard()
 
-    def _in_trace(self, batch: Batch, sites: Sequence[str], select: torch.Tensor, task: str, job: dict | None = None, final_norm: bool = False,
-                  interventions: Sequence[Intervention] = ()) -> dict[str, Any]:
-        """Run :func:`~lens_widget.sources.intrace.in_trace` inside the trace. The trace's body
-        reads only plain data and the root envoy, so it serialises for NDIF as it stands."""
+    def _trace(self, batch: Batch, sites: Sequence[str], select: torch.Tensor, task: str, job: dict | None = None, final_norm: bool = False,
+               interventions: Sequence[Intervention] = (), refs: dict | None = None, back: bool = True) -> dict[str, Any]:
+        """One trace of a session as plain data (what :meth:`_session` runs)."""
+        points, recipe, patches = self.plan(sites, final_norm, interventions, (job or {}).get("reads", ()), refs)
+        return {"inputs": {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}, "points": points, "recipe": recipe,
+                "select": select.long(), "task": task, "job": job, "patches": patches, "back": back}
+
+    def _ref_traces(self, interventions: Sequence[Intervention]) -> tuple[list[dict[str, Any]], dict[tuple[int, str, int], tuple[int, str, int]]]:
+        """Traces that record the :class:`~lens_widget.sources.ActivationRef` values of
+        ``interventions`` (one per distinct prompt batch; kept where the model is, never sent
+        back), and where each ref is: ``(id(batch), site, position) -> (trace, site, column)``."""
+        wanted: dict[int, tuple[Batch, dict[str, set[int]]]] = {}
+        for iv in interventions:
+            if isinstance(iv.value, ActivationRef):
+                ref = iv.value
+                wanted.setdefault(id(ref.batch), (ref.batch, {}))[1].setdefault(ref.site, set()).add(int(ref.position))
+        traces, refs = [], {}
+        for key, (batch, sites) in wanted.items():
+            cols = sorted(set().union(*sites.values()))
+            for site, positions in sites.items():
+                refs.update({(key, site, p): (len(traces), site, cols.index(p)) for p in positions})
+            traces.append(self._trace(batch, list(sites), torch.tensor([cols]), "record", {"keep": True}, back=False))
+        return traces, refs
+
+    def _session(self, traces: list[dict[str, Any]]) -> list[Any]:
+        """Run traces (see :meth:`_trace`) in order as **one** job (``lm.session``: one request to
+        NDIF); a later trace's patches may take their values from an earlier trace's record, which
+        stays next to the model. The results of the traces marked ``back`` come back. Each body
+        calls :func:`~lens_widget.sources.intrace.in_trace` with plain data and the root envoy
+        only, so it serialises for NDIF as it stands."""
         import nnsight
 
         from .intrace import in_trace
 
         self._check_remote()
         self._register()
-        points, recipe, patches = self.plan(sites, final_norm, interventions)
         spec, lm = self.spec, self.lm
-        select = select.long()
-        inputs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
         kept = typing_kept() if self.mode == "local" else contextlib.nullcontext()
         with self._trace_errors(), torch.no_grad(), kept:
-            with lm.trace(inputs, remote=self.mode, use_cache=False):
-                result = nnsight.save(in_trace(lm, points, recipe, select, task, job, spec, patches))
+            with lm.session(remote=self.mode):
+                outs: list[Any] = []
+                for t in traces:
+                    with lm.trace(t["inputs"], use_cache=False):
+                        outs.append(in_trace(lm, t["points"], t["recipe"], t["select"], t["task"], t["job"], spec, t["patches"], outs))
+                result = nnsight.save([out for out, t in zip(outs, traces) if t["back"]])
         return result
+
+    def _in_trace(self, batch: Batch, sites: Sequence[str], select: torch.Tensor, task: str, job: dict | None = None, final_norm: bool = False,
+                  interventions: Sequence[Intervention] = ()) -> dict[str, Any]:
+        """One task in one trace (after the traces that record its interventions' refs), one job."""
+        before, refs = self._ref_traces(interventions)
+        return self._session(before + [self._trace(batch, sites, select, task, job, final_norm, interventions, refs)])[0]
 
     # -- the seam ------------------------------------------------------------------------------
     def record(self, batch: Batch, sites: Sequence[str], select: torch.Tensor, *, want_logits: bool = False, final_norm: bool = False,
                past: Any = None, use_cache: bool = False, interventions: Sequence[Intervention] = ()) -> Recording:
         if use_cache or past is not None:
             raise NotImplementedError("generate() with an nnsight model is not supported yet: wrap the transformers model itself")
-        acts = self._in_trace(batch, sites, select, "record", final_norm=final_norm, interventions=interventions)
-        logits = None
-        if want_logits:  # the model's own logits at the selected positions
-            logits = self._in_trace(batch, [], select, "logits", interventions=interventions)["logits"]
+        before, refs = self._ref_traces(interventions)
+        traces = before + [self._trace(batch, sites, select, "record", None, final_norm, interventions, refs)]
+        if want_logits:  # the model's own logits at the selected positions: a second trace of the same job
+            traces.append(self._trace(batch, [], select, "logits", None, False, interventions, refs))
+        got = self._session(traces)
+        acts, logits = got[0], got[1]["logits"] if want_logits else None
         if self.out_device is not None:
             acts = {k: v.to(self.out_device) for k, v in acts.items()}
             logits = None if logits is None else logits.to(self.out_device)
         return Recording(acts=acts, logits=logits, last_layernorm=acts.pop("last_layernorm", None))
+
+    def token_logits(self, forwards: Sequence[Forward], ids: torch.Tensor, done: Any = None) -> list[torch.Tensor]:
+        """Every forward as one trace of **one** session (one request to NDIF), after the traces
+        that record their interventions' refs (which never come back); only the logits of
+        ``ids`` at each forward's ``select`` come back."""
+        ivs = [iv for f in forwards for iv in f.interventions]
+        before, refs = self._ref_traces(ivs)
+        job = {"ids": torch.as_tensor(ids, dtype=torch.long)}
+        got = self._session(before + [self._trace(f.batch, [], f.select, "logits", job, False, f.interventions, refs) for f in forwards])
+        out = [g["logits"] if self.out_device is None else g["logits"].to(self.out_device) for g in got]
+        for i in range(len(out)):
+            if done is not None:
+                done(i)
+        return out
 
     def reduce(self, batch: Batch, sites: Sequence[str], select: torch.Tensor, work: Any, interventions: Sequence[Intervention] = ()) -> Any:
         if isinstance(work, Work) and self.remote and work.task is not None:
@@ -277,7 +342,7 @@ class NNsightSource(ActivationSource):
 
         from .intrace import record as record_points
 
-        points, recipe, patches = self.plan(sites, interventions=interventions)
+        points, recipe, patches = self.plan(sites, interventions=self.resolved(interventions))
         sel, lm, out_device = select.long(), self.lm, self.out_device
         inputs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
         with torch.no_grad():
