@@ -285,7 +285,7 @@ def gguf_copy(gguf_path: str | os.PathLike, name: str | None = None, refresh: bo
     file name without ``.gguf``) and reused while the GGUF's size and modification time match.
 
     Dequantising a GGUF runs in Python (``gguf``): ~15 s for SmolLM2-135M, ~2 minutes for
-    Gemma-3-270M on 2 CPU cores; the copy holds the same float32 values and loads in seconds.
+    Gemma-3-270M on 2 shared CPU cores (110–180 s); the copy holds the same float32 values and loads in seconds.
     """
     src = Path(gguf_path)
     if not src.is_file():
