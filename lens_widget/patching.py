@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from .compare import Comparison
 from .inputs import Batch
+from .progress import Progress, ProgressBar, StopLike
 from .result import LensResult
 from .sites import resolve_site
 from .sources import Intervention
@@ -183,7 +184,8 @@ def patch_sweep(
     *,
     sites: Any = None,
     batch_size: int = 32,
-    progress: bool = True,
+    progress: bool | Callable[[Progress], Any] = True,
+    stop: StopLike = None,
 ) -> Sweep:
     """Patch the clean prompt's residual at each (site, position) into the corrupted run, one at
     a time, and record the recovery of ``logit(a) − logit(b)`` at the last position (``tokens =
@@ -191,7 +193,10 @@ def patch_sweep(
 
     The two prompts must have the same number of tokens (a minimal pair). Sites: ``embed`` and
     every block output by default (names, ``"resid"``, ``"all"`` for ``resid_out`` only). Each
-    forward carries ``batch_size`` patches (one batch row each).
+    forward carries ``batch_size`` patches (one batch row each). ``progress``: a tqdm bar (True),
+    none, or a callable receiving a :class:`~lens_widget.progress.Progress` (patches done of all)
+    after each forward; ``stop`` (an ``Event`` or a callable), when set, raises
+    :class:`~lens_widget.progress.Stopped` after the forward in progress.
     """
     hm = lens.model
     cb, xb = _one_prompt(lens, clean, "clean prompt"), _one_prompt(lens, corrupt, "corrupt prompt")
@@ -212,7 +217,8 @@ def patch_sweep(
     patched = np.full((len(names), T), np.nan)
     ids = xb.input_ids
     forwards = 2
-    bar = tqdm(total=len(jobs), desc="Patch sweep", unit="patch", disable=not progress)
+    report = progress if callable(progress) else None
+    bar = ProgressBar(tqdm(total=len(jobs), desc="Patch sweep", unit="patch", disable=not progress or report is not None), len(jobs), report, stop)
     try:
         for j0 in range(0, len(jobs), max(1, int(batch_size))):
             chunk = jobs[j0 : j0 + max(1, int(batch_size))]
