@@ -4,7 +4,8 @@
 // (either way), or clicked in one and then the other; the patch flow (patch.ts) turns it into the
 // `patch` request. The pure part: which prompt the second grid shows.
 import { decodeLens, type LensData } from "./data";
-import { Grid, type Cell } from "./grid";
+import type { Cell, Grid } from "./grid";
+import { subGrid } from "./subgrid";
 import { metricView, DEFAULT_METRIC } from "./metrics";
 import type { LensModel } from "./model";
 import type { PatchSource, PatchTool } from "./patch";
@@ -47,7 +48,7 @@ export class PromptPair {
     const head = h("div", "lw-patch-other-head lw-note");
     head.append(h("span", "", "other prompt: "), this.pick, h("span", "", " — drag a cell between the two grids, or click one in each"));
     this.el.append(head);
-    this.grid = new Grid(this.el, {
+    this.grid = subGrid(this.el, "lw-patch-other", {
       onHover: (cell, ev) => {
         if (!cell || !ev || !this.lens) return host.tooltip.hide();
         const view = this.view();
@@ -56,8 +57,7 @@ export class PromptPair {
       onClick: (cell) => host.patch.pickOn(this.shown, cell),
       onKey: () => {},
       onDrag: (from, to) => host.patch.dragAcross({ prompt: this.shown, site: from.site, col: from.col }, to, this.shown),
-    });
-    this.grid.setHeight(OTHER_HEIGHT);
+    }, OTHER_HEIGHT);
     d.listen(this.pick, "change", () => {
       this.chosen = Number(this.pick.value);
       this.sync();

@@ -7,7 +7,8 @@
 import { decodeArray, displayFor, emptyCells, isWireArray, WIRE_VERSION, type LensData, type WireArray } from "./data";
 import { diverging } from "./color";
 import { fmt } from "./format";
-import { Grid, type Cell } from "./grid";
+import type { Cell, Grid } from "./grid";
+import { subGrid } from "./subgrid";
 import type { MetricView } from "./metrics";
 import type { LensModel } from "./model";
 import type { Requester } from "./requests";
@@ -17,6 +18,8 @@ import { h, type Disposers } from "./dom";
 
 /** A sweep runs one forward per batch of patches: allow it as long as a generation. */
 const SWEEP_TIMEOUT_MS = 3600000;
+/** What the sweep button does. */
+const SWEEP_TITLE = "patch the clean prompt's residual at every (layer, position) into the corrupted run; record how much of logit(a) − logit(b) at the last token it recovers";
 /** The sweep grid's viewport height (px): it scrolls beyond. */
 const SWEEP_HEIGHT = 300;
 
@@ -198,17 +201,20 @@ export class SweepTool {
       this.status,
       this.stopButton,
     );
-    this.go.title = "patch the clean prompt's residual at every (layer, position) into the corrupted run; record how much of logit(a) − logit(b) at the last token it recovers";
     this.el.append(head, this.noKernel, this.legend, this.box, this.readout);
-    this.grid = new Grid(this.box, {
-      onHover: (cell) => this.hover(cell),
-      onClick: (cell) => {
-        this.grid.setSelected(cell);
-        this.hover(cell);
+    this.grid = subGrid(
+      this.box,
+      "lw-sweep",
+      {
+        onHover: (cell) => this.hover(cell),
+        onClick: (cell) => {
+          this.grid.setSelected(cell);
+          this.hover(cell);
+        },
+        onKey: () => {},
       },
-      onKey: () => {},
-    });
-    this.grid.setHeight(SWEEP_HEIGHT);
+      SWEEP_HEIGHT,
+    );
     d.listen(this.go, "click", () => void this.run());
     d.listen(this.stopButton, "click", () => void this.stop());
     for (const trait of ["sweep", "prompts", "tracked", "diff_tokens"]) d.on(host.model, `change:${trait}`, () => this.sync());
@@ -244,6 +250,7 @@ export class SweepTool {
     const prompts = (this.host.model.get("prompts") ?? []).length;
     this.go.disabled = k.ok !== true || this.running || prompts < 2;
     for (const c of [this.clean, this.corrupt, this.tokA, this.tokB]) c.disabled = k.ok !== true || this.running;
+    this.go.title = k.ok === false ? `a sweep needs the kernel: ${k.reason}` : k.ok === null ? "waiting for the kernel…" : SWEEP_TITLE;
     this.noKernel.hidden = k.ok !== false;
     this.noKernel.textContent = k.ok === false ? `a new sweep needs the kernel (${k.reason}); the sweep shown was computed before the page was saved` : "";
     if (k.ok === false && !this.data) this.noKernel.textContent = `a sweep needs the kernel (${k.reason})`;
