@@ -83,7 +83,7 @@ export class PromptPair {
     // here alone, and the grid's press from earlier (on that canvas) makes no drag of its own
     d.listen(host.main.canvas, "pointerup", release(host.main, mainPrompt), { capture: true });
     d.listen(this.grid.canvas, "pointerup", release(this.grid, otherShown), { capture: true });
-    this.el.hidden = true;
+    this.el.hidden = this.pick.disabled = true;
   }
 
   private view() {
@@ -98,6 +98,7 @@ export class PromptPair {
     const shown = this.host.promptShown();
     const on = this.host.patch.state.mode !== "off" && prompts.length > 1 && shown !== null;
     this.el.hidden = !on;
+    this.pick.disabled = !on;
     this.el.parentElement?.classList.toggle("lw-two-grids", on);
     if (!on || shown === null) {
       this.shown = -1;

@@ -322,6 +322,7 @@ export class SweepTool {
   private setRunning(running: boolean): void {
     this.running = running;
     this.stopButton.hidden = this.bar.hidden = !running;
+    this.stopButton.disabled = !running;
     this.el.dataset.task = running ? "running" : "";
     this.syncKernel();
   }
