@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from .compare import Comparison
 from .inputs import Batch
+from .progress import Progress, ProgressBar, StopLike
 from .result import LensResult
 from .sites import resolve_site
 from .sources import ActivationRef, Forward, Intervention
@@ -186,7 +187,8 @@ def patch_sweep(
     *,
     sites: Any = None,
     batch_size: int = 32,
-    progress: bool = True,
+    progress: bool | Callable[[Progress], Any] = True,
+    stop: StopLike = None,
 ) -> Sweep:
     """Patch the clean prompt's residual at each (site, position) into the corrupted run, one at
     a time, and record the recovery of ``logit(a) − logit(b)`` at the last position (``tokens =
@@ -194,7 +196,11 @@ def patch_sweep(
 
     The two prompts must have the same number of tokens (a minimal pair). Sites: ``embed`` and
     every block output by default (names, ``"resid"``, ``"all"`` for ``resid_out`` only). Each
-    forward carries ``batch_size`` patches (one batch row each).
+    forward carries ``batch_size`` patches (one batch row each). ``progress``: a tqdm bar (True),
+    none, or a callable receiving a :class:`~lens_widget.progress.Progress` (patches done of all)
+    after each forward; ``stop`` (an ``Event`` or a callable), when set, raises
+    :class:`~lens_widget.progress.Stopped` after the forward in progress. On a remote (NDIF) model
+    every forward travels in one job: progress comes when it returns, and a stop cannot cut it short.
     """
     hm = lens.model
     cb, xb = _one_prompt(lens, clean, "clean prompt"), _one_prompt(lens, corrupt, "corrupt prompt")
@@ -218,9 +224,13 @@ def patch_sweep(
         # the clean residual of each patch is a reference: recorded once, where the model is
         forwards.append(Forward(batch, last.expand(n, 1), [Intervention(site, [t], ActivationRef(cb, site, t), rows=[r])
                                                          for r, (_, site, t) in enumerate(chunk)]))
-    bar = tqdm(total=len(jobs), desc="Patch sweep", unit="patch", disable=not progress)
+    report = progress if callable(progress) else None
+    bar = ProgressBar(tqdm(total=len(jobs), desc="Patch sweep", unit="patch", disable=not progress or report is not None), len(jobs), report, stop)
     try:
-        done = lambda i: bar.update(forwards[i].batch.input_ids.shape[0] if i >= 2 else 0)  # noqa: E731
+        def done(i: int) -> None:  # after forward i: the first two are the clean and corrupted runs
+            if i >= 2:
+                bar.update(forwards[i].batch.input_ids.shape[0])
+
         logits = hm.source.token_logits(forwards, torch.tensor([a, b]), done=done)
     finally:
         bar.close()

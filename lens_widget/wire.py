@@ -16,11 +16,12 @@ import numpy as np
 from .compare import Comparison
 
 if TYPE_CHECKING:  # a type only: the wire encodes what patching returns
-    from .patching import Patch
+    from .patching import Patch, Sweep
 from .result import LensResult
 from .schema import WIRE_KEYS
+from .sites import site_label
 
-__all__ = ["WIRE_VERSION", "WIRE_KEYS", "wire_dtype", "encode_array", "result_to_wire", "column_message", "message_bytes", "comparison_to_wire", "patch_to_wire", "lift_arrays", "json_state"]
+__all__ = ["WIRE_VERSION", "WIRE_KEYS", "wire_dtype", "encode_array", "result_to_wire", "column_message", "message_bytes", "comparison_to_wire", "patch_to_wire", "sweep_to_wire", "arrays_to_wire", "lift_arrays", "json_state"]
 
 WIRE_VERSION = 1
 _BY_KIND = {"b": "uint8", "i": "int32", "u": "uint32", "f": "float32"}
@@ -163,6 +164,49 @@ def patch_to_wire(p: "Patch") -> dict[str, Any]:
         **{key: int(v) for key, v in p.meta.items() if key in ("source_prompt_index", "target_prompt_index", "source_col", "target_col")},
         "cone": encode_array(p.in_cone().astype(np.uint8)),
     }
+
+
+def sweep_to_wire(sw: "Sweep", tokens: dict[int, str], **fields: Any) -> dict[str, Any]:
+    """The widget's ``sweep`` trait: an activation-patching sweep as a grid ``[S, T]`` (site-major,
+    like ``data``): ``recovery`` and ``patched_ld`` float32, the sites and their labels, both
+    prompts' tokens (decoded text), the pair measured (ids and ``tokens``: their text), the clean
+    and corrupted logit differences, the costs (``meta``) and any ``fields`` (which prompts).
+    Non-finite floats become ``None``."""
+    out = {
+        "version": WIRE_VERSION,
+        "n_sites": int(sw.recovery.shape[0]),
+        "n_positions": int(sw.recovery.shape[1]),
+        "recovery": encode_array(sw.recovery.astype(np.float32)),
+        "patched_ld": encode_array(sw.patched_ld.astype(np.float32)),
+        "clean_ld": float(sw.clean_ld),
+        "corrupt_ld": float(sw.corrupt_ld),
+        "sites": list(sw.sites),
+        "site_labels": [site_label(s) for s in sw.sites],
+        "clean_tokens": list(sw.clean_tokens),
+        "corrupt_tokens": list(sw.corrupt_tokens),
+        "pair": [int(i) for i in sw.pair],
+        "pair_tokens": [tokens[int(i)] for i in sw.pair],
+        "meta": {k: v for k, v in sw.meta.items() if isinstance(v, (int, float, str))},
+        **fields,
+    }
+    return arrays_to_wire(out)
+
+
+def arrays_to_wire(value: Any) -> Any:
+    """A copy of plain data fit for a trait: numpy arrays as ``{dtype, shape, buffer}`` (binary on
+    the comm, base64 in an exported page), numpy scalars as Python numbers, non-finite floats as
+    ``None`` (JSON has no NaN)."""
+    if isinstance(value, np.ndarray):
+        return encode_array(value)
+    if isinstance(value, dict):
+        return {k: v if k == "buffer" else arrays_to_wire(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [arrays_to_wire(v) for v in value]
+    if isinstance(value, np.generic):
+        return arrays_to_wire(value.item())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def lift_arrays(msg: dict[str, Any]) -> tuple[dict[str, Any], list[bytes]]:

@@ -25,6 +25,9 @@ export interface AttributionRow {
 export interface Attribution {
   site: number;
   col: number;
+  /** the lens label and prompt index it was computed for (the kernel's reply says; -1 / "" unknown) */
+  lens: string;
+  promptIndex: number;
   siteName: string;
   position: number;
   kind: "logit" | "logit_diff";
@@ -83,6 +86,8 @@ export function decodeAttribution(raw: unknown): Attribution {
   return {
     site: num(r.site),
     col: num(r.col),
+    lens: String(r.lens ?? ""),
+    promptIndex: typeof r.prompt_index === "number" ? r.prompt_index : -1,
     siteName: String(r.site_name ?? ""),
     position: num(r.position),
     kind,
@@ -145,6 +150,15 @@ export interface AttributionHost {
   kernel(): { ok: boolean | null; reason: string };
   /** the tracked pair of the logit-difference metric */
   diffTokens(): number[];
+  /** the last attribution the kernel computed (the `last_attribution` trait: an exported page carries it) */
+  carried(): unknown;
+  /** the prompt shown */
+  promptIndex(): number;
+}
+
+/** Whether attribution `a` is of cell `cell` of grid `lens` (its lens label) and prompt `pi`. */
+export function isOfCell(a: Pick<Attribution, "lens" | "promptIndex" | "site" | "col">, lens: LensData, pi: number, cell: Cell): boolean {
+  return a.lens === lens.lensName && a.promptIndex === pi && a.site === cell.site && a.col === cell.col;
 }
 
 /** A choice of the token select: its value on the wire (`null` = the cell's top-1). */
@@ -155,6 +169,9 @@ export class AttributionView {
   private go: HTMLButtonElement;
   private pick: HTMLSelectElement;
   private body: HTMLDivElement;
+  private note: HTMLDivElement;
+  /** the carried attribution, decoded once per trait value */
+  private carried: { raw: unknown; a: Attribution | null } = { raw: null, a: null };
   private choices: TokenChoice[] = [];
   private lens: LensData | null = null;
   private cell: Cell | null = null;
@@ -167,8 +184,9 @@ export class AttributionView {
     this.go = h("button", "lw-attr-go", "who wrote this?", { type: "button" });
     this.pick = h("select", "lw-attr-token", undefined, { "aria-label": "attribution token", title: "which token's logit to split" });
     this.body = h("div", "lw-attr-body");
+    this.note = h("div", "lw-note lw-attr-nokernel");
     head.append(this.go, this.pick);
-    this.el.append(head, this.body);
+    this.el.append(head, this.note, this.body);
     this.go.onclick = () => void this.run();
   }
 
@@ -180,9 +198,28 @@ export class AttributionView {
     if (!same) {
       this.seq++;
       this.body.replaceChildren();
+      delete this.el.dataset.state;
+      this.showCarried();
     }
     this.fillChoices();
     this.syncKernel();
+  }
+
+  /** Show the kept attribution (`last_attribution`) when it is of the cell shown. */
+  showCarried(): void {
+    const raw = this.host.carried();
+    if (raw !== this.carried.raw) {
+      let a: Attribution | null = null;
+      try {
+        a = raw && typeof raw === "object" && "values" in raw ? decodeAttribution(raw) : null;
+      } catch {
+        a = null; // a malformed trait shows nothing; a new request still works
+      }
+      this.carried = { raw, a };
+    }
+    const { lens, cell } = this;
+    const a = this.carried.a;
+    if (a && lens && cell && this.el.dataset.state !== "running" && isOfCell(a, lens, this.host.promptIndex(), cell)) this.show(a);
   }
 
   /** Enable the button where a kernel answers; else disabled, its title saying why. */
@@ -191,6 +228,8 @@ export class AttributionView {
     const usable = !!this.lens && !!this.cell && !this.lens.aggregate && !this.lens.compare;
     this.go.disabled = !usable || k.ok !== true;
     this.pick.disabled = this.go.disabled;
+    this.note.hidden = k.ok !== false || !usable;
+    this.note.textContent = k.ok === false ? `a new attribution needs the kernel (${k.reason})${this.el.dataset.state === "done" ? "; the one shown was computed before the page was saved" : ""}` : "";
     this.go.title = k.ok === false ? `attribution needs the kernel: ${k.reason}` : k.ok === null ? "waiting for the kernel…" : "split this cell's logit into the embedding, every head, attention bias and MLP (runs the model once)";
   }
 

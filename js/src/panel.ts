@@ -28,6 +28,9 @@ export interface PanelHost {
   /** whether a kernel answers (the attribution button needs one) */
   kernel(): { ok: boolean | null; reason: string };
   diffTokens(): number[];
+  /** the kept attribution (`last_attribution`) and the prompt shown: the attribution view shows it on its cell */
+  carried(): unknown;
+  promptIndex(): number;
 }
 
 /** One token's kernel trajectory: every metric, one value per site. */

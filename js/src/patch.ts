@@ -105,8 +105,8 @@ export type PatchEvent =
   | { type: "mark"; prompt: number; cell: Cell }
   /** `t`: patch into the cursor's column */
   | { type: "target"; prompt: number; col: number }
-  /** a drag from one cell to another of the same prompt */
-  | { type: "drag"; prompt: number; from: Cell; to: Cell };
+  /** a drag from a cell of prompt `prompt` to a cell of prompt `toPrompt` (default: the same) */
+  | { type: "drag"; prompt: number; from: Cell; to: Cell; toPrompt?: number };
 
 export interface PatchStep {
   state: PatchState;
@@ -134,7 +134,7 @@ export function patchStep(state: PatchState, ev: PatchEvent): PatchStep {
       return { state: { mode: "source" }, request: req(state.source, ev.prompt, ev.col) };
     case "drag":
       if (state.mode === "off") return { state, request: null };
-      return { state: { mode: "source" }, request: req({ prompt: ev.prompt, site: ev.from.site, col: ev.from.col }, ev.prompt, ev.to.col) };
+      return { state: { mode: "source" }, request: req({ prompt: ev.prompt, site: ev.from.site, col: ev.from.col }, ev.toPrompt ?? ev.prompt, ev.to.col) };
   }
 }
 
@@ -222,7 +222,7 @@ export class PatchTool {
         ? `patching needs the kernel: ${k.reason}`
         : k.ok === null
           ? "waiting for the kernel…"
-          : "patch: click a source cell, then (in this or another prompt) a target column; or drag; keys: s source, t target, p next prompt, Esc cancel";
+          : "patch: click a source cell, then (in this or another prompt) a target column; or drag, within a grid or onto the other prompt's grid shown below; keys: s source, t target, p next prompt, Esc cancel";
     if (k.ok !== true && this.state.mode !== "off") this.state = { mode: "off" };
     this.showState();
   }
@@ -277,6 +277,18 @@ export class PatchTool {
     return true;
   }
 
+  /** A click on a cell of prompt `prompt`'s grid shown beside the main one (patch mode on). */
+  pickOn(prompt: number, cell: Cell): void {
+    if (this.state.mode !== "off") this.apply({ type: "pick", prompt, cell });
+  }
+
+  /** A drag from a cell of prompt `from.prompt` to a cell of prompt `toPrompt` (two grids shown). */
+  dragAcross(from: PatchSource, to: Cell, toPrompt: number): boolean {
+    if (this.state.mode === "off") return false;
+    this.apply({ type: "drag", prompt: from.prompt, from: { site: from.site, col: from.col }, to, toPrompt });
+    return true;
+  }
+
   /** A key in the grid with the cursor on `cursor`; true when the patch flow took it. */
   key(ev: KeyboardEvent, cursor: Cell): boolean {
     const what = patchKey(ev.key, this.state, ev.ctrlKey || ev.metaKey || ev.altKey);
@@ -305,10 +317,10 @@ export class PatchTool {
     return s.mode === "target" && hover && this.host.promptShown() !== null ? { site: s.source.site, col: hover.col } : null;
   }
 
-  /** The source cell to mark on the grid shown (only on its own prompt). */
-  sourceMark(): Cell | null {
+  /** The source cell to mark on the grid of prompt `prompt` (default: the one shown; only on its own prompt). */
+  sourceMark(prompt: number | null = this.host.promptShown()): Cell | null {
     const s = this.state;
-    return s.mode === "target" && this.host.promptShown() === s.source.prompt ? { site: s.source.site, col: s.source.col } : null;
+    return s.mode === "target" && prompt === s.source.prompt ? { site: s.source.site, col: s.source.col } : null;
   }
 
   private async send(r: PatchRequest): Promise<void> {

@@ -19,6 +19,8 @@ import { timeTooltip, watchPaint } from "./perf";
 import { Disposers, h } from "./dom";
 import { disableKernelControls, hasKernel } from "./kernelless";
 import { PatchTool, promptOf } from "./patch";
+import { SweepTool } from "./sweep";
+import { PromptPair } from "./patchpair";
 import { DEFAULT_METRIC, isMetric } from "./metrics";
 import { setTraits } from "./model";
 
@@ -45,6 +47,8 @@ function render({ model, el }: Pick<RenderProps<LensTraits>, "model" | "el">): (
   const prompt = new PromptBox(model, req, notices, d);
   const search = new SearchBox(req, track, d);
   const tasks = new TaskBar(model, req, notices, root, d);
+  // the other prompt's grid beside the main one while a patch is picked (set once the grid exists)
+  let pair: PromptPair | null = null;
   // whether a kernel answers requests: view_ready's reply says (an exported page answers no)
   const kernel: { ok: boolean | null; reason: string } = { ok: null, reason: "" };
   const patch = new PatchTool(
@@ -63,7 +67,7 @@ function render({ model, el }: Pick<RenderProps<LensTraits>, "model" | "el">): (
         tasks.endWork(text);
         if (isError) notices.setError(text);
       },
-      changed: () => sync.syncOverlay(),
+      changed: () => (sync.syncOverlay(), pair?.sync()),
       sideChanged: () => sync.loadData(),
     },
     d,
@@ -101,14 +105,36 @@ function render({ model, el }: Pick<RenderProps<LensTraits>, "model" | "el">): (
     status: (text, isError) => notices.setStatus(text, isError),
     kernel: () => kernel,
     diffTokens: () => (model.get("diff_tokens") ?? []).map(Number),
+    carried: () => model.get("last_attribution"),
+    promptIndex: () => Number(model.get("prompt_index") ?? 0),
   });
+  d.on(model, "change:last_attribution", () => panel.attribution.showCarried());
   const selection = new Selection(model, grid, panel, () => sync.lens);
   const sync = new TraitSync(model, { root, title, notices, controls, prompt, grid, panel, tooltip, selection, patch });
   sync.start(d);
+  pair = new PromptPair({ model, patch, tooltip, main: grid, promptShown: () => promptOf(sync.lens, Number(model.get("prompt_index") ?? 0)) }, d);
+  grid.viewport.after(pair.el);
+  for (const trait of ["prompt_index", "prompts", "grids", "lens", "metric", "metric_token", "diff_tokens", "compare_view", "aggregate"])
+    d.on(model, `change:${trait}`, () => pair?.sync());
+  const sweep = new SweepTool(
+    {
+      model,
+      req,
+      kernel: () => kernel,
+      display: (id) => sync.lens?.display(id) ?? `#${id}`,
+      taskStarted: (text) => tasks.startWork(text),
+      taskEnded: (text, isError) => {
+        tasks.endWork(text);
+        if (isError) notices.setError(text);
+      },
+    },
+    d,
+  );
+  root.appendChild(sweep.el);
 
   // the kernel's unrequested messages: progress of long work, and new columns of a generation
   const onMsg = (msg: unknown, buffers?: Bytes[]) => {
-    if (isProgress(msg)) tasks.onProgress(msg);
+    if (isProgress(msg)) (tasks.onProgress(msg), sweep.onProgress(msg));
     else {
       const column = decodeColumn(msg, buffers);
       if (column) sync.applyColumn(column);
@@ -124,6 +150,7 @@ function render({ model, el }: Pick<RenderProps<LensTraits>, "model" | "el">): (
     root.dataset.kernel = kernel.ok ? "yes" : "no";
     patch.sync(!!sync.patchInfo());
     panel.attribution.syncKernel();
+    sweep.syncKernel();
   };
   req
     .request("view_ready", {})
@@ -151,6 +178,8 @@ function render({ model, el }: Pick<RenderProps<LensTraits>, "model" | "el">): (
     req.dispose();
     grid.destroy();
     panel.destroy();
+    sweep.destroy();
+    pair?.destroy();
     root.remove();
   };
 }

@@ -120,6 +120,22 @@ def _start_patch(w: "LensWidget", m: dict[str, Any], reply: Callable[[Any, Any],
     return w.run_in_background(work, reply)
 
 
+def _start_sweep(w: "LensWidget", m: dict[str, Any], reply: Callable[[Any, Any], None]) -> Any:
+    """An activation-patching sweep runs the model once per ``batch_size`` patches: in the
+    background, with progress (patches done) and stop. ``clean`` and ``corrupt``: prompt indices
+    of the batch shown; ``tokens``: ``[a, b]`` (absent: the logit-difference pair, else the first
+    two tracked); checked now. The grid arrives as the ``sweep`` trait, the reply sums it up."""
+    return w.start_sweep(_prompt_index(m.get("clean"), "clean"), _prompt_index(m.get("corrupt"), "corrupt"), m.get("tokens"),
+                         m.get("batch_size", 32), reply)
+
+
+def _prompt_index(value: Any, name: str) -> int:
+    """A prompt index of a request (a text never comes from the front end)."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise RequestError(f"{name} must be the index of a prompt shown, got {value!r}")
+    return value
+
+
 def _stop(w: "LensWidget", m: dict[str, Any]) -> dict[str, Any]:
     return {"stopped": w.stop()}
 
@@ -163,6 +179,7 @@ BACKGROUND: dict[str, Callable[["LensWidget", dict[str, Any], Callable[[Any, Any
     "untrack": _in_background(_untrack),
     "attribution": _start_attribution,
     "patch": _start_patch,
+    "sweep": _start_sweep,
 }
 
 
@@ -196,7 +213,7 @@ CLEAR_ERRORS = (RequestError, KeyError, IndexError, ValueError, TypeError)
 def reply_to(request_id: Any, outcome: Any) -> dict[str, Any]:
     """The ``reply`` message for a request's outcome (a result, or the exception it raised)."""
     if isinstance(outcome, Stopped):
-        return {"type": "reply", "request_id": request_id, "ok": False, "error": "stopped", "stopped": True}
+        return {"type": "reply", "request_id": request_id, "ok": False, "error": "stopped", "stopped": True, "detail": str(outcome)}
     if isinstance(outcome, CLEAR_ERRORS + (PromptError, TokenLookupError)):
         return {"type": "reply", "request_id": request_id, "ok": False, "error": str(outcome) or type(outcome).__name__}
     if isinstance(outcome, BaseException):  # never let a request kill the widget's message loop

@@ -18,7 +18,7 @@ from ..attribution import as_data as attribution_data
 from ..compare import Comparison
 from ..decoders import Decoder
 from ..engine import LogitLens
-from ..patching import Patch
+from ..patching import Patch, Sweep
 from ..hooked import HookedModel
 from ..result import LensResult
 from .requests import RequestError
@@ -177,6 +177,14 @@ class LensSession:
 
         return runner.patch(ids(sp), ids(tp), r.sites[site], int(r.positions[sp, scol]), int(r.positions[tp, tcol]),
                             sites=list(r.sites), k=r.k, track=[int(i) for i in r.tracked_ids])
+
+    def sweep(self, clean: Sequence[int], corrupt: Sequence[int], pair: tuple[int, int], *, batch_size: int = 32, progress: Any = True,
+              stop: Any = None) -> Sweep:
+        """Activation patching of every (site, position) of the residual stream from ``clean`` into
+        ``corrupt`` (token ids, the same length), recording the recovery of ``logit(a) − logit(b)``
+        at the last position (:func:`lens_widget.patching.patch_sweep`; the grid's residual sites,
+        ``batch_size`` patches a forward, ``progress`` and ``stop`` as there)."""
+        return self.base.patch_sweep(list(clean), list(corrupt), pair, sites=self.sites, batch_size=batch_size, progress=progress, stop=stop)
 
     def runner(self, label: str) -> LogitLens:
         """The runner of lens ``label`` (generation runs one lens)."""

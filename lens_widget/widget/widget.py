@@ -25,12 +25,13 @@ from ..metrics import COMPARE_METRICS, GRID_METRICS
 from ..progress import Stopped
 from ..result import LensResult
 from ..sites import parse_site, site_label
-from ..wire import result_to_wire
+from ..wire import arrays_to_wire, result_to_wire
 from .comparing import CompareView
 from .export import BUNDLE_PATH, bundle_source, standalone_html
 from .generating import GenerateView
 from .requests import RequestError, handle_message, int_in
 from .session import LensSession, every_position
+from .sweeping import SweepView
 from .tasks import BackgroundWork, Task
 
 __all__ = ["LensWidget", "WidgetClosedError", "Task"]
@@ -41,7 +42,7 @@ class WidgetClosedError(RuntimeError):
     """The widget was closed; its front end is gone."""
 
 
-class LensWidget(CompareView, GenerateView, anywidget.AnyWidget):
+class LensWidget(CompareView, GenerateView, SweepView, anywidget.AnyWidget):
     """A hoverable, clickable layer x token logit-lens grid.
 
     ``LensWidget(model, "The capital of France is")`` runs the lens in the kernel and keeps the
@@ -134,6 +135,12 @@ class LensWidget(CompareView, GenerateView, anywidget.AnyWidget):
     #: ``[[lens label, prompt index], [lens label, prompt index]]``: sides a and b of ``comparison``
     #: (``[]`` none); the front end sets it to compare another pair.
     compare_pair = t.List().tag(sync=True)
+    #: The last activation-patching sweep (``lens_widget.wire.sweep_to_wire``; ``{}`` none): drawn
+    #: as its own grid, and carried by an exported page. :meth:`patch_sweep` sets it.
+    sweep = t.Dict().tag(sync=True)
+    #: The last attribution computed (:meth:`attribution`'s data, arrays as wire arrays; ``{}``
+    #: none): the detail panel shows it on its cell, and an exported page carries it.
+    last_attribution = t.Dict().tag(sync=True)
 
     def __init__(
         self,
@@ -321,6 +328,7 @@ class LensWidget(CompareView, GenerateView, anywidget.AnyWidget):
             self.grids = {label: list(w) for label, w in self._wire.items()} if multi else {}
             self._show_current()
             self.error = ""
+            self.last_attribution = {}  # it was of the old grids
             pair = getattr(self, "_pair", None)
             if pair is not None:  # a recompute (track, set_prompt): the comparison follows
                 try:
@@ -482,14 +490,19 @@ class LensWidget(CompareView, GenerateView, anywidget.AnyWidget):
         MLPs, embedding; remainder rows apart) to ``token`` (id, string, or a pair ``(a, b)``;
         default the cell's top-1), as the ``attribution`` reply's plain data. ``site`` and
         ``col`` index the grid (negative values count from the end). It runs the model once:
-        background work (a recompute) ends first."""
+        background work (a recompute) ends first. The cell becomes the selected one and the
+        attribution is kept (``last_attribution``): the panel and an exported page show it."""
         self._check_open()
         self._work.finish()
         r, pi = self.result, self.prompt_index
         site, col = self._cell_from_end(site, col)
         if self._session is None:
             raise RequestError("no model attached (widget built from a LensResult, or an exported page)")
-        return self._session.attribution(r, self.lens, pi, site, col, token, top)
+        data = self._session.attribution(r, self.lens, pi, site, col, token, top)
+        with self.hold_sync():  # the panel (and an exported page) shows it on its cell
+            self.last_attribution = arrays_to_wire(data)
+            self.selected = {"site": site, "col": col, "position": int(r.positions[pi, col])}
+        return data
 
     def search(self, query: str, limit: int = 20) -> dict[str, Any]:
         """Vocabulary entries matching ``query`` (exact forms first, multi-token queries flagged)."""

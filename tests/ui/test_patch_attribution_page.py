@@ -85,6 +85,7 @@ def patched():
     w = LensWidget(tiny("llama"), PROMPTS, track=["e", "H"], progress=False)
     plain = w.export_state()
     attr = w.attribution(SOURCE[1], SOURCE[2])
+    w.selected = {}  # attribution() selects its cell (the panel shows it): the cone pixels below want no selection outline
     p = w.patch(SOURCE, TARGET)
     state = w.export_state()
     yield {"w": w, "plain": plain, "attr": attr, "patch": p, "state": state}

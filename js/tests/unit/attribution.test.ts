@@ -80,7 +80,7 @@ describe("the attribution view", () => {
     const model = new FakeModel({});
     const req = new Requester(model as never);
     const lens = decodeLens(makeData())!;
-    const view = new AttributionView({ req, kernel: () => ({ ok: true, reason: "" }), diffTokens: () => [3, 7] });
+    const view = new AttributionView({ req, kernel: () => ({ ok: true, reason: "" }), diffTokens: () => [3, 7], carried: () => ({}), promptIndex: () => 0 });
     view.setCell(lens, { site: 2, col: 3 });
     const go = view.el.querySelector<HTMLButtonElement>(".lw-attr-go")!;
     expect(go.disabled).toBe(false);
@@ -114,7 +114,7 @@ describe("the attribution view", () => {
 
   it("is disabled, its title saying why, without a kernel", () => {
     const model = new FakeModel({});
-    const view = new AttributionView({ req: new Requester(model as never), kernel: () => ({ ok: false, reason: "no kernel (exported page)" }), diffTokens: () => [] });
+    const view = new AttributionView({ req: new Requester(model as never), kernel: () => ({ ok: false, reason: "no kernel (exported page)" }), diffTokens: () => [], carried: () => ({}), promptIndex: () => 0 });
     view.setCell(decodeLens(makeData()), { site: 0, col: 0 });
     const go = view.el.querySelector<HTMLButtonElement>(".lw-attr-go")!;
     expect(go.disabled).toBe(true);
