@@ -172,7 +172,7 @@ def test_the_svg_button_saves_one_rect_per_cell_in_its_colour_and_the_same_svg_a
     palette, want = metric_colours(r, metric)
     for rect in cells:
         site, col = int(rect.get("data-site")), int(rect.get("data-col"))
-        assert PALETTES[palette].index(fill_rgb(rect.get("fill"))) == want[site, col], (site, col)
+        assert fill_rgb(rect.get("fill")) == PALETTES[palette][want[site, col]], (site, col)
         assert int(rect.get("x")) == FIGURE["pad"] + FIGURE["head_w"] + col * FIGURE["cell_w"]
     assert len({(c.get("data-site"), c.get("data-col")) for c in cells}) == S * P
     assert len(root.findall(f".//{SVG_NS}g[@class='next-marks']/{SVG_NS}path")) == sum(
