@@ -37,7 +37,7 @@ FIGURE = {
     "cell_h": 20,
     "legend_h": 44,
     "right": 72,
-    "min_w": 520,
+    "min_w": 600,
     "cell_chars": 8,
     "label_chars": 18,
     "bar_w": 160,
@@ -254,7 +254,7 @@ def _legend(grid: MetricGrid, gx: int, y: int, pad: int) -> list[str]:
     bx = gx + 100
     label = f"{grid.label} — {grid.note}" if grid.note else grid.label
     stops = "".join(f'<stop offset="{i * 12.5:g}%" stop-color="{c}"/>' for i, c in enumerate(_gradient(grid.scale)))
-    mk = bx + bw + 90
+    mk = bx + bw + 100
     return [
         '<g class="legend" fill="#111111">',
         f'<defs><linearGradient id="lw-legend-gradient" x1="0" x2="1" y1="0" y2="0">{stops}</linearGradient></defs>',

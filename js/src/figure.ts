@@ -20,7 +20,7 @@ export const FIGURE = {
   cellH: 20,
   legendH: 44,
   right: 72,
-  minW: 520,
+  minW: 600,
   cellChars: 8,
   labelChars: 18,
   barW: 160,
@@ -114,7 +114,7 @@ function legend(view: MetricView, gx: number, y: number): string[] {
   const stops = gradient(view)
     .map((c, i) => `<stop offset="${i * 12.5}%" stop-color="${c}"/>`)
     .join("");
-  const mk = bx + bw + 90;
+  const mk = bx + bw + 100;
   return [
     '<g class="legend" fill="#111111">',
     `<defs><linearGradient id="lw-legend-gradient" x1="0" x2="1" y1="0" y2="0">${stops}</linearGradient></defs>`,

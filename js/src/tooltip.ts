@@ -81,7 +81,7 @@ export function cellStats(lens: LensData, cell: Cell, view: MetricView | null): 
     line("mean KL to final ", `${fmt(lens.kl[i])} nats`, "lw-kl");
     const r = lens.nextRank[i];
     line("next token ", r > 0 ? `mean p=${fmt(lens.nextProb[i])} · rank ${fmt(r)} (geometric mean)` : "(last token)", "lw-next");
-    if (view && TOKEN_METRICS.includes(view.metric)) line(`${view.label} `, fmt(view.values[i]), "lw-metric");
+    if (view && TOKEN_METRICS.includes(view.metric)) line(`${view.label} `, view.scale.format(view.values[i]), "lw-metric");
     div.appendChild(trackedTable(lens, cell));
     return div;
   }
@@ -96,7 +96,7 @@ export function cellStats(lens: LensData, cell: Cell, view: MetricView | null): 
     );
     div.appendChild(d);
   } else line("next ", "(last token)", "lw-next");
-  if (view && TOKEN_METRICS.includes(view.metric)) line(`${view.label} `, fmt(view.values[i]), "lw-metric");
+  if (view && TOKEN_METRICS.includes(view.metric)) line(`${view.label} `, view.scale.format(view.values[i]), "lw-metric");
   div.appendChild(trackedTable(lens, cell));
   return div;
 }

@@ -98,6 +98,14 @@ def test_log_prob_and_rank_colourings_follow_their_scales(open_page, metric, whi
     # the scales spread the cells: not every cell dark but a few (the linear 0-1 probability's fault)
     _, want = metric_colours(r, metric, token)
     assert len(set(want.ravel().tolist())) >= r.n_sites * r.n_positions // 3
+    # the tooltip's metric line: the rank as a whole number, the log-prob in nats
+    site, col = 2, 3
+    page.mouse.move(*cell_xy(page, r.n_sites - 1 - site, col))
+    tip = page.locator(".lw-tooltip")
+    tip.wait_for(state="visible")
+    m = r.tracked_index(token)
+    want_text = str(int(r.tracked_rank[0, site, col, m])) if metric == "tracked_rank" else js_fmt(float(np.float32(np.log(np.float64(r.tracked_prob[0, site, col, m])))))
+    assert tip.locator(".lw-metric .lw-v").text_content() == want_text
     ticks = page.locator(".lw-legend-tick").all_text_contents()
     assert ticks[0].startswith("rank 1" if metric == "tracked_rank" else "log p ")
     # the check tells the scales apart
