@@ -192,7 +192,7 @@ def grid_svg(result: "LensResult", grid: MetricGrid, prompt: int = 0, title: str
     gx, gy = pad + F["head_w"], pad + F["title_h"] + F["head_h"]
     W = max(gx + P * cw + F["right"], F["min_w"])
     H = gy + S * ch + F["legend_h"] + pad
-    heading = title if title is not None else f"{r.model_name} · {r.lens_name}"
+    heading = title if title is not None else f"{r.model_label} · {r.lens_name}"  # the page's title: a local model by its name, never its path
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="{xml_text(FONT)}" font-size="11">',
         f"<title>{xml_text(heading)}</title>",

@@ -69,6 +69,9 @@ def test_every_string_is_escaped_and_hostile_tokens_stay_text(tmp_path):
     assert "<script" not in svg and "<b>" not in svg
     texts = [t.text or "" for t in root.iter(f"{SVG}text")]
     assert "<b>x</b>" in texts  # the site's label, as text
+    # a local model is named, never by its path (as the page's title)
+    r.model_name = "/home/me/models/<x>.gguf"
+    assert ET.fromstring(r.to_svg()).find(f"{SVG}title").text.startswith("<x> · ")
     # every hostile token that is a top-1 shows as its display text (cut to the cell)
     shown = {display_token(s) for s in HOSTILE_STRINGS}
     words = [t.text or "" for t in root.findall(f".//{SVG}g[@class='cell-text']/{SVG}text")]
