@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from .compare import Align, Comparison, ComparisonError, align_columns
 from .compare import compare as compare_results
 from .decoders import Decoder
 from .reduce import FUSED, ChunkReducer, Lane, js_divergence, reduce_columns, rows_for_budget
+from .progress import progress_bar
 from .result import CellStore
 from .sites import select_matrix
 from .sources import Intervention, Work
@@ -94,7 +94,7 @@ def compare_in_one_run(
     js = np.full((S, ia_cols.size), np.nan, dtype=np.float32)
     kept: list[dict[str, torch.Tensor]] = []
     select, _ = select_matrix(plan.positions)
-    bar = tqdm(total=plan.n_chunks * (2 if len(plan.positions) == 1 else 1), desc="Compare", unit="chunk", disable=not progress)
+    bar = progress_bar(plan.n_chunks * (2 if len(plan.positions) == 1 else 1), "Compare", "chunk", disable=not progress)
     try:
         local = lambda acts: _compare_batch(plan, sides, int(ia_cols.size), js, acts, bar, kept if return_activations else None)  # noqa: E731
         work: Any = local

@@ -18,7 +18,6 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from . import cells
 from .attribution import attribute
@@ -30,7 +29,7 @@ from .generation import generate
 from .patching import Patch, Sweep, patch, patch_sweep
 from .hooked import HookedModel, as_hooked_model
 from .inputs import Batch
-from .progress import Progress, ProgressBar
+from .progress import Progress, ProgressBar, progress_bar
 from .reduce import DEFAULT_MEMORY_BUDGET, FUSE_MIN_WORK, FUSED, ChunkReducer, Lane, reduce_columns, rows_for_budget
 from .result import CellStore, LensResult
 from .sites import next_token_ids, resolve_positions, select_matrix
@@ -231,7 +230,7 @@ class LogitLens:
         report = progress if callable(progress) else None
         total = plan.n_chunks * len(lenses)
         desc = next(iter(lenses.values())).name.capitalize() if len(lenses) == 1 else f"{len(lenses)} lenses"
-        bar = ProgressBar(tqdm(total=total, desc=desc, unit="chunk", disable=not progress or report is not None), total, report, stop)
+        bar = ProgressBar(progress_bar(total, desc, "chunk", disable=not progress or report is not None), total, report, stop)
         try:
             for idx in _batches(len(plan.positions), batch_size):
                 batch = plan.batch.subset(idx)

@@ -3,10 +3,25 @@ end; a test keeps the two equal)."""
 
 from __future__ import annotations
 
-__all__ = ["GRID_METRICS", "RESULT_METRICS", "TRAJECTORY_METRICS", "COMPARE_METRICS", "DELTA_METRICS"]
+__all__ = ["GRID_METRICS", "GRID_METRIC_LABELS", "TRACKED_METRICS", "RESULT_METRICS", "TRAJECTORY_METRICS", "COMPARE_METRICS", "DELTA_METRICS"]
 
 #: What the widget's grid can colour by (the ``metric`` trait).
-GRID_METRICS = ("top1_prob", "next_prob", "next_rank", "entropy", "kl", "tracked_prob", "logit_diff")
+GRID_METRICS = ("top1_prob", "next_prob", "next_rank", "entropy", "kl", "tracked_prob", "tracked_logprob", "tracked_rank", "logit_diff")
+#: Grid metrics of one tracked token (the ``metric_token`` trait chooses which): its probability,
+#: log-probability (nats) and exact rank.
+TRACKED_METRICS = ("tracked_prob", "tracked_logprob", "tracked_rank")
+#: How the grid's legend names each metric (``js/src/metrics.ts`` ``METRIC_LABELS``; a test keeps them equal).
+GRID_METRIC_LABELS = {
+    "top1_prob": "top-1 prob",
+    "next_prob": "next-token prob",
+    "next_rank": "next-token rank",
+    "entropy": "entropy (nats)",
+    "kl": "KL to final (nats)",
+    "tracked_prob": "tracked token prob",
+    "tracked_logprob": "tracked token log-prob",
+    "tracked_rank": "tracked token rank",
+    "logit_diff": "logit diff a−b",
+}
 #: Grid metrics read straight off a result's per-cell arrays (no token to choose).
 RESULT_METRICS = ("top1_prob", "next_prob", "next_rank", "entropy", "kl")
 #: What a tracked token's trajectory along the layers can show.

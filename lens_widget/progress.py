@@ -9,7 +9,12 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-__all__ = ["Progress", "Stopped", "StopLike", "is_stopped", "ProgressBar"]
+from tqdm.auto import tqdm
+
+__all__ = ["Progress", "Stopped", "StopLike", "is_stopped", "ProgressBar", "progress_bar", "BAR_DELAY_S"]
+
+#: Seconds a progress bar waits before it shows: a quick run shows none.
+BAR_DELAY_S = 1.0
 
 #: A stop request: a ``threading.Event`` (or anything with ``is_set()``), or a callable returning True.
 StopLike = Any
@@ -45,6 +50,18 @@ class Progress:
         if self.done <= 0:
             return None
         return self.elapsed / self.done * max(0, self.total - self.done)
+
+
+def in_notebook(bar_class: type) -> bool:
+    """Whether ``bar_class`` (``tqdm.auto``'s choice) draws in a notebook (an ipywidgets bar)."""
+    return any(c.__module__ == "tqdm.notebook" for c in bar_class.__mro__)
+
+
+def progress_bar(total: int, desc: str, unit: str, disable: bool = False) -> Any:
+    """A ``tqdm.auto`` bar that shows only after :data:`BAR_DELAY_S` (a quick run draws none)
+    and, in a notebook, vanishes when it ends (a finished notebook bar otherwise stays above
+    the cell's output: above every widget a cell shows). A terminal keeps the finished line."""
+    return tqdm(total=total, desc=desc, unit=unit, disable=disable, delay=BAR_DELAY_S, leave=not in_notebook(tqdm))
 
 
 class ProgressBar:

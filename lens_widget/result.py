@@ -7,14 +7,16 @@ indices into each prompt's tokens (``positions[b, p]``, ``-1`` where a shorter p
 
 from __future__ import annotations
 
+import os
 import re
-
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 
+from .figure import grid_svg, metric_grid
 from .schema import CELL_FIELDS, trailing
 from .sites import site_label
 from .tokens import TokenLookupError, display_token
@@ -279,6 +281,17 @@ class LensResult:
                 break
             first = s
         return first
+
+    def to_svg(self, path: str | os.PathLike[str] | None = None, *, metric: str = "top1_prob", prompt: int = 0,
+               token: int | str | None = None, diff_tokens: Sequence[int | str] = (), title: str | None = None) -> str:
+        """The grid of prompt ``prompt`` as an SVG figure, coloured by ``metric`` as the widget
+        colours it (one rect per cell, the top-1 tokens, layer and token labels, the legend);
+        no browser needed. ``token`` chooses the tracked token of a ``tracked_*`` metric,
+        ``diff_tokens`` the two of ``logit_diff``. Writes ``path`` when given; returns the SVG."""
+        svg = grid_svg(self, metric_grid(self, metric, prompt, token, diff_tokens), prompt, title)
+        if path is not None:
+            Path(path).write_text(svg, encoding="utf-8")
+        return svg
 
 
 class CellStore:

@@ -112,8 +112,8 @@ def test_the_cycle_detector_finds_a_cycle():
 LAYERS = [
     ["lens_widget._version", "lens_widget.arch", "lens_widget.loading", "lens_widget.devices", "lens_widget.tokens", "lens_widget.metrics",
      "lens_widget.progress", "lens_widget.schema", "lens_widget.unembed", "lens_widget.corpus", "lens_widget.lens_files",
-     "lens_widget.certified", "lens_widget.contributions"],
-    ["lens_widget.inputs", "lens_widget.sites", "lens_widget.lowrank"],
+     "lens_widget.certified", "lens_widget.contributions", "lens_widget.scales"],
+    ["lens_widget.inputs", "lens_widget.sites", "lens_widget.lowrank", "lens_widget.figure"],
     ["lens_widget.reduce"],  # torch only: travels by value into nnsight traces
     ["lens_widget.sources.intrace"],  # the lens next to a remote model: reduce, unembed, schema only
     ["lens_widget.sources", "lens_widget.sources.base", "lens_widget.sources.hooks", "lens_widget.sources.nnsight", "lens_widget.cache", "lens_widget.hooked"],

@@ -1,6 +1,7 @@
 // The trajectory chart: one line per token across layers, on a canvas; the y axis per metric.
 import type { LensData } from "./data";
-import { rankFraction, type TrajMetric } from "./metrics";
+import { rankFraction } from "./color";
+import type { TrajMetric } from "./metrics";
 
 const LINE_COLORS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#9a6324"];
 const LEFT_MIN = 28;

@@ -11,10 +11,12 @@ import {
   METRIC_NAMES,
   isCompareMetric,
   isMetric,
+  ONE_TOKEN_METRICS,
   type MetricView,
 } from "./metrics";
 import { renderLegend } from "./legend";
 import { h, type Disposers } from "./dom";
+import { idLabel } from "./format";
 
 /** Fill a select with the tracked tokens, choosing `value` (or the first). */
 function fillTokenSelect(sel: HTMLSelectElement, lens: LensData | null, value: number): void {
@@ -25,7 +27,7 @@ function fillTokenSelect(sel: HTMLSelectElement, lens: LensData | null, value: n
     return;
   }
   sel.disabled = false;
-  for (const id of lens.trackedIds) sel.appendChild(h("option", "", `${lens.display(id)} #${id}`, { value: String(id) }));
+  for (const id of lens.trackedIds) sel.appendChild(h("option", "", `${lens.display(id)} (${idLabel(id)})`, { value: String(id) }));
   sel.value = String(value);
   if (sel.value !== String(value)) sel.selectedIndex = 0;
 }
@@ -42,6 +44,20 @@ function fillSelect(sel: HTMLSelectElement, options: [string, string, string?][]
   if (sel.value !== value && options.length) sel.selectedIndex = 0;
 }
 
+/** The sides a comparison can take, `[value, text, title]`, each named by what differs between
+ * sides: the lens alone when there is one prompt, the prompt alone when there is one lens. */
+export function sideOptions(lenses: string[], prompts: string[]): [string, string, string][] {
+  const sides: [string, string, string][] = [];
+  for (const l of lenses)
+    prompts.forEach((p, i) => {
+      const short = p.length > PROMPT_CHARS ? `${p.slice(0, PROMPT_CHARS)}…` : p;
+      const prompt = `prompt ${i + 1}: ${short}`;
+      const text = prompts.length < 2 ? l : lenses.length < 2 ? prompt : `${l} · ${prompt}`;
+      sides.push([JSON.stringify([l, i]), text, lenses.length > 1 ? `${l} · ${p}` : p]);
+    });
+  return sides;
+}
+
 export class Controls {
   readonly el: HTMLDivElement;
   /** which lens is shown (hidden with one lens) */
@@ -54,9 +70,12 @@ export class Controls {
   private diffB = h("select", "lw-diff-b", undefined, { "aria-label": "logit diff token b" });
   private diffBox = h("span", "lw-diff");
   private transpose = h("input", "", undefined, { type: "checkbox" });
-  /** the diff grid on / off (shown when there is a comparison) */
+  /** the diff grid on / off, the one compare control: on, it compares the chosen sides (shown
+   * with a comparison, or with two sides to choose from) */
   private compareToggle = h("input", "lw-compare-toggle", undefined, { type: "checkbox" });
   private compareBox = h("label", "lw-compare", undefined, { title: "diff grid of two sides: b − a" });
+  /** whether the widget holds a comparison (the `comparison` trait) */
+  private hasComparison = false;
   /** which two (lens, prompt) sides are compared (shown with two or more to choose from) */
   private cmpA = h("select", "lw-cmp-a", undefined, { "aria-label": "compare side a" });
   private cmpB = h("select", "lw-cmp-b", undefined, { "aria-label": "compare side b" });
@@ -69,8 +88,7 @@ export class Controls {
     this.fillMetrics(false);
     this.diffBox.append(this.diffA, h("span", "", " − "), this.diffB);
     this.compareBox.append(this.compareToggle, h("span", "", " compare"));
-    const go = h("button", "lw-cmp-go", "compare", { title: "show the diff grid of these two sides (b − a)" });
-    this.cmpPair.append(this.cmpA, h("span", "", " vs "), this.cmpB, go);
+    this.cmpPair.append(this.cmpA, h("span", "", " vs "), this.cmpB);
     this.compareBox.hidden = this.cmpPair.hidden = true;
     const transposeLbl = h("label", "lw-transpose");
     transposeLbl.append(this.transpose, h("span", "", " transpose"));
@@ -86,16 +104,19 @@ export class Controls {
     });
 
     d.listen(this.metric, "change", () => setTrait(model, "metric", this.metric.value));
+    const setPair = () => setTrait(model, "compare_pair", [JSON.parse(this.cmpA.value), JSON.parse(this.cmpB.value)]);
     d.listen(this.compareToggle, "change", () => {
       const on = this.compareToggle.checked;
+      if (on && !this.hasComparison && !this.cmpPair.hidden) {
+        this.compareToggle.checked = false; // checked when the kernel's comparison arrives
+        return setPair();
+      }
       const metric = String(model.get("metric") ?? "");
       const keep = on ? isCompareMetric(metric) : isMetric(metric);
       setTraits(model, keep ? { compare_view: on } : { compare_view: on, metric: on ? DEFAULT_COMPARE_METRIC : DEFAULT_METRIC });
     });
-    const setPair = () => setTrait(model, "compare_pair", [JSON.parse(this.cmpA.value), JSON.parse(this.cmpB.value)]);
     d.listen(this.cmpA, "change", setPair);
     d.listen(this.cmpB, "change", setPair);
-    d.listen(go, "click", setPair);
     d.listen(this.token, "change", () => setTrait(model, "metric_token", Number(this.token.value)));
     const setDiff = () => setTrait(model, "diff_tokens", [Number(this.diffA.value), Number(this.diffB.value)]);
     d.listen(this.diffA, "change", setDiff);
@@ -125,7 +146,7 @@ export class Controls {
     const diff = model.get("diff_tokens") ?? [];
     fillTokenSelect(this.diffA, lens, diff[0] ?? lens?.trackedIds[0] ?? -1);
     fillTokenSelect(this.diffB, lens, diff[1] ?? lens?.trackedIds[1] ?? -1);
-    this.token.hidden = metric !== "tracked_prob" && metric !== "d_tracked_prob";
+    this.token.hidden = !ONE_TOKEN_METRICS.includes(metric);
     this.diffBox.hidden = metric !== "logit_diff" && metric !== "d_logit_diff";
     this.transpose.checked = !!model.get("transpose");
   }
@@ -147,25 +168,22 @@ export class Controls {
     this.syncCompare(lenses, prompts);
   }
 
-  /** The compare toggle (with a comparison) and the side selectors (with two or more sides). */
+  /** The compare toggle (with a comparison, or sides to compare) and the side selectors (with
+   * two or more sides, each named by what tells the sides apart). */
   private syncCompare(lenses: string[], prompts: string[]): void {
     const model = this.model;
     const cmp = model.get("comparison");
     const has = !!cmp && typeof cmp === "object" && Object.keys(cmp as object).length > 0;
-    this.compareBox.hidden = !has;
+    this.hasComparison = has;
     this.compareToggle.checked = has && !!model.get("compare_view");
-    const sides: [string, string, string?][] = [];
-    for (const l of lenses)
-      prompts.forEach((p, i) => {
-        const short = p.length > PROMPT_CHARS ? `${p.slice(0, PROMPT_CHARS)}…` : p;
-        sides.push([JSON.stringify([l, i]), lenses.length > 1 ? `${l} · ${i + 1}: ${short}` : `${i + 1}: ${short}`, p]);
-      });
+    const sides = sideOptions(lenses, prompts);
     const pair = model.get("compare_pair");
     const side = (j: number) => (Array.isArray(pair) && Array.isArray(pair[j]) ? JSON.stringify(pair[j]) : sides[Math.min(j, sides.length - 1)]?.[0] ?? "");
     fillSelect(this.cmpA, sides, side(0));
     fillSelect(this.cmpB, sides, side(1));
     // a patch's comparison is clean vs patched target, not two of these sides
     this.cmpPair.hidden = sides.length < 2 || (has && !!(cmp as { patch?: unknown }).patch);
+    this.compareBox.hidden = !has && this.cmpPair.hidden;
   }
 
   showLegend(view: MetricView | null, lensName = ""): void {

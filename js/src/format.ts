@@ -1,4 +1,10 @@
-// How a metric value is printed (tooltip, panel, legend).
+// How a metric value and a token id are printed (tooltip, panel, legend, controls).
+
+/** A token id, labelled as one (a bare "#7042" beside a probability reads as a rank). */
+export function idLabel(id: number): string {
+  return `id ${id}`;
+}
+
 export function fmt(v: number): string {
   if (!Number.isFinite(v)) return "–";
   const a = Math.abs(v);

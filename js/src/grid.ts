@@ -3,6 +3,7 @@ import type { LensData } from "./data";
 import type { MetricView } from "./metrics";
 import { Disposers } from "./dom";
 import { NO_OVERLAY, type Overlay } from "./patch";
+import { NEXT_MARK_COLOR } from "./color";
 
 export interface Cell {
   site: number;
@@ -467,8 +468,8 @@ export class Grid {
     }
     const nxt = lens.nextIds[cell.col];
     if (nxt >= 0 && top === nxt) {
-      // mark: top-1 is the actual next token
-      ctx.fillStyle = th.accent;
+      // mark: top-1 is the actual next token (one colour everywhere: color.ts)
+      ctx.fillStyle = NEXT_MARK_COLOR;
       ctx.beginPath();
       ctx.moveTo(x + cw - 8, y);
       ctx.lineTo(x + cw - 1, y);

@@ -19,7 +19,6 @@ export const KERNEL_ONLY = [
   ".lw-track",
   ".lw-cmp-a",
   ".lw-cmp-b",
-  ".lw-cmp-go",
   "[data-kernel-only]",
 ].join(",");
 

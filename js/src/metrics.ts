@@ -2,9 +2,9 @@
 // own list in lens_widget; a Python test reads the two `as const` lines below and compares), with
 // their labels and their math: which array a metric reads and how it is transformed.
 import type { LensData } from "./data";
-import { diverging, sequential, type Scale } from "./color";
+import { diverging, logProbScale, rankScale, sequential, type Scale } from "./color";
 
-export const METRIC_NAMES = ["top1_prob", "next_prob", "next_rank", "entropy", "kl", "tracked_prob", "logit_diff"] as const;
+export const METRIC_NAMES = ["top1_prob", "next_prob", "next_rank", "entropy", "kl", "tracked_prob", "tracked_logprob", "tracked_rank", "logit_diff"] as const;
 export type Metric = (typeof METRIC_NAMES)[number];
 export const DEFAULT_METRIC: Metric = "top1_prob";
 
@@ -15,6 +15,8 @@ export const METRIC_LABELS: Record<Metric, string> = {
   entropy: "entropy (nats)",
   kl: "KL to final (nats)",
   tracked_prob: "tracked token prob",
+  tracked_logprob: "tracked token log-prob",
+  tracked_rank: "tracked token rank",
   logit_diff: "logit diff a−b",
 };
 
@@ -40,7 +42,9 @@ export function isCompareMetric(x: unknown): x is CompareMetric {
 }
 
 /** Metrics that read the tracked tokens (the cell stats show them as an extra line). */
-export const TOKEN_METRICS: readonly string[] = ["tracked_prob", "logit_diff", "d_tracked_prob", "d_logit_diff"];
+export const TOKEN_METRICS: readonly string[] = ["tracked_prob", "tracked_logprob", "tracked_rank", "logit_diff", "d_tracked_prob", "d_logit_diff"];
+/** Metrics of one tracked token (the control bar shows which). */
+export const ONE_TOKEN_METRICS: readonly string[] = ["tracked_prob", "tracked_logprob", "tracked_rank", "d_tracked_prob"];
 
 export function isMetric(x: unknown): x is Metric {
   return typeof x === "string" && (METRIC_NAMES as readonly string[]).includes(x);
@@ -59,25 +63,6 @@ export function isTrajMetric(x: unknown): x is TrajMetric {
 /** The data's [S, P, M] array of a trajectory metric for the tracked tokens. */
 export function trackedArray(lens: LensData, metric: TrajMetric): ArrayLike<number> {
   return metric === "logit" ? lens.trackedLogit : metric === "rank" ? lens.trackedRank : lens.trackedProb;
-}
-
-/** Ranks on a log scale: 1 (best) -> 1, `maxRank` -> 0. */
-export function rankFraction(rank: number, maxRank: number): number {
-  return 1 - Math.log(Math.max(1, rank)) / Math.log(Math.max(2, maxRank));
-}
-
-/** Colour scale for ranks: rank 1 (best) gets the brightest colour; 0 or NaN = no value. */
-export function rankScale(hi: number): Scale {
-  const top = Math.max(hi, 2);
-  const unit = sequential(0, 1);
-  return {
-    ...unit,
-    kind: "log",
-    lo: 1,
-    hi: top,
-    index: (v) => (!(v >= 1) ? -1 : unit.index(rankFraction(v, top))),
-    format: (v) => (Number.isFinite(v) ? String(Math.round(v)) : "–"),
-  };
 }
 
 export interface MetricView {
@@ -101,15 +86,35 @@ function maxFinite(a: ArrayLike<number>, skip?: Uint8Array): number {
 
 type Computed = Omit<MetricView, "metric" | "label" | "note"> & { label?: string; note?: string };
 
-function trackedProbView(lens: LensData, values: Float32Array, metricToken: number): Computed {
+/** Smallest value over the cells with data (NaN when there is none). */
+function minFinite(a: ArrayLike<number>, skip: Uint8Array): number {
+  let m = Infinity;
+  for (let i = 0; i < a.length; i++) if (!skip[i] && Number.isFinite(a[i]) && a[i] < m) m = a[i];
+  return m === Infinity ? NaN : m;
+}
+
+type TrackedMetric = "tracked_prob" | "tracked_logprob" | "tracked_rank";
+
+/** One tracked token's probability, log-probability (nats) or rank at every cell. */
+function trackedView(lens: LensData, metric: TrackedMetric, values: Float32Array, metricToken: number): Computed {
   const { M } = lens;
   const j = M === 0 ? -1 : metricToken >= 0 ? lens.trackedIds.indexOf(metricToken) : 0;
+  const empty = metric === "tracked_rank" ? rankScale(2) : metric === "tracked_logprob" ? logProbScale(NaN) : sequential(0, 1);
   if (j < 0) {
     values.fill(NaN);
-    return { values, scale: sequential(0, 1), note: M === 0 ? "no tracked tokens" : `token ${metricToken} is not tracked` };
+    return { values, scale: empty, note: M === 0 ? "no tracked tokens" : `token id ${metricToken} is not tracked` };
+  }
+  const tok = lens.display(lens.trackedIds[j]);
+  if (metric === "tracked_rank") {
+    for (let i = 0; i < values.length; i++) values[i] = lens.trackedRank[i * M + j] > 0 ? lens.trackedRank[i * M + j] : NaN;
+    return { values, scale: rankScale(maxFinite(values, lens.nonfinite)), label: `rank(${tok})` };
+  }
+  if (metric === "tracked_logprob") {
+    for (let i = 0; i < values.length; i++) values[i] = Math.log(lens.trackedProb[i * M + j]);
+    return { values, scale: logProbScale(minFinite(values, lens.nonfinite)), label: `log p(${tok})` };
   }
   for (let i = 0; i < values.length; i++) values[i] = lens.trackedProb[i * M + j];
-  return { values, scale: sequential(0, 1), label: `p(${lens.display(lens.trackedIds[j])})` };
+  return { values, scale: sequential(0, 1), label: `p(${tok})` };
 }
 
 function logitDiffView(lens: LensData, values: Float32Array, diffTokens: number[]): Computed {
@@ -143,7 +148,9 @@ function compute(lens: LensData, metric: Metric, values: Float32Array, metricTok
       values.set(metric === "kl" ? lens.kl : lens.entropy);
       return { values, scale: sequential(0, maxFinite(values, lens.nonfinite)) };
     case "tracked_prob":
-      return trackedProbView(lens, values, metricToken);
+    case "tracked_logprob":
+    case "tracked_rank":
+      return trackedView(lens, metric, values, metricToken);
     case "logit_diff":
       return logitDiffView(lens, values, diffTokens);
     case "top1_prob":

@@ -3,6 +3,7 @@ import type { Requester } from "./requests";
 import type { SearchResult } from "./model";
 import type { Track } from "./track";
 import { h, type Disposers } from "./dom";
+import { idLabel } from "./format";
 import { displayToken } from "./tokens";
 
 const SEARCH_LIMIT = 20;
@@ -40,14 +41,14 @@ export class SearchBox {
     const warn = h("div", "lw-warn lw-multi", `“${query}” is ${pieces.length} tokens: `);
     pieces.forEach(([id, text], n) => {
       if (n) warn.append(h("span", "", " | "));
-      warn.append(h("span", "lw-tok", displayToken(String(text))), h("span", "lw-id", ` #${id}`));
+      warn.append(h("span", "lw-tok", displayToken(String(text))), h("span", "lw-id", ` ${idLabel(id)}`));
     });
     return warn;
   }
 
   private match(m: SearchResult["matches"][number]): HTMLButtonElement {
     const b = h("button", "lw-match" + (m.exact ? " lw-exact" : ""), undefined, { title: `track #${m.id}`, "data-id": String(m.id) });
-    b.append(h("span", "lw-tok", m.display), h("span", "lw-id", ` #${m.id}`));
+    b.append(h("span", "lw-tok", m.display), h("span", "lw-id", ` ${idLabel(m.id)}`));
     b.onclick = () => void this.track(m.id);
     return b;
   }

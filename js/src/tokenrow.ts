@@ -1,5 +1,6 @@
 // One row of a token table (tooltip and panel): [lead cells], token, probability bar, probability, id.
 import { h } from "./dom";
+import { idLabel } from "./format";
 
 export interface TokenRowSpec {
   id: number;
@@ -31,6 +32,6 @@ export function tokenRow(spec: TokenRowSpec): HTMLTableRowElement {
     td.appendChild(cell);
     tr.appendChild(td);
   }
-  tr.append(tokTd, barTd, h("td", "lw-prob", prob.toFixed(4)), h("td", "lw-id", `#${id}`));
+  tr.append(tokTd, barTd, h("td", "lw-prob", prob.toFixed(4)), h("td", "lw-id", idLabel(id)));
   return tr;
 }

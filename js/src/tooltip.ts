@@ -1,8 +1,9 @@
-// Hover tooltip: top-k with probability bars, ids, entropy, next-token prob and rank.
+// Hover tooltip: top-k with probability bars, ids, entropy, next-token prob and rank, and each
+// tracked token's probability and rank.
 import type { LensData } from "./data";
 import type { Cell } from "./grid";
 import { TOKEN_METRICS, type MetricView } from "./metrics";
-import { fmt } from "./format";
+import { fmt, idLabel } from "./format";
 import { h } from "./dom";
 import { tokenRow } from "./tokenrow";
 import type { CompareData } from "./compare";
@@ -39,6 +40,32 @@ export function topkTable(lens: LensData, cell: Cell, cls = "lw-topk"): HTMLTabl
   return table;
 }
 
+/** Each tracked token of a cell: token, probability, rank (1 = top) and id; a mean view shows
+ * the mean probability and the geometric-mean rank. Empty when nothing is tracked. */
+export function trackedTable(lens: LensData, cell: Cell): HTMLTableElement {
+  const i = cell.site * lens.P + cell.col;
+  const table = h("table", "lw-tracked");
+  if (lens.M === 0) return table;
+  const mean = lens.aggregate ? "mean " : "";
+  const head = h("tr", "lw-tracked-head");
+  head.append(h("td", "", "tracked"), h("td", "", `${mean}p`), h("td", "", `${mean}rank`), h("td", "", ""));
+  table.appendChild(head);
+  for (let j = 0; j < lens.M; j++) {
+    const id = lens.trackedIds[j];
+    const p = lens.trackedProb[i * lens.M + j];
+    const rank = lens.trackedRank[i * lens.M + j];
+    const tr = h("tr", "lw-tracked-row", undefined, { "data-id": String(id), "data-prob": String(p), "data-rank": String(rank) });
+    tr.append(
+      h("td", "lw-tok", lens.display(id)),
+      h("td", "lw-tracked-prob", fmt(p)),
+      h("td", "lw-tracked-rank", rank > 0 ? (lens.aggregate ? fmt(rank) : String(rank)) : "–"),
+      h("td", "lw-id", idLabel(id)),
+    );
+    table.appendChild(tr);
+  }
+  return table;
+}
+
 export function cellStats(lens: LensData, cell: Cell, view: MetricView | null): HTMLElement {
   const i = cell.site * lens.P + cell.col;
   const nxt = lens.nextIds[cell.col];
@@ -54,7 +81,8 @@ export function cellStats(lens: LensData, cell: Cell, view: MetricView | null): 
     line("mean KL to final ", `${fmt(lens.kl[i])} nats`, "lw-kl");
     const r = lens.nextRank[i];
     line("next token ", r > 0 ? `mean p=${fmt(lens.nextProb[i])} · rank ${fmt(r)} (geometric mean)` : "(last token)", "lw-next");
-    if (view && TOKEN_METRICS.includes(view.metric)) line(`${view.label} `, fmt(view.values[i]), "lw-metric");
+    if (view && TOKEN_METRICS.includes(view.metric)) line(`${view.label} `, view.scale.format(view.values[i]), "lw-metric");
+    div.appendChild(trackedTable(lens, cell));
     return div;
   }
   line("entropy ", `${fmt(lens.entropy[i])} nats`, "lw-entropy");
@@ -68,7 +96,8 @@ export function cellStats(lens: LensData, cell: Cell, view: MetricView | null): 
     );
     div.appendChild(d);
   } else line("next ", "(last token)", "lw-next");
-  if (view && TOKEN_METRICS.includes(view.metric)) line(`${view.label} `, fmt(view.values[i]), "lw-metric");
+  if (view && TOKEN_METRICS.includes(view.metric)) line(`${view.label} `, view.scale.format(view.values[i]), "lw-metric");
+  div.appendChild(trackedTable(lens, cell));
   return div;
 }
 

@@ -2,6 +2,7 @@
 import type { Requester } from "./requests";
 import type { TrackResult } from "./model";
 import type { Notices } from "./status";
+import { idLabel } from "./format";
 
 export type Track = (id: number) => Promise<void>;
 
@@ -10,13 +11,13 @@ const TRACK_TIMEOUT_MS = 600000;
 
 export function tracker(req: Requester, notices: Notices): Track {
   return async (id) => {
-    notices.setStatus(`tracking #${id}…`);
+    notices.setStatus(`tracking token ${idLabel(id)}…`);
     try {
       const r = await req.request<TrackResult>("track", { token: id }, TRACK_TIMEOUT_MS);
-      notices.setStatus(`tracking #${r.token_id}`);
+      notices.setStatus(`tracking token ${idLabel(r.token_id)}`);
     } catch (e) {
       const message = (e as Error).message;
-      notices.setStatus(message === "stopped" ? `not tracking #${id}: stopped` : message, message !== "stopped");
+      notices.setStatus(message === "stopped" ? `not tracking token ${idLabel(id)}: stopped` : message, message !== "stopped");
     }
   };
 }

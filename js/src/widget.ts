@@ -23,6 +23,7 @@ import { SweepTool } from "./sweep";
 import { PromptPair } from "./patchpair";
 import { DEFAULT_METRIC, isMetric } from "./metrics";
 import { setTraits } from "./model";
+import { FigureButtons } from "./figure";
 
 export const ROOT_CLASS = "lens-widget";
 
@@ -73,7 +74,8 @@ function render({ model, el }: Pick<RenderProps<LensTraits>, "model" | "el">): (
     d,
   );
   const bar2 = h("div", "lw-controls lw-controls2");
-  bar2.append(prompt.el, tasks.el, patch.el, search.form);
+  const figure = new FigureButtons(() => ({ lens: sync.lens, view: sync.view, status: (text, isError) => notices.setStatus(text, isError) }), d);
+  bar2.append(prompt.el, tasks.el, patch.el, search.form, figure.el);
   const title = h("div", "lw-title");
   root.append(title, controls.el, bar2, search.out, notices.errorBox, notices.status);
 

@@ -519,6 +519,19 @@ class LensWidget(CompareView, GenerateView, SweepView, anywidget.AnyWidget):
         out.write_text(page, encoding="utf-8")
         return out
 
+    def save_figure(self, path: str | os.PathLike, metric: str | None = None, title: str | None = None) -> Path:
+        """Write the grid shown (lens, prompt, metric, tracked tokens; ``metric=`` overrides) as
+        an SVG figure, without a browser (:meth:`LensResult.to_svg`). A PNG is drawn by a
+        browser: the toolbar's PNG button."""
+        out = Path(path)
+        if out.suffix.lower() != ".svg":
+            raise ValueError(f"save_figure writes SVG: name the file .svg (got {out.name!r}); for a PNG use the toolbar's PNG button")
+        if self.compare_view or self.aggregate:
+            raise ValueError("save_figure draws one prompt's grid: turn compare_view / aggregate off, or use the toolbar's SVG button (it draws the view shown)")
+        token = self.metric_token if self.metric_token >= 0 else None
+        self.result.to_svg(out, metric=metric or self.metric, prompt=self.prompt_index, token=token, diff_tokens=self.diff_tokens, title=title)
+        return out
+
     def export_state(self) -> dict[str, Any]:
         """The synced traits an exported page starts from (``grids`` holds every lens and prompt)."""
         state = {name: getattr(self, name) for name in self.keys if not name.startswith("_") and name not in ("layout", "comm", "tabbable", "tooltip")}

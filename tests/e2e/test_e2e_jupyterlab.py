@@ -148,7 +148,7 @@ def test_quickstart_in_jupyterlab(browser, jupyter_server, steps):
             arg=[widget.locator("select.lw-metric-token").element_handle(), tid],
             timeout=KERNEL_MS,
         )
-        assert f"#{tid}" in widget.locator(".lw-status").inner_text()
+        assert f"id {tid}" in widget.locator(".lw-status").inner_text()
         rerun_probe(page)
         wait_probe(page, lambda ws: any(tid in w["tracked"] for w in ws), f"{tid} tracked")
 

@@ -203,7 +203,8 @@ KERNEL_ONLY = {
 #: controls the page answers by itself (everything is in the page's data)
 CLIENT_SIDE = ("lw-lens", "lw-prompt-select", "lw-metric", "lw-metric-token", "lw-diff-a", "lw-diff-b", "lw-compare-toggle",
                "lw-traj-metric", "lw-chip-label", "lw-chip-x", "lw-chart-toggle", "transpose",
-               "lw-patch-side", "lw-patch-cone-toggle")  # which grid of a patch, and its cone: drawn here
+               "lw-patch-side", "lw-patch-cone-toggle",  # which grid of a patch, and its cone: drawn here
+               "lw-figure-svg", "lw-figure-png")  # figures of the grid shown: drawn from the page's data
 
 ENABLED_CONTROLS = """() => [...document.querySelectorAll('.lens-widget button, .lens-widget input, .lens-widget select, .lens-widget textarea')]
   .filter(e => !e.disabled && !(e.tagName === 'INPUT' && e.readOnly))

@@ -39,6 +39,7 @@ def cell_xy(page, row: int, col: int) -> tuple[float, float]:
 VIRIDIS = ["#440154", "#482878", "#3e4989", "#31688e", "#26828e", "#1f9e89", "#35b779", "#6ece58", "#b5de2b", "#fde725"]
 RDBU = ["#2166ac", "#4393c3", "#92c5de", "#d1e5f0", "#f7f7f7", "#fddbc7", "#f4a582", "#d6604d", "#b2182b"]
 N_COLORS = 256
+LOGPROB_FLOOR = -20.0
 
 
 def ramp(stops: list[str], n: int = N_COLORS) -> list[tuple[int, int, int]]:
@@ -79,10 +80,19 @@ def metric_colours(result: Any, metric: str, metric_token: int = -1, diff_tokens
         m = finite_max(np.abs(v))
         m = m if m > 0 else 1.0
         return "div", np.vectorize(lambda x: -1 if x != x else _index((x + m) / (2 * m)))(v)
-    if metric == "next_rank":
-        v = np.where(r.next_rank[0][:, cols] > 0, r.next_rank[0][:, cols], np.nan).astype(float)
+    if metric in ("next_rank", "tracked_rank"):
+        rank = r.next_rank[0][:, cols] if metric == "next_rank" else r.tracked_rank[0][:, cols, r.tracked_index(metric_token) if metric_token >= 0 else 0]
+        v = np.where(rank > 0, rank, np.nan).astype(float)
         top = max(finite_max(v), 2.0)
         return "seq", np.vectorize(lambda x: -1 if not x >= 1 else _index(1 - math.log(max(1.0, x)) / math.log(top)))(v)
+    if metric == "tracked_logprob":
+        # log p on [lo, 0]: lo = the lowest finite log p of the cells with data, at least LOGPROB_FLOOR
+        p = r.tracked_prob[0][:, cols, r.tracked_index(metric_token) if metric_token >= 0 else 0]
+        with np.errstate(divide="ignore"):
+            v = np.log(p.astype(np.float64)).astype(np.float32).astype(float)
+        ok = v[np.isfinite(v) & ~bad]
+        lo = min(max(float(ok.min()), LOGPROB_FLOOR), -1e-6) if ok.size else LOGPROB_FLOOR
+        return "seq", np.vectorize(lambda x: -1 if x != x else _index((x - lo) / -lo))(v)
     lo, hi = 0.0, 1.0
     if metric == "top1_prob":
         v = r.topk_probs[0][:, cols, 0]

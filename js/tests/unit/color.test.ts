@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { diverging, N_COLORS, ramp, sequential } from "../../src/color";
-import { metricView, rankScale } from "../../src/metrics";
+import { diverging, LOGPROB_FLOOR, logProbScale, N_COLORS, ramp, rankScale, sequential } from "../../src/color";
+import { metricView } from "../../src/metrics";
 import { decodeLens } from "../../src/data";
 import { makeData } from "../fixture";
 

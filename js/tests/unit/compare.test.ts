@@ -122,3 +122,21 @@ describe("the compare view of the widget", () => {
     cleanup();
   });
 });
+
+describe("the one compare control", () => {
+  it("with two lenses on one prompt and no comparison yet: one checkbox, sides named by lens; checking it asks for the pair", () => {
+    const data = makeData(S, PA, 3);
+    const model = new FakeModel({ data, grids: { "logit lens": [data], "tuned lens": [data] }, prompts: ["The capital of France is"], lenses: ["logit lens", "tuned lens"], lens: "logit lens" });
+    const el = document.createElement("div");
+    const cleanup = widget.render({ model: model as never, el });
+    const toggle = el.querySelector("input.lw-compare-toggle") as HTMLInputElement;
+    expect((el.querySelector(".lw-compare") as HTMLElement).hidden).toBe(false);
+    expect(el.querySelectorAll("button.lw-cmp-go")).toHaveLength(0);
+    expect(Array.from(el.querySelectorAll("select.lw-cmp-a option")).map((o) => o.textContent)).toEqual(["logit lens", "tuned lens"]);
+    toggle.checked = true;
+    toggle.dispatchEvent(new Event("change"));
+    expect(model.state.compare_pair).toEqual([["logit lens", 0], ["tuned lens", 0]]);
+    expect(toggle.checked).toBe(false); // checked once the kernel's comparison arrives
+    cleanup();
+  });
+});

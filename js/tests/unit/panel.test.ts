@@ -40,7 +40,7 @@ describe("detail panel", () => {
     expect(tr.token).toBe(Number(rows[0].dataset.id));
     reply(model, "track", { token_id: tr.token, text: "x" });
     await tick();
-    expect(el.querySelector(".lw-status")!.textContent).toContain(`tracking #${tr.token}`);
+    expect(el.querySelector(".lw-status")!.textContent).toContain(`tracking token id ${tr.token}`);
 
     el.querySelector<HTMLButtonElement>(".lw-more")!.click();
     const cd = model.sent.find((m) => m.type === "cell_detail")!;
