@@ -20,8 +20,24 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-# Geometry of the grid (js/src/grid.ts), not transposed: row 0 is the final layer, frozen at the top.
-HEAD_W, HEAD_H, CELL_W, CELL_H = 52, 22, 56, 20
+# The grid's geometry (js/src/grid.ts publishes it as the viewport's data-geometry): header sizes,
+# the row height, and the columns' left edges (columns are as wide as their text).
+GEOMETRY_JS = "c => JSON.parse(c.closest('.lw-viewport').dataset.geometry)"
+
+
+def grid_geometry(canvas) -> dict:
+    """``{headW, headH, rowH, colX, ...}`` of the grid whose canvas is ``canvas`` (a Playwright locator)."""
+    return canvas.evaluate(GEOMETRY_JS)
+
+
+def cell_center(canvas, row: int, col: int, geometry: dict | None = None) -> tuple[float, float]:
+    """Page coordinates of the centre of a grid cell (display row, column) of the unscrolled grid
+    (not transposed: row 0 is the final layer, frozen at the top)."""
+    box = canvas.bounding_box()
+    assert box, "grid canvas has no bounding box (not displayed)"
+    g = geometry or grid_geometry(canvas)
+    x = g["headW"] + (g["colX"][col] + g["colX"][col + 1]) / 2
+    return box["x"] + x, box["y"] + g["headH"] + row * g["rowH"] + g["rowH"] / 2
 
 
 def free_port() -> int:

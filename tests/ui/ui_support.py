@@ -6,7 +6,7 @@ import math
 from typing import Any, Sequence
 
 import numpy as np
-from browser_support import CELL_H, CELL_W, HEAD_H, HEAD_W
+from browser_support import cell_center, grid_geometry
 from lens_widget.wire import result_to_wire
 
 
@@ -31,8 +31,7 @@ def widget_state(result: Any, **over: Any) -> dict[str, Any]:
 
 def cell_xy(page, row: int, col: int) -> tuple[float, float]:
     """Page coordinates of the centre of grid cell (display row, display column), no scroll."""
-    box = page.locator("canvas.lw-canvas").bounding_box()
-    return box["x"] + HEAD_W + col * CELL_W + CELL_W / 2, box["y"] + HEAD_H + row * CELL_H + CELL_H / 2
+    return cell_center(page.locator("canvas.lw-canvas"), row, col)
 
 
 # -- the front end's colour scales (js/src/color.ts, js/src/metrics.ts), written again in Python --
@@ -110,8 +109,9 @@ CELL_PIXELS_JS = """([cells]) => {
 def grid_pixels(page, n_rows: int, n_cols: int) -> dict[tuple[int, int], tuple[int, int, int]]:
     """The fill colour of each (display row, col) of the unscrolled, untransposed grid, sampled
     in the cell's lower-left corner (clear of the top-1 text and the next-token mark)."""
+    g = grid_geometry(page.locator("canvas.lw-canvas"))
     cells = [(row, col) for row in range(n_rows) for col in range(n_cols)]
-    xy = [(HEAD_W + col * CELL_W + 2, HEAD_H + row * CELL_H + CELL_H - 3) for row, col in cells]
+    xy = [(g["headW"] + g["colX"][col] + 2, g["headH"] + row * g["rowH"] + g["rowH"] - 3) for row, col in cells]
     return {cell: tuple(px) for cell, px in zip(cells, page.evaluate(CELL_PIXELS_JS, [xy]))}
 
 
