@@ -275,12 +275,13 @@ def test_big_grid_scrolls_and_final_layer_stays(open_page):
     frames(page)
     assert page.evaluate(NONBLANK) > 10000
     # final layer row is frozen: hovering just under the header still shows the final site
-    x, y = cell_xy(page, 0, 3)
+    g = grid_geometry(page.locator("canvas.lw-canvas"))  # columns are as wide as their text
+    box = page.locator("canvas.lw-canvas").bounding_box()
+    x, y = box["x"] + g["headW"] + (g["colX"][3] + g["colX"][4]) / 2, box["y"] + g["headH"] + g["rowH"] / 2
     page.mouse.move(x, y)
     tip = page.locator(".lw-tooltip")
     tip.wait_for(state="visible")
     assert tip.get_attribute("data-site") == str(r.n_sites - 1)
-    g = grid_geometry(page.locator("canvas.lw-canvas"))  # columns are as wide as their text
     col = bisect.bisect_right(g["colX"], 5000 + (g["colX"][3] + g["colX"][4]) / 2) - 1
     assert tip.get_attribute("data-col") == str(col)
     ids = [int(x) for x in tip.locator(".lw-tip-row").evaluate_all("rs => rs.map(r => r.dataset.id)")]

@@ -6,7 +6,7 @@ import math
 from typing import Any, Sequence
 
 import numpy as np
-from browser_support import cell_center, grid_geometry
+from browser_support import cell_center, grid_geometry, scroll_grid_to
 from lens_widget.wire import result_to_wire
 
 
@@ -109,10 +109,23 @@ CELL_PIXELS_JS = """([cells]) => {
 def grid_pixels(page, n_rows: int, n_cols: int) -> dict[tuple[int, int], tuple[int, int, int]]:
     """The fill colour of each (display row, col) of the unscrolled, untransposed grid, sampled
     in the cell's lower-left corner (clear of the top-1 text and the next-token mark)."""
-    g = grid_geometry(page.locator("canvas.lw-canvas"))
-    cells = [(row, col) for row in range(n_rows) for col in range(n_cols)]
-    xy = [(g["headW"] + g["colX"][col] + 2, g["headH"] + row * g["rowH"] + g["rowH"] - 3) for row, col in cells]
-    return {cell: tuple(px) for cell, px in zip(cells, page.evaluate(CELL_PIXELS_JS, [xy]))}
+    canvas = page.locator("canvas.lw-canvas")
+    g = grid_geometry(canvas)
+    view_w = canvas.bounding_box()["width"] - g["headW"]  # the columns' part of the canvas
+    out: dict[tuple[int, int], tuple[int, int, int]] = {}
+    col = 0
+    while col < n_cols:  # a screenful of columns at a time (columns are as wide as their text)
+        shift = g["colX"][col] if g["headW"] + g["colX"][n_cols] > canvas.bounding_box()["width"] else 0
+        scroll_grid_to(canvas, shift)
+        shift = canvas.evaluate("c => c.closest('.lw-viewport').scrollLeft")
+        cols = [c for c in range(col, n_cols) if g["colX"][c + 1] - shift <= view_w] or [col]
+        cells = [(row, c) for row in range(n_rows) for c in cols]
+        xy = [(g["headW"] + g["colX"][c] - shift + 2, g["headH"] + row * g["rowH"] + g["rowH"] - 3) for row, c in cells]
+        out.update({cell: tuple(px) for cell, px in zip(cells, page.evaluate(CELL_PIXELS_JS, [xy]))})
+        col = cols[-1] + 1
+    if n_cols and g["headW"] + g["colX"][n_cols] > canvas.bounding_box()["width"]:
+        scroll_grid_to(canvas, 0)
+    return out
 
 
 def nearest(palette: str, rgb: Sequence[int]) -> tuple[int, float]:
