@@ -20,8 +20,38 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-# Geometry of the grid (js/src/grid.ts), not transposed: row 0 is the final layer, frozen at the top.
-HEAD_W, HEAD_H, CELL_W, CELL_H = 52, 22, 56, 20
+# The grid's geometry (js/src/grid.ts publishes it as the viewport's data-geometry): header sizes,
+# the row height, and the columns' left edges (columns are as wide as their text).
+GEOMETRY_JS = "c => JSON.parse(c.closest('.lw-viewport').dataset.geometry)"
+
+
+def grid_geometry(canvas) -> dict:
+    """``{headW, headH, rowH, colX, ...}`` of the grid whose canvas is ``canvas`` (a Playwright locator)."""
+    return canvas.evaluate(GEOMETRY_JS)
+
+
+def scroll_grid_to(canvas, left: float) -> None:
+    """Scroll the grid's box horizontally to ``left`` and wait for the redraw."""
+    canvas.evaluate(
+        "(c, left) => new Promise(r => { c.closest('.lw-viewport').scrollLeft = left; requestAnimationFrame(() => requestAnimationFrame(r)); })",
+        left,
+    )
+
+
+def cell_center(canvas, row: int, col: int, geometry: dict | None = None) -> tuple[float, float]:
+    """Page coordinates of the centre of a grid cell (display row, column; not transposed, row 0
+    is the final layer, frozen at the top). A column not wholly in view (columns are as wide as
+    their text) is scrolled to first: the grid scrolls back to its start when the column fits there."""
+    box = canvas.bounding_box()
+    assert box, "grid canvas has no bounding box (not displayed)"
+    g = geometry or grid_geometry(canvas)
+    hw, x0, x1 = g["headW"], g["colX"][col], g["colX"][col + 1]
+    frozen = g.get("transpose") and col == 0  # the final layer's column stays put when transposed
+    shift = 0 if frozen else canvas.evaluate("c => c.closest('.lw-viewport').scrollLeft")
+    if not frozen and (hw + x0 - shift < hw or hw + x1 - shift > box["width"]):
+        scroll_grid_to(canvas, 0 if hw + x1 <= box["width"] else x0)
+        shift = canvas.evaluate("c => c.closest('.lw-viewport').scrollLeft")
+    return box["x"] + hw + (x0 + x1) / 2 - shift, box["y"] + g["headH"] + row * g["rowH"] + g["rowH"] / 2
 
 
 def free_port() -> int:

@@ -127,7 +127,7 @@ LAYERS = [
      "lens_widget.attribution"],
     ["lens_widget.engine"],
     ["lens_widget.wire"],
-    ["lens_widget.widget.requests", "lens_widget.widget.tasks", "lens_widget.widget.export"],
+    ["lens_widget.widget.requests", "lens_widget.widget.tasks", "lens_widget.widget.export", "lens_widget.widget.viewing"],
     ["lens_widget.widget.session"],
     ["lens_widget.widget.comparing", "lens_widget.widget.generating", "lens_widget.widget.sweeping"],
     ["lens_widget.widget", "lens_widget.widget.widget", "lens_widget.plots"],

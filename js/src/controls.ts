@@ -82,7 +82,10 @@ export class Controls {
   private cmpPair = h("span", "lw-cmp-pair");
   /** which metric family the metric select lists ("grid" or "compare") */
   private family = "";
-  private legend = h("div", "lw-legend");
+  /** the colour scale (the widget puts it on the title's line) */
+  readonly legend = h("div", "lw-legend");
+  /** the transpose switch (the toolbar puts it in its "more" menu) */
+  readonly transposeEl = h("label", "lw-transpose");
 
   constructor(private model: LensModel, d: Disposers) {
     this.fillMetrics(false);
@@ -90,10 +93,9 @@ export class Controls {
     this.compareBox.append(this.compareToggle, h("span", "", " compare"));
     this.cmpPair.append(this.cmpA, h("span", "", " vs "), this.cmpB);
     this.compareBox.hidden = this.cmpPair.hidden = true;
-    const transposeLbl = h("label", "lw-transpose");
-    transposeLbl.append(this.transpose, h("span", "", " transpose"));
+    this.transposeEl.append(this.transpose, h("span", "", " transpose"));
     this.el = h("div", "lw-controls");
-    this.el.append(this.lens, this.promptSel, this.compareBox, this.cmpPair, this.metric, this.token, this.diffBox, transposeLbl, this.legend);
+    this.el.append(this.lens, this.promptSel, this.compareBox, this.cmpPair, this.metric, this.token, this.diffBox);
     this.lens.hidden = this.promptSel.hidden = true;
 
     d.listen(this.lens, "change", () => setTrait(model, "lens", this.lens.value));

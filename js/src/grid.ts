@@ -4,6 +4,7 @@ import type { MetricView } from "./metrics";
 import { Disposers } from "./dom";
 import { NO_OVERLAY, type Overlay } from "./patch";
 import { NEXT_MARK_COLOR } from "./color";
+import { BASE, clampZoom, colRange, fitWidths, indexAt, naturalWidths, offsets, rowHeight, scaled } from "./layout";
 
 export interface Cell {
   site: number;
@@ -31,9 +32,22 @@ interface Theme {
 /** opacity of the cone's shade over a cell's colour */
 export const CONE_ALPHA = 0.35;
 
-const CELL_H = 20;
-const CELL_W = 56;
-const HEAD_H = 22;
+/** How the grid is sized (the `compact`, `zoom`, `fit_width`, `col_range` and `height` traits). */
+export interface GridView {
+  /** colour-only cells: narrow columns, no text */
+  compact: boolean;
+  /** cell size factor (layout.ts ZOOM_MIN..ZOOM_MAX) */
+  zoom: number;
+  /** columns shrink so that the grid fits its box's width */
+  fitWidth: boolean;
+  /** `[first, last]` columns shown (layout.ts colRange); `[]` all */
+  range: unknown;
+  /** > 0: the box is this many pixels high at most and scrolls; 0: as high as the rows */
+  height: number;
+}
+
+export const DEFAULT_VIEW: GridView = { compact: false, zoom: 1, fitWidth: false, range: [], height: 0 };
+
 /** entries of the text-fitting cache before it starts over */
 const FIT_CACHE_MAX = 20000;
 
@@ -88,12 +102,24 @@ export class Grid {
   /** performance hook: duration of the last draw (ms) */
   lastDrawMs = 0;
   onDrawn: (() => void) | null = null;
+  /** called after the rows and columns were laid out again (new data, view or orientation) */
+  onLayout: (() => void) | null = null;
 
   // geometry
-  cellW = CELL_W;
-  cellH = CELL_H;
-  headW = 48;
-  headH = HEAD_H;
+  private gv: GridView = { ...DEFAULT_VIEW };
+  /** left edges of the display columns (from the first column's), and the total width last */
+  private colOff: Float64Array = new Float64Array(1);
+  /** the first data column shown (the column range's start) */
+  private lo = 0;
+  /** text size (px) at the current zoom */
+  private fontPx: number = BASE.font;
+  /** measured text widths by font and string */
+  private textW = new Map<string, number>();
+  /** the box width the columns were last fitted to */
+  private fittedFor = -1;
+  cellH: number = BASE.rowH;
+  headW: number = BASE.headW;
+  headH: number = BASE.headH;
   nRows = 0;
   nCols = 0;
   frozenRows = 1;
@@ -116,7 +142,7 @@ export class Grid {
 
     this.listenPointer();
     if (typeof ResizeObserver !== "undefined") {
-      this.ro = new ResizeObserver(() => this.resize());
+      this.ro = new ResizeObserver(() => this.boxResized());
       this.ro.observe(this.viewport);
     }
   }
@@ -159,17 +185,37 @@ export class Grid {
     listen(this.viewport, "keydown", (ev) => this.cb.onKey(ev));
   }
 
+  /** > 0: a box of at most `px` pixels that scrolls; anything else: as high as the rows (no inner scroll). */
   setHeight(px: number): void {
-    const h = Number.isFinite(px) && px > 0 ? px : 420;
-    this.viewport.style.maxHeight = `${h}px`;
-    this.resize();
+    this.setView({ height: Number.isFinite(px) && px > 0 ? px : 0 });
+  }
+
+  /** Change how the grid is sized (compact, zoom, fit-to-width, column range, height). */
+  setView(v: Partial<GridView>): void {
+    const next = { ...this.gv, ...v, zoom: clampZoom(v.zoom ?? this.gv.zoom) };
+    this.gv = next;
+    this.viewport.style.maxHeight = next.height > 0 ? `${next.height}px` : "none";
+    this.viewport.classList.toggle("lw-fixed-height", next.height > 0);
+    this.layout();
+  }
+
+  /** Columns of the data (the range shown is a part of them). */
+  columnCount(): number {
+    return this.lens?.P ?? 0;
+  }
+
+  /** The view the grid is sized by. */
+  getView(): GridView {
+    return { ...this.gv };
   }
 
   setData(lens: LensData | null, view: MetricView | null): void {
-    if (lens !== this.lens) this.fitCache.clear();
+    const same = lens === this.lens;
+    if (!same) this.fitCache.clear();
     this.lens = lens;
     this.view = view;
-    this.layout();
+    if (same) this.requestDraw(); // a new colouring: the sizes stay
+    else this.layout();
   }
 
   setTranspose(t: boolean): void {
@@ -208,38 +254,143 @@ export class Grid {
   /** (row, column) in display space -> (site, col) */
   cellOf(r: number, c: number): Cell {
     const S = this.lens!.S;
-    return this.transpose ? { site: S - 1 - c, col: r } : { site: S - 1 - r, col: c };
+    return this.transpose ? { site: S - 1 - c, col: this.lo + r } : { site: S - 1 - r, col: this.lo + c };
   }
 
+  /** (row, column) in display space of a cell (outside 0..nRows-1 / 0..nCols-1 when its column is
+   * not in the range shown). */
   rcOf(cell: Cell): [number, number] {
     const S = this.lens!.S;
-    return this.transpose ? [cell.col, S - 1 - cell.site] : [S - 1 - cell.site, cell.col];
+    const c = cell.col - this.lo;
+    return this.transpose ? [c, S - 1 - cell.site] : [S - 1 - cell.site, c];
   }
 
+  /** Whether a cell is in the rows and columns shown. */
+  shows(cell: Cell): boolean {
+    if (!this.lens) return false;
+    const [r, c] = this.rcOf(cell);
+    return r >= 0 && c >= 0 && r < this.nRows && c < this.nCols;
+  }
+
+  /** Left edge of display column `c` from the first column's, and its width. */
+  colLeft(c: number): number {
+    return this.colOff[Math.max(0, Math.min(c, this.nCols))];
+  }
+
+  colWidth(c: number): number {
+    return c >= 0 && c < this.nCols ? this.colOff[c + 1] - this.colOff[c] : 0;
+  }
+
+  /** Rows, columns and their sizes from the data, the orientation and the view. */
   private layout(): void {
     const lens = this.lens;
+    const z = this.gv.zoom;
+    this.fontPx = Math.max(6, Math.round(BASE.font * z * 10) / 10);
+    this.headH = scaled(BASE.headH, z);
     if (!lens) {
       this.nRows = this.nCols = 0;
-    } else if (this.transpose) {
-      this.nRows = lens.P;
-      this.nCols = lens.S;
-      this.frozenRows = 0;
-      this.frozenCols = Math.min(1, lens.S);
-      this.headW = 120;
+      this.lo = 0;
     } else {
-      this.nRows = lens.S;
-      this.nCols = lens.P;
-      this.frozenRows = Math.min(1, lens.S);
-      this.frozenCols = 0;
-      this.headW = 52;
+      const [lo, hi] = colRange(this.gv.range, lens.P);
+      this.lo = lo;
+      const nShown = hi - lo + 1;
+      if (this.transpose) {
+        this.nRows = nShown;
+        this.nCols = lens.S;
+        this.frozenRows = 0;
+        this.frozenCols = Math.min(1, lens.S);
+        this.headW = scaled(BASE.headWTransposed, z);
+      } else {
+        this.nRows = lens.S;
+        this.nCols = nShown;
+        this.frozenRows = Math.min(1, lens.S);
+        this.frozenCols = 0;
+        this.headW = scaled(BASE.headW, z);
+      }
     }
-    this.sizer.style.width = `${this.headW + this.nCols * this.cellW}px`;
-    this.sizer.style.height = `${this.headH + this.nRows * this.cellH}px`;
+    this.cellH = rowHeight(this.nRows, z, this.gv.height);
+    this.layoutColumns();
     this.resize();
+    this.onLayout?.();
+  }
+
+  /** Column widths: measured text (or compact), then fitted to the box's width if asked. */
+  private layoutColumns(): void {
+    let widths = naturalWidths(this.columnTextWidths(), this.gv.zoom, this.gv.compact);
+    if (this.gv.fitWidth) {
+      this.fittedFor = this.viewport.clientWidth;
+      widths = fitWidths(widths, this.availableWidth());
+    }
+    this.colOff = offsets(widths);
+    this.sizer.style.width = `${this.headW + this.colOff[this.nCols]}px`;
+    this.sizer.style.height = `${this.headH + this.nRows * this.cellH}px`;
+    this.publishGeometry();
+  }
+
+  /** Width left for the columns in the box (its inner width less the row headers). */
+  private availableWidth(): number {
+    const box = this.viewport.clientWidth || (this.viewport.parentElement?.clientWidth ?? 0);
+    return Math.max(0, box - this.headW);
+  }
+
+  /** The widest text each display column holds: its header and the top-1 token of each cell. */
+  private columnTextWidths(): number[] {
+    const lens = this.lens;
+    if (!lens || this.gv.compact) return new Array(this.nCols).fill(0);
+    const byId = new Map<number, number>();
+    const out: number[] = [];
+    for (let c = 0; c < this.nCols; c++) {
+      let w = this.measure(this.colLabel(lens, c));
+      for (let r = 0; r < this.nRows; r++) {
+        const cell = this.cellOf(r, c);
+        const id = lens.topkIds[(cell.site * lens.P + cell.col) * lens.k];
+        let t = byId.get(id);
+        if (t === undefined) byId.set(id, (t = this.measure(lens.display(id))));
+        w = Math.max(w, t);
+      }
+      out.push(w);
+    }
+    return out;
+  }
+
+  /** Width of `s` in the grid's font at the current size (cached). */
+  private measure(s: string): number {
+    const font = `${this.fontPx}px ${this.getTheme().font}`;
+    const key = `${font}\u0000${s}`;
+    let w = this.textW.get(key);
+    if (w !== undefined) return w;
+    const ctx = this.ctx;
+    if (ctx) {
+      ctx.font = font;
+      w = ctx.measureText(s).width;
+    } else w = s.length * this.fontPx * 0.6; // no canvas (a DOM without one): an estimate
+    if (this.textW.size > FIT_CACHE_MAX) this.textW.clear();
+    this.textW.set(key, w);
+    return w;
+  }
+
+  /** Geometry for tests and hosts: `data-geometry` on the viewport (row height, headers, column edges). */
+  private publishGeometry(): void {
+    this.viewport.dataset.geometry = JSON.stringify({
+      headW: this.headW,
+      headH: this.headH,
+      rowH: this.cellH,
+      font: this.fontPx,
+      first: this.lo,
+      transpose: this.transpose,
+      ...this.gv,
+      colX: Array.from(this.colOff),
+    });
+  }
+
+  /** The box changed size: fit the columns again (fit-to-width), or just the canvas. */
+  private boxResized(): void {
+    if (this.gv.fitWidth && this.viewport.clientWidth !== this.fittedFor) this.layout();
+    else this.resize();
   }
 
   private resize(): void {
-    const contentW = this.headW + this.nCols * this.cellW;
+    const contentW = this.headW + this.colOff[this.nCols];
     const contentH = this.headH + this.nRows * this.cellH;
     const vw = this.viewport.clientWidth || contentW;
     const vh = this.viewport.clientHeight || contentH;
@@ -273,9 +424,9 @@ export class Grid {
     const st = this.viewport.scrollTop;
     const sl = this.viewport.scrollLeft;
     const fr = this.frozenRows;
-    const fc = this.frozenCols;
+    const frozenW = this.colOff[this.frozenCols];
     const r = y < this.headH + fr * this.cellH ? Math.floor((y - this.headH) / this.cellH) : Math.floor((y - this.headH + st) / this.cellH);
-    const c = x < this.headW + fc * this.cellW ? Math.floor((x - this.headW) / this.cellW) : Math.floor((x - this.headW + sl) / this.cellW);
+    const c = indexAt(this.colOff, x < this.headW + frozenW ? x - this.headW : x - this.headW + sl);
     if (r < 0 || c < 0 || r >= this.nRows || c >= this.nCols) return null;
     return this.cellOf(r, c);
   }
@@ -286,12 +437,13 @@ export class Grid {
     const st = this.viewport.scrollTop;
     const sl = this.viewport.scrollLeft;
     const y = this.headH + r * this.cellH - (r < this.frozenRows ? 0 : st);
-    const x = this.headW + c * this.cellW - (c < this.frozenCols ? 0 : sl);
-    return { x, y, w: this.cellW, h: this.cellH };
+    const x = this.headW + this.colLeft(c) - (c < this.frozenCols ? 0 : sl);
+    return { x, y, w: this.colWidth(c), h: this.cellH };
   }
 
-  /** Scroll so that a cell is fully visible. */
+  /** Scroll so that a cell is fully visible (a cell outside the range shown: nothing). */
   scrollIntoView(cell: Cell): void {
+    if (!this.shows(cell)) return;
     const [r, c] = this.rcOf(cell);
     const vp = this.viewport;
     const vh = vp.clientHeight || this.cssH;
@@ -303,10 +455,10 @@ export class Grid {
       else if (top + this.cellH > vh) vp.scrollTop = this.headH + (r + 1) * this.cellH - vh;
     }
     if (c >= this.frozenCols) {
-      const left = this.headW + c * this.cellW - vp.scrollLeft;
-      const minLeft = this.headW + this.frozenCols * this.cellW;
-      if (left < minLeft) vp.scrollLeft = this.headW + c * this.cellW - minLeft;
-      else if (left + this.cellW > vw) vp.scrollLeft = this.headW + (c + 1) * this.cellW - vw;
+      const left = this.headW + this.colOff[c] - vp.scrollLeft;
+      const minLeft = this.headW + this.colOff[this.frozenCols];
+      if (left < minLeft) vp.scrollLeft = this.headW + this.colOff[c] - minLeft;
+      else if (left + this.colWidth(c) > vw) vp.scrollLeft = this.headW + this.colOff[c + 1] - vw;
     }
     this.requestDraw();
   }
@@ -373,20 +525,21 @@ export class Grid {
 
   /** Everything one draw needs: the visible rows and columns and where the bands start. */
   private frame(ctx: CanvasRenderingContext2D, lens: LensData, view: MetricView): Frame {
-    const { cssW: W, cssH: H, cellW: cw, cellH: ch, headW: hw, headH: hh } = this;
+    const { cssW: W, cssH: H, cellH: ch, headW: hw, headH: hh, colOff: off, nCols } = this;
     const st = this.viewport.scrollTop;
     const sl = this.viewport.scrollLeft;
     const fr = this.frozenRows;
     const fc = this.frozenCols;
+    const at = (x: number) => (x >= off[nCols] ? nCols - 1 : Math.max(0, indexAt(off, x)));
     return {
       ctx, lens, view, th: this.getTheme(), W, H, st, sl,
       r0: Math.max(fr, Math.floor(st / ch)),
       r1: Math.min(this.nRows - 1, Math.floor((st + H - hh) / ch)),
-      c0: Math.max(fc, Math.floor(sl / cw)),
-      c1: Math.min(this.nCols - 1, Math.floor((sl + W - hw) / cw)),
-      bodyX: hw + fc * cw,
+      c0: Math.max(fc, at(sl + off[fc])),
+      c1: Math.min(nCols - 1, at(sl + W - hw)),
+      bodyX: hw + off[fc],
       bodyY: hh + fr * ch,
-      showText: cw >= 24 && ch >= 12,
+      showText: !this.gv.compact && ch >= 10 && this.fontPx >= 6,
       hatch: this.getHatch(ctx),
     };
   }
@@ -396,7 +549,7 @@ export class Grid {
   }
 
   private colX(f: Frame, c: number): number {
-    return this.headW + c * this.cellW - (c < this.frozenCols ? 0 : f.sl);
+    return this.headW + this.colOff[c] - (c < this.frozenCols ? 0 : f.sl);
   }
 
   private clip(f: Frame, x: number, y: number, w: number, h: number): void {
@@ -430,8 +583,9 @@ export class Grid {
   /** The scrolled body, then the frozen rows (final layer) or frozen columns (final layer, transposed). */
   private drawCells(f: Frame): void {
     const { ctx, th, W, H, r0, r1, c0, c1, bodyX, bodyY } = f;
-    const { headW: hw, headH: hh, cellW: cw, cellH: ch, frozenRows: fr, frozenCols: fc } = this;
-    ctx.font = `11px ${th.font}`;
+    const { headW: hw, headH: hh, cellH: ch, frozenRows: fr, frozenCols: fc } = this;
+    const frozenW = this.colOff[fc];
+    ctx.font = `${this.fontPx}px ${th.font}`;
     ctx.textBaseline = "middle";
     ctx.textAlign = "center";
     const band = (rows: [number, number], cols: [number, number], clip: [number, number, number, number]) => {
@@ -441,14 +595,15 @@ export class Grid {
     };
     band([r0, r1], [c0, c1], [bodyX, bodyY, W - bodyX, H - bodyY]);
     if (fr) band([0, fr - 1], [c0, c1], [bodyX, hh, W - bodyX, fr * ch]);
-    if (fc) band([r0, r1], [0, fc - 1], [hw, bodyY, fc * cw, H - bodyY]);
+    if (fc) band([r0, r1], [0, fc - 1], [hw, bodyY, frozenW, H - bodyY]);
   }
 
   /** One cell: its colour (hatched when non-finite), its top-1 token, a mark when top-1 is the next token. */
   private drawCell(f: Frame, r: number, c: number): void {
     const { ctx, lens, th } = f;
     const { colors, text } = f.view.scale;
-    const { cellW: cw, cellH: ch } = this;
+    const ch = this.cellH;
+    const cw = this.colWidth(c);
     const x = this.colX(f, c);
     const y = this.rowY(f, r);
     const cell = this.cellOf(r, c);
@@ -462,7 +617,7 @@ export class Grid {
     ctx.fillStyle = ci < 0 ? th.head : colors[ci];
     ctx.fillRect(x, y, cw - 1, ch - 1);
     const top = lens.topkIds[i * lens.k];
-    if (f.showText) {
+    if (f.showText && cw >= 14) {
       ctx.fillStyle = ci < 0 ? th.fg : text[ci];
       ctx.fillText(this.fit(ctx, lens.display(top), cw - 6), x + cw / 2, y + ch / 2);
     }
@@ -471,9 +626,10 @@ export class Grid {
       // mark: top-1 is the actual next token (one colour everywhere: color.ts)
       ctx.fillStyle = NEXT_MARK_COLOR;
       ctx.beginPath();
-      ctx.moveTo(x + cw - 8, y);
+      const m = Math.min(7, cw - 2, ch - 2);
+      ctx.moveTo(x + cw - 1 - m, y);
       ctx.lineTo(x + cw - 1, y);
-      ctx.lineTo(x + cw - 1, y + 7);
+      ctx.lineTo(x + cw - 1, y + m);
       ctx.closePath();
       ctx.fill();
     }
@@ -484,7 +640,8 @@ export class Grid {
     const shade = this.overlay.shade;
     const { ctx, lens, th, W, H, r0, r1, c0, c1, bodyX, bodyY } = f;
     if (!shade || shade.length !== lens.S * lens.P) return;
-    const { headW: hw, headH: hh, cellW: cw, cellH: ch, frozenRows: fr, frozenCols: fc } = this;
+    const { headW: hw, headH: hh, cellH: ch, frozenRows: fr, frozenCols: fc } = this;
+    const frozenW = this.colOff[fc];
     ctx.fillStyle = th.cone;
     ctx.globalAlpha = CONE_ALPHA;
     const band = (rows: [number, number], cols: [number, number], clip: [number, number, number, number]) => {
@@ -492,13 +649,13 @@ export class Grid {
       for (let r = rows[0]; r <= rows[1]; r++)
         for (let c = cols[0]; c <= cols[1]; c++) {
           const cell = this.cellOf(r, c);
-          if (shade[cell.site * lens.P + cell.col]) ctx.fillRect(this.colX(f, c), this.rowY(f, r), cw - 1, ch - 1);
+          if (shade[cell.site * lens.P + cell.col]) ctx.fillRect(this.colX(f, c), this.rowY(f, r), this.colWidth(c) - 1, ch - 1);
         }
       ctx.restore();
     };
     band([r0, r1], [c0, c1], [bodyX, bodyY, W - bodyX, H - bodyY]);
     if (fr) band([0, fr - 1], [c0, c1], [bodyX, hh, W - bodyX, fr * ch]);
-    if (fc) band([r0, r1], [0, fc - 1], [hw, bodyY, fc * cw, H - bodyY]);
+    if (fc) band([r0, r1], [0, fc - 1], [hw, bodyY, frozenW, H - bodyY]);
     ctx.globalAlpha = 1;
   }
 
@@ -519,12 +676,13 @@ export class Grid {
 
   private outline(f: Frame, cell: Cell, color: string, width: number, dash: number[]): void {
     const { ctx, W, H } = f;
+    if (!this.shows(cell)) return;
     const [r, c] = this.rcOf(cell);
     this.clip(f, c < this.frozenCols ? this.headW : f.bodyX, r < this.frozenRows ? this.headH : f.bodyY, W, H);
     ctx.strokeStyle = color;
     ctx.lineWidth = width;
     ctx.setLineDash(dash);
-    ctx.strokeRect(this.colX(f, c) + width / 2, this.rowY(f, r) + width / 2, this.cellW - 1 - width, this.cellH - 1 - width);
+    ctx.strokeRect(this.colX(f, c) + width / 2, this.rowY(f, r) + width / 2, this.colWidth(c) - 1 - width, this.cellH - 1 - width);
     ctx.setLineDash([]);
     ctx.restore();
   }
@@ -540,28 +698,26 @@ export class Grid {
   /** Column headers (tokens, or layers when transposed), row headers, and the corner. */
   private drawHeaders(f: Frame): void {
     const { ctx, lens, th, W, H } = f;
-    const { headW: hw, headH: hh, cellW: cw, cellH: ch } = this;
+    const { headW: hw, headH: hh, cellH: ch } = this;
     ctx.fillStyle = th.head;
     ctx.fillRect(0, 0, W, hh);
     ctx.fillRect(0, 0, hw, H);
     ctx.fillStyle = th.fg;
-    ctx.font = `11px ${th.font}`;
-    const tokenLabel = (c: number) => lens.columnLabels?.[c] ?? lens.display(lens.tokenAt(c));
-    const colLabel = (c: number) => (this.transpose ? lens.siteLabels[lens.S - 1 - c] : tokenLabel(c));
-    const rowLabel = (r: number) =>
-      this.transpose ? (lens.columnLabels ? tokenLabel(r) : `${lens.positions[r]} ${tokenLabel(r)}`) : lens.siteLabels[lens.S - 1 - r];
+    ctx.font = `${this.fontPx}px ${th.font}`;
 
     // tokens the model wrote (a generation) are labelled in the accent colour
     const g = lens.generatedFrom;
-    const written = (token: number) => g >= 0 && token >= g;
+    const written = (shown: number) => g >= 0 && this.lo + shown >= g;
 
     this.clip(f, hw, 0, W - hw, hh);
     ctx.textAlign = "center";
     for (const c of Grid.visible(this.frozenCols, f.c0, f.c1)) {
       const x = this.colX(f, c);
       if (c >= this.frozenCols && x < f.bodyX) continue; // partly under the frozen band
+      const cw = this.colWidth(c);
+      if (cw < 14) continue; // compact: the tooltip names the token
       ctx.fillStyle = !this.transpose && written(c) ? th.accent : th.fg;
-      ctx.fillText(this.fit(ctx, colLabel(c), cw - 4), x + cw / 2, hh / 2);
+      ctx.fillText(this.fit(ctx, this.colLabel(lens, c), cw - 4), x + cw / 2, hh / 2);
     }
     ctx.restore();
 
@@ -571,10 +727,27 @@ export class Grid {
       const y = this.rowY(f, r);
       if (r >= this.frozenRows && y < f.bodyY) continue;
       ctx.fillStyle = this.transpose && written(r) ? th.accent : th.fg;
-      ctx.fillText(this.fit(ctx, rowLabel(r), hw - 8), 4, y + ch / 2);
+      ctx.fillText(this.fit(ctx, this.rowLabel(lens, r), hw - 8), 4, y + ch / 2);
     }
     ctx.restore();
     ctx.fillStyle = th.fg;
+  }
+
+  /** The input token of data column `col` (or the column's own label). */
+  private static tokenLabel(lens: LensData, col: number): string {
+    return lens.columnLabels?.[col] ?? lens.display(lens.tokenAt(col));
+  }
+
+  /** Label of display column `c`: its token, or its layer when transposed. */
+  private colLabel(lens: LensData, c: number): string {
+    return this.transpose ? lens.siteLabels[lens.S - 1 - c] : Grid.tokenLabel(lens, this.lo + c);
+  }
+
+  /** Label of display row `r`: its layer, or its position and token when transposed. */
+  private rowLabel(lens: LensData, r: number): string {
+    if (!this.transpose) return lens.siteLabels[lens.S - 1 - r];
+    const col = this.lo + r;
+    return lens.columnLabels ? Grid.tokenLabel(lens, col) : `${lens.positions[col]} ${Grid.tokenLabel(lens, col)}`;
   }
 
   /** Lines under the headers and along the frozen band. */
@@ -590,8 +763,8 @@ export class Grid {
 
   /** The prompt / generation boundary: a line before the first token the model wrote. */
   private drawBoundary(f: Frame): void {
-    const g = f.lens.generatedFrom;
-    if (!(g > 0) || g > f.lens.P) return;
+    const g = f.lens.generatedFrom - this.lo; // display column of the first written token
+    if (!(f.lens.generatedFrom > 0) || g <= 0 || g > this.nCols) return;
     const { ctx, th, W, H } = f;
     ctx.fillStyle = th.accent;
     if (!this.transpose) {

@@ -20,7 +20,16 @@ export interface LensTraits {
   transpose: boolean;
   busy: boolean;
   error: string;
+  /** > 0: pixel height of the grid's box (it scrolls); 0: as high as its rows */
   height: number;
+  /** colour-only cells (layout.ts) */
+  compact: boolean;
+  /** cell size factor, layout.ts ZOOM_MIN..ZOOM_MAX */
+  zoom: number;
+  /** columns shrink so the grid fits the widget's width */
+  fit_width: boolean;
+  /** [first, last] columns shown (inclusive, negative from the end); [] all */
+  col_range: number[];
   /** labels of the computed lenses, in switch order */
   lenses: string[];
   /** the label of the lens shown */

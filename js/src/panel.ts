@@ -87,6 +87,8 @@ export class Panel {
   private detail: HTMLDivElement;
   private chart: HTMLCanvasElement;
   private chartNote: HTMLDivElement;
+  /** the chart's title and metric picker, and the chart: shown once a cell is selected */
+  private trajHead: HTMLDivElement;
   private lens: LensData | null = null;
   private view: MetricView | null = null;
   private cell: Cell | null = null;
@@ -108,7 +110,7 @@ export class Panel {
     this.pins = h("div", "lw-pins");
     this.detail = h("div", "lw-detail");
     const trajBox = h("div", "lw-traj");
-    const head = h("div", "lw-traj-head");
+    const head = (this.trajHead = h("div", "lw-traj-head"));
     this.trajTitle = h("span", "lw-traj-title");
     head.append(this.trajTitle, this.metricPicker());
     this.setTitle();
@@ -192,8 +194,9 @@ export class Panel {
     this.detail.replaceChildren();
     const attributable = !!lens && !!cell && !lens.compare && !lens.aggregate;
     this.attribution.setCell(attributable ? lens : null, attributable ? cell : null);
+    this.showChart(!!lens && !!cell && !lens.compare);
     if (!lens || !cell) {
-      this.detail.append(h("div", "lw-note", "Select a cell to see its top tokens."));
+      this.detail.append(h("div", "lw-note lw-hint", "Select a cell to see its top tokens and, here, their probability across layers."));
       void this.drawTrajectory();
       return;
     }
@@ -211,6 +214,11 @@ export class Panel {
     more.onclick = () => void this.fetchDetail(cell);
     this.detail.append(more, this.attribution.el);
     void this.drawTrajectory();
+  }
+
+  /** The chart (and its head) only with a cell to chart: no empty box before the first click. */
+  private showChart(on: boolean): void {
+    this.chart.hidden = this.trajHead.hidden = !on;
   }
 
   /** A diff-grid cell: both sides next to each other; the kernel answers the full vocabulary of both. */

@@ -48,7 +48,6 @@ export class TraitSync {
   /** Show every trait once, then follow their changes (released by `d`). */
   start(d: Disposers): void {
     const { model, v } = this;
-    v.grid.setHeight(model.get("height"));
     v.grid.setTranspose(!!model.get("transpose"));
     this.loadData();
     this.syncBusy();
@@ -65,7 +64,6 @@ export class TraitSync {
     for (const t of ["metric", "metric_token", "diff_tokens"]) on(t, () => (this.syncControls(), this.recolor()));
     on("transpose", () => (this.syncControls(), v.grid.setTranspose(!!model.get("transpose"))));
     on("pinned", () => v.selection.syncPins());
-    on("height", () => v.grid.setHeight(model.get("height")));
     on("busy", () => this.syncBusy());
     on("error", () => this.syncError());
     on("prompt", () => this.syncControls());

@@ -24,6 +24,8 @@ import { PromptPair } from "./patchpair";
 import { DEFAULT_METRIC, isMetric } from "./metrics";
 import { setTraits } from "./model";
 import { FigureButtons } from "./figure";
+import { ViewBar } from "./viewbar";
+import { MoreMenu } from "./menu";
 
 export const ROOT_CLASS = "lens-widget";
 
@@ -73,14 +75,23 @@ function render({ model, el }: Pick<RenderProps<LensTraits>, "model" | "el">): (
     },
     d,
   );
+  // the toolbar, two lines: what is shown (lens, prompt, compare, metric), then the prompt, the
+  // kernel's tasks, search and the view; the title's line carries the colour scale
   const bar2 = h("div", "lw-controls lw-controls2");
   const figure = new FigureButtons(() => ({ lens: sync.lens, view: sync.view, status: (text, isError) => notices.setStatus(text, isError) }), d);
+  const more = new MoreMenu("more ▾", d);
   bar2.append(prompt.el, tasks.el, patch.el, search.form, figure.el);
   const title = h("div", "lw-title");
-  root.append(title, controls.el, bar2, search.out, notices.errorBox, notices.status);
+  const head = h("div", "lw-head");
+  head.append(title, controls.legend);
+  // the grid and the detail panel: side by side when the widget is wide enough (style.css)
+  const main = h("div", "lw-main");
+  const gridBox = h("div", "lw-gridbox");
+  main.appendChild(gridBox);
+  root.append(head, controls.el, bar2, search.out, notices.errorBox, notices.status, main);
 
   // the grid's callbacks run only after every part below exists
-  const grid = new Grid(root, {
+  const grid = new Grid(gridBox, {
     onHover(cell, ev) {
       sync.setPatchHover(cell);
       const lens = sync.lens;
@@ -99,7 +110,7 @@ function render({ model, el }: Pick<RenderProps<LensTraits>, "model" | "el">): (
     onDrag: (from, to) => patch.drag(from, to),
   });
   const tooltip = new Tooltip(root);
-  const panel = new Panel(root, {
+  const panel = new Panel(main, {
     req,
     track: (id) => void track(id),
     unpin: (cell) => selection.unpin(cell),
@@ -111,6 +122,9 @@ function render({ model, el }: Pick<RenderProps<LensTraits>, "model" | "el">): (
     promptIndex: () => Number(model.get("prompt_index") ?? 0),
   });
   d.on(model, "change:last_attribution", () => panel.attribution.showCarried());
+  const view = new ViewBar(model, grid, d);
+  bar2.append(view.el, more.el);
+  more.add(view.rangeEl, controls.transposeEl);
   const selection = new Selection(model, grid, panel, () => sync.lens);
   const sync = new TraitSync(model, { root, title, notices, controls, prompt, grid, panel, tooltip, selection, patch });
   sync.start(d);

@@ -33,6 +33,7 @@ from .requests import RequestError, handle_message, int_in
 from .session import LensSession, every_position
 from .sweeping import SweepView
 from .tasks import BackgroundWork, Task
+from .viewing import GridViewTraits
 
 __all__ = ["LensWidget", "WidgetClosedError", "Task"]
 
@@ -42,7 +43,7 @@ class WidgetClosedError(RuntimeError):
     """The widget was closed; its front end is gone."""
 
 
-class LensWidget(CompareView, GenerateView, SweepView, anywidget.AnyWidget):
+class LensWidget(CompareView, GenerateView, SweepView, GridViewTraits, anywidget.AnyWidget):
     """A hoverable, clickable layer x token logit-lens grid.
 
     ``LensWidget(model, "The capital of France is")`` runs the lens in the kernel and keeps the
@@ -63,7 +64,9 @@ class LensWidget(CompareView, GenerateView, SweepView, anywidget.AnyWidget):
     ``"last:8"`` (the range of the last 8 tokens), a slice string ``"2:10"``, ``"last-8"`` (one
     token, 8 before the last), an int, or a list of these. The title says which positions are
     shown when they are not the whole prompt. Other keywords must be widget traits (``metric=``,
-    ``height=``, ``transpose=``, ...); anything else is a ``TypeError``.
+    ``height=``, ``transpose=``, ...); anything else is a ``TypeError``. The grid's size:
+    ``compact=``, ``zoom=``, ``fit_width=``, ``col_range=`` and ``height=``
+    (:class:`~lens_widget.widget.viewing.GridViewTraits`).
 
     A batch: ``prompt=["prompt a", "prompt b", ...]`` shows a prompt selector (each prompt's own
     grid, as if run alone) and a mean view over the prompts, aligned on the last token
@@ -113,8 +116,6 @@ class LensWidget(CompareView, GenerateView, SweepView, anywidget.AnyWidget):
     busy = t.Bool(False).tag(sync=True)
     #: The last error ("" none), shown in the widget.
     error = t.Unicode("").tag(sync=True)
-    #: Pixel height of the grid viewport.
-    height = t.Int(440).tag(sync=True)
     #: Labels of the computed lenses, in switch order (Python -> JS).
     lenses = t.List(t.Unicode()).tag(sync=True)
     #: The label of the lens shown (one of ``lenses``); kernel requests answer for it.

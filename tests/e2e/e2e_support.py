@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from browser_support import CELL_H, CELL_W, HEAD_H, HEAD_W
+from browser_support import cell_center
 from jupyter_server import ROOT, Server, clean_env, unexpected_page_errors, write_lab_settings  # noqa: F401  (the one server helper, tests/jupyter_server.py)
 
 # Bounded waits (ms). The machine has 2 shared cores: a kernel that imports torch and loads
@@ -86,12 +86,6 @@ def wait_canvas_drawn(page, canvas_locator, timeout_ms: int = UI_MS, min_colours
         page.wait_for_timeout(200)
     raise AssertionError(f"the grid canvas stayed blank ({n} distinct colours after {timeout_ms / 1000:.0f} s)")
 
-
-def cell_center(canvas_locator, row: int, col: int) -> tuple[float, float]:
-    """Page coordinates of the centre of a grid cell (display row, column), unscrolled grid."""
-    box = canvas_locator.bounding_box()
-    assert box, "grid canvas has no bounding box (not displayed)"
-    return box["x"] + HEAD_W + col * CELL_W + CELL_W / 2, box["y"] + HEAD_H + row * CELL_H + CELL_H / 2
 
 
 class Steps:

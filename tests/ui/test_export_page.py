@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import bisect
 import json
 import re
 
 import numpy as np
 import pytest
+from browser_support import grid_geometry
 from ui_support import assert_grid_colours, cell_xy, js_fmt, widget_state
 from fakes import make_result
 
@@ -204,7 +206,8 @@ KERNEL_ONLY = {
 CLIENT_SIDE = ("lw-lens", "lw-prompt-select", "lw-metric", "lw-metric-token", "lw-diff-a", "lw-diff-b", "lw-compare-toggle",
                "lw-traj-metric", "lw-chip-label", "lw-chip-x", "lw-chart-toggle", "transpose",
                "lw-patch-side", "lw-patch-cone-toggle",  # which grid of a patch, and its cone: drawn here
-               "lw-figure-svg", "lw-figure-png")  # figures of the grid shown: drawn from the page's data
+               "lw-figure-svg", "lw-figure-png",  # figures of the grid shown: drawn from the page's data
+               "lw-zoom-out", "lw-zoom-level", "lw-zoom-in", "lw-compact", "lw-fit", "lw-range-from", "lw-range-to", "lw-range-all")  # the grid's size
 
 ENABLED_CONTROLS = """() => [...document.querySelectorAll('.lens-widget button, .lens-widget input, .lens-widget select, .lens-widget textarea')]
   .filter(e => !e.disabled && !(e.tagName === 'INPUT' && e.readOnly))
@@ -273,12 +276,14 @@ def test_big_grid_scrolls_and_final_layer_stays(open_page):
     frames(page)
     assert page.evaluate(NONBLANK) > 10000
     # final layer row is frozen: hovering just under the header still shows the final site
-    x, y = cell_xy(page, 0, 3)
+    g = grid_geometry(page.locator("canvas.lw-canvas"))  # columns are as wide as their text
+    box = page.locator("canvas.lw-canvas").bounding_box()
+    x, y = box["x"] + g["headW"] + (g["colX"][3] + g["colX"][4]) / 2, box["y"] + g["headH"] + g["rowH"] / 2
     page.mouse.move(x, y)
     tip = page.locator(".lw-tooltip")
     tip.wait_for(state="visible")
     assert tip.get_attribute("data-site") == str(r.n_sites - 1)
-    col = (5000 + 3 * 56 + 28) // 56
+    col = bisect.bisect_right(g["colX"], 5000 + (g["colX"][3] + g["colX"][4]) / 2) - 1
     assert tip.get_attribute("data-col") == str(col)
     ids = [int(x) for x in tip.locator(".lw-tip-row").evaluate_all("rs => rs.map(r => r.dataset.id)")]
     assert ids == r.topk_ids[0, -1, col].tolist()
@@ -287,12 +292,13 @@ def test_big_grid_scrolls_and_final_layer_stays(open_page):
 def test_transpose(open_page):
     r = make_result(hostile=True)
     page = open_page(widget_state(r))
+    page.click(".lw-more-summary")  # transpose is in the toolbar's "more" menu
     page.check(".lw-transpose input")
     frames(page)
     assert page.evaluate("() => window.__lensModel.get('transpose')") is True
-    box = page.locator("canvas.lw-canvas").bounding_box()
     # transposed: rows are positions, first column is the final layer, row header 120 px wide
-    page.mouse.move(box["x"] + 120 + 56 + 28, box["y"] + 22 + 3 * 20 + 10)
+    assert grid_geometry(page.locator("canvas.lw-canvas"))["headW"] == 120
+    page.mouse.move(*cell_xy(page, 3, 1))
     tip = page.locator(".lw-tooltip")
     tip.wait_for(state="visible")
     assert (tip.get_attribute("data-site"), tip.get_attribute("data-col")) == (str(r.n_sites - 2), "3")

@@ -5,7 +5,7 @@ column shows exactly what Python computed."""
 from __future__ import annotations
 
 import pytest
-from browser_support import CELL_W, HEAD_H, HEAD_W
+from browser_support import grid_geometry
 from ui_support import cell_xy
 
 from lens_widget.tokens import display_token
@@ -59,9 +59,11 @@ def test_exported_generation_works_offline(open_page, finished):
         assert rows.nth(j).locator(".lw-tok").text_content() == display_token(r.token_strings[tid])
     page.mouse.move(0, 0)
     # the boundary: a line in the header row before the first generated column, none before the one after it
-    box = page.locator("canvas.lw-canvas").bounding_box()
-    y = box["y"] + HEAD_H / 2
-    at = pixel(page, box["x"] + HEAD_W + n0 * CELL_W - 2, y)
-    before = pixel(page, box["x"] + HEAD_W + (n0 - 1) * CELL_W - 2, y)
-    after = pixel(page, box["x"] + HEAD_W + (n0 + 1) * CELL_W - 2, y)
+    canvas = page.locator("canvas.lw-canvas")
+    box, g = canvas.bounding_box(), grid_geometry(canvas)
+    y = box["y"] + g["headH"] / 2
+    left = lambda col: box["x"] + g["headW"] + g["colX"][col]  # noqa: E731
+    at = pixel(page, left(n0) - 2, y)
+    before = pixel(page, left(n0 - 1) - 2, y)
+    after = pixel(page, left(n0 + 1) - 2, y)
     assert before == after != at

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from browser_support import CELL_H, CELL_W, HEAD_H, HEAD_W
+from browser_support import cell_center
 from jupyter_server import running_jupyter, unexpected_page_errors
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -149,8 +149,7 @@ def test_widget_in_jupyter(browser, lab):
         S = truth["S"]
 
         # hover: tooltip shows the kernel's top-k (the data trait's buffers arrived intact)
-        box = canvas.bounding_box()
-        x, y = box["x"] + HEAD_W + 2 * CELL_W + CELL_W / 2, box["y"] + HEAD_H + CELL_H / 2
+        x, y = cell_center(canvas, 0, 2)
         page.mouse.move(x, y)
         tip = page.locator(".lens-widget .lw-tooltip")
         tip.wait_for(state="visible")
@@ -220,8 +219,7 @@ def test_lens_switch_and_prompt_selector_in_jupyterlab(browser, lab_lenses):
         while _read(out + ".view") != ["tuned", 1, "tuned lens", "abc"] and time.time() < end:
             time.sleep(0.2)
         assert _read(out + ".view") == ["tuned", 1, "tuned lens", "abc"]
-        box = canvas.bounding_box()
-        page.mouse.click(box["x"] + HEAD_W + 2 * CELL_W + CELL_W / 2, box["y"] + HEAD_H + CELL_H / 2)  # final layer, col 2
+        page.mouse.click(*cell_center(canvas, 0, 2))  # final layer, col 2
         page.locator(".lens-widget .lw-detail .lw-tip-lens").wait_for(timeout=30000)
         assert page.locator(".lens-widget .lw-detail .lw-tip-lens").text_content() == "tuned"
         page.locator(".lens-widget .lw-more").click()
@@ -314,10 +312,10 @@ def test_generation_grows_live_and_stop_keeps_it_in_jupyter(browser, lab_generat
         assert final["topk"] == final["ref_topk"]
         # and the page shows it: the tooltip of the last column is the kernel's top-k there
         S = final["S"]
-        box = canvas.bounding_box()
         page.evaluate("() => { const v = document.querySelector('.lens-widget .lw-viewport'); v.scrollLeft = 0; }")
+        box = canvas.bounding_box()
         col = 6
-        page.mouse.move(box["x"] + HEAD_W + col * CELL_W + CELL_W / 2, box["y"] + HEAD_H + CELL_H / 2)
+        page.mouse.move(*cell_center(canvas, 0, col))
         tip = page.locator(".lens-widget .lw-tooltip")
         tip.wait_for(state="visible")
         ids = [int(i) for i in tip.locator(".lw-tip-row").evaluate_all("rs => rs.map(r => r.dataset.id)")]
@@ -382,8 +380,7 @@ def test_attribution_panel_and_patch_flow_in_jupyterlab(browser, lab_patch):
         page.wait_for_function("document.querySelector('.lens-widget')?.dataset.kernel === 'yes'", timeout=60000)
         truth = _read(out + ".truth")
         S = truth["S"]
-        box = canvas.bounding_box()
-        at = lambda site, col: (box["x"] + HEAD_W + col * CELL_W + CELL_W / 2, box["y"] + HEAD_H + (S - 1 - site) * CELL_H + CELL_H / 2)  # noqa: E731
+        at = lambda site, col: cell_center(canvas, S - 1 - site, col)  # noqa: E731
         page.mouse.click(*at(2, 3))
         page.locator(".lens-widget .lw-attr-go").click()
         page.locator(".lens-widget .lw-attr[data-state='done']").wait_for(timeout=60000)

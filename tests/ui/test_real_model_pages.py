@@ -101,9 +101,8 @@ def test_save_html_of_a_model_backed_widget_restores_metric_pins_transpose_track
     assert [(chips.nth(i).get_attribute("data-site"), chips.nth(i).get_attribute("data-col")) for i in range(chips.count())] == [("2", "3"), ("1", "7")]
     # transposed grid (rows are positions, the first column is the final layer, row header 120 px):
     # the hovered cell is Python's cell, with its tracked probability in the tooltip
-    box = page.locator("canvas.lw-canvas").bounding_box()
     site, col = r.n_sites - 2, 4
-    page.mouse.move(box["x"] + 120 + (r.n_sites - 1 - site) * 56 + 28, box["y"] + 22 + col * 20 + 10)
+    page.mouse.move(*cell_xy(page, col, r.n_sites - 1 - site))
     tip = page.locator(".lw-tooltip")
     tip.wait_for(state="visible")
     assert (tip.get_attribute("data-site"), tip.get_attribute("data-col")) == (str(site), str(col))

@@ -6,7 +6,7 @@ import math
 from typing import Any, Sequence
 
 import numpy as np
-from browser_support import CELL_H, CELL_W, HEAD_H, HEAD_W
+from browser_support import cell_center, grid_geometry, scroll_grid_to
 from lens_widget.wire import result_to_wire
 
 
@@ -31,8 +31,7 @@ def widget_state(result: Any, **over: Any) -> dict[str, Any]:
 
 def cell_xy(page, row: int, col: int) -> tuple[float, float]:
     """Page coordinates of the centre of grid cell (display row, display column), no scroll."""
-    box = page.locator("canvas.lw-canvas").bounding_box()
-    return box["x"] + HEAD_W + col * CELL_W + CELL_W / 2, box["y"] + HEAD_H + row * CELL_H + CELL_H / 2
+    return cell_center(page.locator("canvas.lw-canvas"), row, col)
 
 
 # -- the front end's colour scales (js/src/color.ts, js/src/metrics.ts), written again in Python --
@@ -120,9 +119,23 @@ CELL_PIXELS_JS = """([cells]) => {
 def grid_pixels(page, n_rows: int, n_cols: int) -> dict[tuple[int, int], tuple[int, int, int]]:
     """The fill colour of each (display row, col) of the unscrolled, untransposed grid, sampled
     in the cell's lower-left corner (clear of the top-1 text and the next-token mark)."""
-    cells = [(row, col) for row in range(n_rows) for col in range(n_cols)]
-    xy = [(HEAD_W + col * CELL_W + 2, HEAD_H + row * CELL_H + CELL_H - 3) for row, col in cells]
-    return {cell: tuple(px) for cell, px in zip(cells, page.evaluate(CELL_PIXELS_JS, [xy]))}
+    canvas = page.locator("canvas.lw-canvas")
+    g = grid_geometry(canvas)
+    view_w = canvas.bounding_box()["width"] - g["headW"]  # the columns' part of the canvas
+    out: dict[tuple[int, int], tuple[int, int, int]] = {}
+    col = 0
+    while col < n_cols:  # a screenful of columns at a time (columns are as wide as their text)
+        shift = g["colX"][col] if g["headW"] + g["colX"][n_cols] > canvas.bounding_box()["width"] else 0
+        scroll_grid_to(canvas, shift)
+        shift = canvas.evaluate("c => c.closest('.lw-viewport').scrollLeft")
+        cols = [c for c in range(col, n_cols) if g["colX"][c + 1] - shift <= view_w] or [col]
+        cells = [(row, c) for row in range(n_rows) for c in cols]
+        xy = [(g["headW"] + g["colX"][c] - shift + 2, g["headH"] + row * g["rowH"] + g["rowH"] - 3) for row, c in cells]
+        out.update({cell: tuple(px) for cell, px in zip(cells, page.evaluate(CELL_PIXELS_JS, [xy]))})
+        col = cols[-1] + 1
+    if n_cols and g["headW"] + g["colX"][n_cols] > canvas.bounding_box()["width"]:
+        scroll_grid_to(canvas, 0)
+    return out
 
 
 def nearest(palette: str, rgb: Sequence[int]) -> tuple[int, float]:

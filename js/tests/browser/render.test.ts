@@ -29,8 +29,9 @@ describe("render in real Chromium", () => {
 
     // hover the cell of the final layer (row 0) and column 2
     const rect = canvas.getBoundingClientRect();
-    const x = rect.left + 52 + 2 * 56 + 20;
-    const y = rect.top + 22 + 10;
+    const g = JSON.parse(el.querySelector<HTMLElement>(".lw-viewport")!.dataset.geometry!); // columns as wide as their text
+    const x = rect.left + g.headW + g.colX[2] + 5;
+    const y = rect.top + g.headH + 10;
     canvas.dispatchEvent(new PointerEvent("pointermove", { clientX: x, clientY: y, bubbles: true }));
     const tip = el.querySelector<HTMLElement>(".lw-tooltip")!;
     expect(tip.hidden).toBe(false);

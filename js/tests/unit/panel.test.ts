@@ -214,14 +214,17 @@ describe("grid geometry", () => {
     const lens = decodeLens(makeData(4, 6, 3))!;
     const grid = new Grid(parent, { onHover() {}, onClick() {}, onKey() {} });
     grid.setData(lens, metricView(lens, "top1_prob"));
+    // columns are as wide as their text: x from the grid's column edges
+    const x = (c: number) => 52 + grid.colLeft(c);
     expect(grid.cellAt(10, 10)).toBeNull(); // header
     expect(grid.cellAt(52 + 1, 22 + 1)).toEqual({ site: 3, col: 0 });
-    expect(grid.cellAt(52 + 56 * 2 + 5, 22 + 20 * 3 + 5)).toEqual({ site: 0, col: 2 });
-    expect(grid.cellAt(52 + 56 * 6 + 5, 30)).toBeNull(); // past the last column
-    expect(grid.cellRect({ site: 0, col: 2 })).toEqual({ x: 52 + 112, y: 22 + 60, w: 56, h: 20 });
+    expect(grid.cellAt(x(2) + 5, 22 + 20 * 3 + 5)).toEqual({ site: 0, col: 2 });
+    expect(grid.cellAt(x(2) - 1, 22 + 20 * 3 + 5)).toEqual({ site: 0, col: 1 });
+    expect(grid.cellAt(x(6) + 5, 30)).toBeNull(); // past the last column
+    expect(grid.cellRect({ site: 0, col: 2 })).toEqual({ x: x(2), y: 22 + 60, w: grid.colWidth(2), h: 20 });
     grid.setTranspose(true);
     expect(grid.cellAt(120 + 1, 22 + 1)).toEqual({ site: 3, col: 0 });
-    expect(grid.cellAt(120 + 56 * 3 + 1, 22 + 20 * 5 + 1)).toEqual({ site: 0, col: 5 });
+    expect(grid.cellAt(120 + grid.colLeft(3) + 1, 22 + 20 * 5 + 1)).toEqual({ site: 0, col: 5 });
     for (const cell of [{ site: 2, col: 4 }, { site: 0, col: 0 }]) {
       const r = grid.cellRect(cell);
       expect(grid.cellAt(r.x + 1, r.y + 1)).toEqual(cell);

@@ -133,11 +133,12 @@ describe("the patch bar in the widget", () => {
     await tick();
     el.querySelector<HTMLButtonElement>("button.lw-patch-mode")!.click();
     const canvas = el.querySelector("canvas")!;
-    // happy-dom has no layout: click through the grid's cell lookup (52 px row header, 22 px column header)
+    // happy-dom has no layout: click through the grid's cell lookup (its published geometry)
     const click = (site: number, col: number) => {
+      const g = JSON.parse(el.querySelector<HTMLElement>(".lw-viewport")!.dataset.geometry!);
       const ev = new MouseEvent("click", { bubbles: true });
-      Object.defineProperty(ev, "offsetX", { value: 52 + col * 56 + 5 });
-      Object.defineProperty(ev, "offsetY", { value: 22 + (4 - 1 - site) * 20 + 5 });
+      Object.defineProperty(ev, "offsetX", { value: g.headW + g.colX[col] + 2 });
+      Object.defineProperty(ev, "offsetY", { value: g.headH + (4 - 1 - site) * g.rowH + 5 });
       canvas.dispatchEvent(ev);
     };
     click(2, 1);
