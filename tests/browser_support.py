@@ -21,8 +21,12 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 # The grid's geometry (js/src/grid.ts publishes it as the viewport's data-geometry): header sizes,
-# the row height, and the columns' left edges (columns are as wide as their text).
-GEOMETRY_JS = "c => JSON.parse(c.closest('.lw-viewport').dataset.geometry)"
+# the row height, and the columns' left edges (columns are as wide as their text). Every Grid does:
+# the main one (`.lw-viewport`) and those beside it, the sweep's and the other prompt's
+# (js/src/subgrid.ts: `.lw-subgrid-viewport`); a helper is given the canvas of the grid it means.
+VIEWPORT = "c.closest('.lw-viewport, .lw-subgrid-viewport')"
+GEOMETRY_JS = f"c => JSON.parse({VIEWPORT}.dataset.geometry)"
+SCROLL_LEFT_JS = f"c => {VIEWPORT}.scrollLeft"
 
 
 def grid_geometry(canvas) -> dict:
@@ -33,7 +37,7 @@ def grid_geometry(canvas) -> dict:
 def scroll_grid_to(canvas, left: float) -> None:
     """Scroll the grid's box horizontally to ``left`` and wait for the redraw."""
     canvas.evaluate(
-        "(c, left) => new Promise(r => { c.closest('.lw-viewport').scrollLeft = left; requestAnimationFrame(() => requestAnimationFrame(r)); })",
+        f"(c, left) => new Promise(r => {{ {VIEWPORT}.scrollLeft = left; requestAnimationFrame(() => requestAnimationFrame(r)); }})",
         left,
     )
 
@@ -47,10 +51,10 @@ def cell_center(canvas, row: int, col: int, geometry: dict | None = None) -> tup
     g = geometry or grid_geometry(canvas)
     hw, x0, x1 = g["headW"], g["colX"][col], g["colX"][col + 1]
     frozen = g.get("transpose") and col == 0  # the final layer's column stays put when transposed
-    shift = 0 if frozen else canvas.evaluate("c => c.closest('.lw-viewport').scrollLeft")
+    shift = 0 if frozen else canvas.evaluate(SCROLL_LEFT_JS)
     if not frozen and (hw + x0 - shift < hw or hw + x1 - shift > box["width"]):
         scroll_grid_to(canvas, 0 if hw + x1 <= box["width"] else x0)
-        shift = canvas.evaluate("c => c.closest('.lw-viewport').scrollLeft")
+        shift = canvas.evaluate(SCROLL_LEFT_JS)
     return box["x"] + hw + (x0 + x1) / 2 - shift, box["y"] + g["headH"] + row * g["rowH"] + g["rowH"] / 2
 
 

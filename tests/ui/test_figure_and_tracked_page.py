@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from fakes import HOSTILE_STRINGS, make_result
 from PIL import Image
-from ui_support import CELL_PIXELS_JS, PALETTES, assert_grid_colours, cell_xy, js_fmt, metric_colours, widget_state
-from browser_support import CELL_H, CELL_W, HEAD_H, HEAD_W
+from browser_support import grid_geometry
+from ui_support import MAIN_CANVAS, PALETTES, assert_grid_colours, canvas_pixels, cell_xy, js_fmt, metric_colours, widget_state
 
 from lens_widget.figure import FIGURE
 from lens_widget.scales import NEXT_MARK_COLOR
@@ -45,6 +45,9 @@ def fill_rgb(fill: str) -> tuple[int, int, int]:
 
 
 def download(page, button: str) -> bytes:
+    """The file the figure button ``button`` saves (it is in the toolbar's "more" menu: opened first)."""
+    if not page.locator(button).is_visible():
+        page.click(".lw-more-summary")
     with page.expect_download() as info:
         page.locator(button).click()
     return open(info.value.path(), "rb").read()
@@ -130,18 +133,18 @@ def test_the_tracked_token_select_chooses_the_token_of_the_log_prob_grid(open_pa
 
 # -- the next-token mark ----------------------------------------------------------------------
 
-MARK_PIXEL = "([x, y]) => { const c = document.querySelector('canvas.lw-canvas'); const s = c.width / c.getBoundingClientRect().width; return Array.from(c.getContext('2d').getImageData(Math.round(x * s), Math.round(y * s), 1, 1).data.slice(0, 3)); }"
-
-
 def test_the_next_token_mark_has_one_colour_in_an_export_and_under_jupyterlab_theme_variables(open_page):
     r = hostile_with_marks()
     page = open_page(widget_state(r))
     frames(page)
     want = list(hex_rgb(NEXT_MARK_COLOR))
-    corner = [HEAD_W + 0 * CELL_W + CELL_W - 3, HEAD_H + 2]  # inside the triangle of (final layer, col 0)
-    assert page.evaluate(MARK_PIXEL, corner) == want
+    canvas = page.locator(MAIN_CANVAS)
+    g = grid_geometry(canvas)
+    assert g["headW"] + g["colX"][2] <= canvas.bounding_box()["width"], "columns 0 and 1 are not both in view"
+    corner = (g["headW"] + g["colX"][1] - 3, g["headH"] + 2)  # inside the triangle of (final layer, col 0)
+    assert canvas_pixels(canvas, [corner]) == [want]
     # a cell without the mark: the corner is the cell's own colour
-    assert page.evaluate(MARK_PIXEL, [HEAD_W + 1 * CELL_W + CELL_W - 3, HEAD_H + 2]) != want
+    assert canvas_pixels(canvas, [(g["headW"] + g["colX"][2] - 3, g["headH"] + 2)]) != [want]
     # JupyterLab's light theme defines its brand colour (blue): the mark keeps its colour
     page.evaluate("""() => {
       for (const [k, v] of [['--jp-brand-color1', '#1976d2'], ['--jp-layout-color0', '#ffffff'], ['--jp-ui-font-color0', '#000000']])
@@ -150,7 +153,7 @@ def test_the_next_token_mark_has_one_colour_in_an_export_and_under_jupyterlab_th
     }""")
     frames(page, 3)
     assert page.evaluate("() => getComputedStyle(document.querySelector('.lens-widget')).getPropertyValue('--lw-accent').trim()") == "#1976d2"
-    assert page.evaluate(MARK_PIXEL, corner) == want
+    assert canvas_pixels(canvas, [corner]) == [want]
     # the legend's key shows the same colour
     swatch = page.locator(".lw-legend .lw-mark-swatch")
     assert swatch.get_attribute("data-color") == NEXT_MARK_COLOR

@@ -22,9 +22,8 @@ import math
 
 import numpy as np
 import pytest
-from browser_support import CELL_H, CELL_W, HEAD_H, HEAD_W
 from fakes import HOSTILE_STRINGS, make_result
-from ui_support import PALETTES, cell_xy, nearest
+from ui_support import cell_xy, grid_pixels, nearest
 
 from lens_widget.patching import Sweep
 from lens_widget.tokens import display_token
@@ -38,6 +37,8 @@ pytestmark = pytest.mark.browser
 PROMPTS = ["Hello there", "Hallo there"]
 PAIR = ("e", "a")
 SWEEP = ".lw-sweep"
+SWEEP_CANVAS = ".lw-sweep canvas.lw-sweep-canvas"
+OTHER_CANVAS = ".lw-patch-other canvas.lw-patch-other-canvas"
 
 
 @pytest.fixture(scope="module")
@@ -125,16 +126,8 @@ def frames(page, n: int = 2) -> None:
 
 
 def sweep_cell_xy(page, row: int, col: int) -> tuple[float, float]:
-    box = page.locator(f"{SWEEP} canvas.lw-sweep-canvas").bounding_box()
-    return box["x"] + HEAD_W + col * CELL_W + CELL_W / 2, box["y"] + HEAD_H + row * CELL_H + CELL_H / 2
-
-
-SWEEP_PIXELS_JS = """([xy]) => {
-  const c = document.querySelector('.lw-sweep canvas.lw-sweep-canvas');
-  const s = c.width / c.getBoundingClientRect().width;
-  const g = c.getContext('2d');
-  return xy.map(([x, y]) => Array.from(g.getImageData(Math.round(x * s), Math.round(y * s), 1, 1).data.slice(0, 3)));
-}"""
+    """Page coordinates of the centre of the sweep grid's cell (display row, position)."""
+    return cell_xy(page, row, col, SWEEP_CANVAS)
 
 
 def diverging_index(v: float, m: float) -> int:
@@ -149,9 +142,9 @@ def assert_sweep_drawn(page, sw: Sweep) -> None:
     rec = sw.recovery.astype(np.float32)
     S, T = rec.shape
     m = max(1.0, float(np.nanmax(np.abs(rec))))
-    xy = [(HEAD_W + t * CELL_W + 2, HEAD_H + row * CELL_H + CELL_H - 3) for row in range(S) for t in range(T)]
-    px = page.evaluate(SWEEP_PIXELS_JS, [xy])
-    for (row, t), rgb in zip([(row, t) for row in range(S) for t in range(T)], px):
+    px = grid_pixels(page, S, T, SWEEP_CANVAS)
+    assert sorted(px) == [(row, t) for row in range(S) for t in range(T)]
+    for (row, t), rgb in px.items():
         site = S - 1 - row  # the last block at the top
         got, dist = nearest("div", rgb)
         want = diverging_index(float(rec[site, t]), m)
@@ -226,15 +219,16 @@ def test_a_drag_from_one_prompts_grid_onto_the_others_patches_and_shows_the_grid
     assert other.is_visible() and other.get_attribute("data-prompt") == "1"
     frames(page)
     S = p.clean.n_sites
-    obox = page.locator(".lw-patch-other canvas.lw-patch-other-canvas").bounding_box()
 
     def other_xy(site: int, col: int) -> tuple[float, float]:
-        return obox["x"] + HEAD_W + col * CELL_W + CELL_W / 2, obox["y"] + HEAD_H + (S - 1 - site) * CELL_H + CELL_H / 2
+        return cell_xy(page, S - 1 - site, col, OTHER_CANVAS)
 
     # main grid (prompt 1) cell (site 2, col 3) onto the other grid's (prompt 2) column 5
-    page.mouse.move(*cell_xy(page, S - 1 - 2, 3))
+    # (both found, and scrolled to, before the button goes down)
+    start, end = cell_xy(page, S - 1 - 2, 3), other_xy(2, 5)
+    page.mouse.move(*start)
     page.mouse.down()
-    page.mouse.move(*other_xy(2, 5), steps=6)
+    page.mouse.move(*end, steps=6)
     page.mouse.up()
     page.wait_for_function("window.__sent.some(m => m.type === 'patch')")
     (msg,) = sent(page, "patch")
@@ -261,12 +255,12 @@ def test_a_drag_the_other_way_and_clicks_across_the_two_grids(open_live, done):
     S = done["patch"].clean.n_sites
     page.locator("button.lw-patch-mode").click()
     frames(page)
-    obox = page.locator(".lw-patch-other canvas.lw-patch-other-canvas").bounding_box()
-    other_xy = lambda site, col: (obox["x"] + HEAD_W + col * CELL_W + CELL_W / 2, obox["y"] + HEAD_H + (S - 1 - site) * CELL_H + CELL_H / 2)  # noqa: E731
+    other_xy = lambda site, col: cell_xy(page, S - 1 - site, col, OTHER_CANVAS)  # noqa: E731
     # from the other grid (prompt 2) onto the main one (prompt 1)
-    page.mouse.move(*other_xy(1, 4))
+    start, end = other_xy(1, 4), cell_xy(page, S - 1 - 3, 6)
+    page.mouse.move(*start)
     page.mouse.down()
-    page.mouse.move(*cell_xy(page, S - 1 - 3, 6), steps=6)
+    page.mouse.move(*end, steps=6)
     page.mouse.up()
     page.wait_for_function("window.__sent.filter(m => m.type === 'patch').length === 1")
     assert [(m["source"], m["target"]) for m in sent(page, "patch")] == [([1, 1, 4], [0, 6])]

@@ -6,7 +6,7 @@ import math
 from typing import Any, Sequence
 
 import numpy as np
-from browser_support import cell_center, grid_geometry, scroll_grid_to
+from browser_support import SCROLL_LEFT_JS, cell_center, grid_geometry, scroll_grid_to
 from lens_widget.wire import result_to_wire
 
 
@@ -29,9 +29,14 @@ def widget_state(result: Any, **over: Any) -> dict[str, Any]:
     return state
 
 
-def cell_xy(page, row: int, col: int) -> tuple[float, float]:
-    """Page coordinates of the centre of grid cell (display row, display column), no scroll."""
-    return cell_center(page.locator("canvas.lw-canvas"), row, col)
+# the canvas of the widget's main grid; the grids beside it have their own (js/src/subgrid.ts)
+MAIN_CANVAS = "canvas.lw-canvas"
+
+
+def cell_xy(page, row: int, col: int, selector: str = MAIN_CANVAS) -> tuple[float, float]:
+    """Page coordinates of the centre of grid cell (display row, display column) of the grid whose
+    canvas is ``selector`` (the main grid by default); the column is scrolled into view."""
+    return cell_center(page.locator(selector), row, col)
 
 
 # -- the front end's colour scales (js/src/color.ts, js/src/metrics.ts), written again in Python --
@@ -108,18 +113,23 @@ def metric_colours(result: Any, metric: str, metric_token: int = -1, diff_tokens
     return "seq", np.vectorize(lambda x: -1 if x != x else _index((x - lo) / span))(v.astype(float))
 
 
-CELL_PIXELS_JS = """([cells]) => {
-  const c = document.querySelector('canvas.lw-canvas');
+CANVAS_PIXELS_JS = """(c, cells) => {
   const s = c.width / c.getBoundingClientRect().width;
   const g = c.getContext('2d');
   return cells.map(([x, y]) => Array.from(g.getImageData(Math.round(x * s), Math.round(y * s), 1, 1).data.slice(0, 3)));
 }"""
 
 
-def grid_pixels(page, n_rows: int, n_cols: int) -> dict[tuple[int, int], tuple[int, int, int]]:
-    """The fill colour of each (display row, col) of the unscrolled, untransposed grid, sampled
-    in the cell's lower-left corner (clear of the top-1 text and the next-token mark)."""
-    canvas = page.locator("canvas.lw-canvas")
+def canvas_pixels(canvas, xy: Sequence[tuple[float, float]]) -> list[list[int]]:
+    """The RGB of the canvas (a Playwright locator) at each (x, y) in CSS pixels from its corner."""
+    return canvas.evaluate(CANVAS_PIXELS_JS, [list(p) for p in xy])
+
+
+def grid_pixels(page, n_rows: int, n_cols: int, selector: str = MAIN_CANVAS) -> dict[tuple[int, int], tuple[int, int, int]]:
+    """The fill colour of each (display row, col) of the untransposed grid whose canvas is
+    ``selector`` (the main grid by default), sampled in the cell's lower-left corner (clear
+    of the top-1 text and the next-token mark); the grid is scrolled back to its start after."""
+    canvas = page.locator(selector)
     g = grid_geometry(canvas)
     view_w = canvas.bounding_box()["width"] - g["headW"]  # the columns' part of the canvas
     out: dict[tuple[int, int], tuple[int, int, int]] = {}
@@ -127,11 +137,11 @@ def grid_pixels(page, n_rows: int, n_cols: int) -> dict[tuple[int, int], tuple[i
     while col < n_cols:  # a screenful of columns at a time (columns are as wide as their text)
         shift = g["colX"][col] if g["headW"] + g["colX"][n_cols] > canvas.bounding_box()["width"] else 0
         scroll_grid_to(canvas, shift)
-        shift = canvas.evaluate("c => c.closest('.lw-viewport').scrollLeft")
+        shift = canvas.evaluate(SCROLL_LEFT_JS)
         cols = [c for c in range(col, n_cols) if g["colX"][c + 1] - shift <= view_w] or [col]
         cells = [(row, c) for row in range(n_rows) for c in cols]
         xy = [(g["headW"] + g["colX"][c] - shift + 2, g["headH"] + row * g["rowH"] + g["rowH"] - 3) for row, c in cells]
-        out.update({cell: tuple(px) for cell, px in zip(cells, page.evaluate(CELL_PIXELS_JS, [xy]))})
+        out.update({cell: tuple(px) for cell, px in zip(cells, canvas_pixels(canvas, xy))})
         col = cols[-1] + 1
     if n_cols and g["headW"] + g["colX"][n_cols] > canvas.bounding_box()["width"]:
         scroll_grid_to(canvas, 0)
