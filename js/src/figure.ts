@@ -175,7 +175,7 @@ function download(host: HTMLElement, blob: Blob, name: string): void {
 /** What a figure shows: the grid on screen and its colouring (null: nothing shown yet). */
 export type FigureSource = () => { lens: LensData | null; view: MetricView | null; status(text: string, isError?: boolean): void };
 
-/** The SVG and PNG buttons of the toolbar. */
+/** The SVG and PNG buttons (in the toolbar's "more" menu). */
 export class FigureButtons {
   readonly el: HTMLSpanElement;
   constructor(source: FigureSource, d: Disposers) {

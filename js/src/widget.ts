@@ -76,11 +76,12 @@ function render({ model, el }: Pick<RenderProps<LensTraits>, "model" | "el">): (
     d,
   );
   // the toolbar, two lines: what is shown (lens, prompt, compare, metric), then the prompt, the
-  // kernel's tasks, search and the view; the title's line carries the colour scale
+  // kernel's tasks, search and the view; the title's line carries the colour scale; the column
+  // range, transpose and the figure buttons are in the "more" menu (two lines at 1000 px)
   const bar2 = h("div", "lw-controls lw-controls2");
   const figure = new FigureButtons(() => ({ lens: sync.lens, view: sync.view, status: (text, isError) => notices.setStatus(text, isError) }), d);
   const more = new MoreMenu("more ▾", d);
-  bar2.append(prompt.el, tasks.el, patch.el, search.form, figure.el);
+  bar2.append(prompt.el, tasks.el, patch.el, search.form);
   const title = h("div", "lw-title");
   const head = h("div", "lw-head");
   head.append(title, controls.legend);
@@ -124,7 +125,7 @@ function render({ model, el }: Pick<RenderProps<LensTraits>, "model" | "el">): (
   d.on(model, "change:last_attribution", () => panel.attribution.showCarried());
   const view = new ViewBar(model, grid, d);
   bar2.append(view.el, more.el);
-  more.add(view.rangeEl, controls.transposeEl);
+  more.add(view.rangeEl, controls.transposeEl, figure.el);
   const selection = new Selection(model, grid, panel, () => sync.lens);
   const sync = new TraitSync(model, { root, title, notices, controls, prompt, grid, panel, tooltip, selection, patch });
   sync.start(d);
