@@ -394,7 +394,9 @@ def test_attribution_panel_and_patch_flow_in_jupyterlab(browser, lab_patch):
         page.wait_for_function("document.querySelector('.lens-widget').dataset.patch === 'diff'", timeout=60000)
         p = _read(out + ".patch")
         assert (p["source_prompt_index"], p["site"], p["source_col"], p["target_prompt_index"], p["target_col"]) == (0, 2, 3, 1, 5)
-        assert page.locator(".lens-widget .lw-progress-text").text_content().startswith("patch done in")
+        # the comparison trait (data-patch) and the request's reply are two messages: the task bar
+        # says how the patch ended when the reply is in
+        page.wait_for_function("document.querySelector('.lens-widget .lw-progress-text').textContent.startsWith('patch done in')", timeout=60000)
         assert unexpected_page_errors(errors) == [], errors
     finally:
         page.close()
