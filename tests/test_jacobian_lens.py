@@ -464,13 +464,137 @@ def test_fit_command(tmp_path):
     assert main(["fit-jacobian-lens", "--out", str(out), "--model", str(tmp_path / "nope")]) == 2
 
 
-def test_no_lens_ships_for_the_embedded_model_and_default_says_how_to_fit_one():
-    """No J lens ships yet (docs/jacobian_lens_smollm2_fit.md): default() says so and how to fit one."""
+# -- the shipped (compact) form ----------------------------------------------------------------------------
+def numpy_rank_r(J: torch.Tensor, r: int) -> np.ndarray:
+    """The best rank-r approximation by numpy's own SVD (float64), for comparison."""
+    U, S, Vt = np.linalg.svd(J.double().numpy())
+    return (U[:, :r] * S[:r]) @ Vt[:r]
+
+
+def test_shipped_form_round_trips_at_a_rank_and_whole(tmp_path):
+    hm = tiny("llama")
+    jac = random_jacobians(hm)
+    lens = JacobianLens(hm, jac, n_prompts=3, metadata={"fit": {"command": "fit it", "seed": 4, "n_prompts": 3, "n_tokens": 384},
+                                                         "environment": {"torch": "t", "transformers": "x"}})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the recorded versions differ from these on purpose
+        whole = JacobianLens.from_shipped(lens.save_shipped(tmp_path / "whole.safetensors", None, record={"source": "f.pt"}), hm)
+        low = JacobianLens.from_shipped(lens.save_shipped(tmp_path / "r8.safetensors", 8), hm)
+    for key in list(range(hm.num_layers - 1)):
+        torch.testing.assert_close(whole.jacobians[key], jac[key].half().float(), rtol=0, atol=0)
+        np.testing.assert_allclose(low.jacobians[key].double().numpy(), numpy_rank_r(jac[key], 8), atol=2e-3, rtol=0)
+    np.testing.assert_allclose(low.J_embed.double().numpy(), numpy_rank_r(jac["embed"], 8), atol=2e-3, rtol=0)
+    assert whole.n_prompts == 3 and whole.metadata["fit"]["seed"] == 4 and whole.metadata["shipped"]["rank"] == "full"
+    text = low.describe()
+    for want in ("rank 8 (float16)", "3 prompts, 384 tokens, seed 4", "command: fit it", "fitted under torch t, transformers x"):
+        assert want in text, (want, text)
+    # the low-rank lens decodes like the naive computation with its own (multiplied-out) matrices
+    mats = {**low.jacobians, "embed": low.J_embed}
+    ref = naive_jlens(hm, mats, PROMPT)
+    r = run(hm, low)
+    np.testing.assert_allclose(r.tracked_logit[0], ref[:, :, TRACK], atol=1e-4, rtol=1e-5)
+    # deterministic: the same lens gives the same bytes
+    again = lens.save_shipped(tmp_path / "again.safetensors", 8)
+    assert again.read_bytes() == (tmp_path / "r8.safetensors").read_bytes()
+
+
+def test_shipped_form_refuses_another_model(tmp_path):
+    hm = tiny("llama")
+    path = JacobianLens(hm, random_jacobians(hm)).save_shipped(tmp_path / "j.safetensors", 4)
+    import transformers as T
+
+    from lens_widget import HookedModel
+    from zoo import char_tokenizer
+
+    cfg = T.LlamaConfig(vocab_size=101, hidden_size=48, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+    other = HookedModel.from_model(T.AutoModelForCausalLM.from_config(cfg).eval(), char_tokenizer(), name="tiny-llama-48")
+    with pytest.raises(LensFileError, match=r"for tiny-llama \(3 layers, d_model 32\); tiny-llama-48 has 2 layers.*another model"):
+        JacobianLens.from_shipped(path, other)
+    with pytest.raises(LensFileError, match="unembedding differs.*another model"):
+        JacobianLens.from_shipped(path, tiny("llama", seed=3))  # same shapes, other weights
+    with pytest.raises(LensFileError, match="missing"):
+        JacobianLens.from_shipped(tmp_path / "nothing.safetensors", hm)
+
+
+def test_the_shipped_lens_refuses_another_model():
     from lens_widget.jacobian_lens import SHIPPED_JLENS_FILE
 
-    assert not SHIPPED_JLENS_FILE.exists()
-    with pytest.raises(FileNotFoundError, match="fit-jacobian-lens"):
+    assert SHIPPED_JLENS_FILE.is_file() and SHIPPED_JLENS_FILE.stat().st_size < 12e6
+    with pytest.raises(LensFileError, match="SmolLM2-135M-Instruct.*another model.*HookedModel.default"):
         JacobianLens.default(tiny("llama"))
+
+
+@pytest.mark.slow
+def test_the_shipped_lens_loads_for_the_embedded_model_and_says_where_it_came_from(smollm):
+    import transformers
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # fitted under this environment's versions: no warning
+        lens = JacobianLens.default(smollm)
+    assert lens.supported_sites == smollm.default_sites()
+    fit, env, shipped = lens.metadata["fit"], lens.metadata["environment"], lens.metadata["shipped"]
+    assert fit["probes"] is None and fit["n_prompts"] == lens.n_prompts > 0 and fit["n_tokens"] > 0
+    assert fit["command"].startswith("python -m lens_widget fit-jacobian-lens") and "seed" in fit
+    assert env["transformers"] == transformers.__version__ and env["torch"] == torch.__version__
+    assert shipped["command"].startswith("python scripts/ship_jlens.py") and len(shipped["source_sha256"]) == 64
+    text = lens.describe()
+    assert f"{lens.n_prompts} prompts" in text and fit["command"] in text and f"rank {shipped['rank']}" in text
+    # it decodes: the last block is the model's own logits, the lens differs from the logit lens before it
+    r = LogitLens(smollm, decoder=lens, compile="never").run("The capital of France is", k=3, progress=False)
+    r0 = LogitLens(smollm, compile="never").run("The capital of France is", k=3, progress=False)
+    np.testing.assert_array_equal(r.topk_ids[0, -1], r0.topk_ids[0, -1])
+    assert (r.topk_ids[0, 1:-1, :, 0] != r0.topk_ids[0, 1:-1, :, 0]).any()
+
+
+# -- generation with a J lens ------------------------------------------------------------------------------
+def jittered_lens(hm, seed: int = 5) -> JacobianLens:
+    d = hm.model.config.hidden_size
+    g = torch.Generator().manual_seed(seed)
+    jac = {i: torch.eye(d) + 0.3 * torch.randn(d, d, generator=g) for i in range(hm.num_layers - 1)}
+    jac["embed"] = torch.eye(d) + 0.3 * torch.randn(d, d, generator=g)
+    return JacobianLens(hm, jac)
+
+
+def test_generation_with_a_j_lens_equals_a_fresh_run_column_by_column():
+    hm = tiny("llama")
+    jl = jittered_lens(hm)
+    lens = LogitLens(hm, compile="never", decoder=jl)
+    got = []
+    res = lens.generate("Hello wor", 6, track=["o"], callback=got.append, progress=False)
+    ids = res.input_ids[0].tolist()
+    fresh = LogitLens(hm, compile="never", decoder=jl).run([ids], track=["o"], progress=False)
+    logit = LogitLens(hm, compile="never").run([ids], track=["o"], progress=False)
+    assert res.lens_name == "jacobian lens" and len(got) == 6
+    assert (fresh.topk_ids[0, :-1, :, 0] != logit.topk_ids[0, :-1, :, 0]).any()  # J really changes the grid
+    for c in got:
+        for key in ("topk_ids", "next_rank", "tracked_rank"):
+            np.testing.assert_array_equal(c.cells[key], getattr(fresh, key)[0, :, c.col], err_msg=key)
+        np.testing.assert_allclose(c.cells["topk_probs"], fresh.topk_probs[0, :, c.col], atol=1e-5)
+    for key in ("topk_ids", "next_rank", "tracked_rank"):
+        np.testing.assert_array_equal(getattr(res, key), getattr(fresh, key), err_msg=key)
+    np.testing.assert_allclose(res.kl, fresh.kl, atol=1e-5)  # the cached forward differs in rounding only
+
+
+def test_the_widget_generates_with_a_j_lens():
+    from lens_widget.widget import LensWidget
+
+    hm = tiny("llama")
+    jl = jittered_lens(hm)
+    w = LensWidget(hm, "Hello wor", decoders={"J": jl}, progress=False)
+    seen = []
+    w.send = lambda content, buffers=None: seen.append(content)
+    try:
+        n0 = w.result.n_positions
+        w.generate(5, wait=True)
+        cols = [c for c in seen if c.get("type") == "column"]
+        assert [c["col"] for c in cols] == [n0 - 1] + list(range(n0, n0 + 5))
+        ids = w.result.input_ids[0].tolist()
+        fresh = LogitLens(hm, compile="never", decoder=jl).run([ids], progress=False)
+        assert w.result.lens_name == "jacobian lens"
+        for key in ("topk_ids", "next_rank", "tracked_rank"):
+            np.testing.assert_array_equal(getattr(w.result, key), getattr(fresh, key), err_msg=key)
+    finally:
+        w.close()
 
 
 def test_a_j_lens_goes_where_a_lens_goes_in_the_widget():
