@@ -65,6 +65,8 @@ JLENS_REPO_ID = "neuronpedia/jacobian-lens"
 JLENS_REPO_TYPE = "model"
 #: The lens shipped for the embedded SmolLM2-135M-Instruct (beside the tuned lens; its README says how it was made).
 SHIPPED_JLENS_FILE = SHIPPED_LENS_DIR / "jacobian_lens.safetensors"
+#: The most bytes of J matrices one remote (NDIF) request may carry (:meth:`JacobianLens.in_trace_maps`).
+MAX_TRAVEL_BYTES = 512 * 2**20
 #: The ``format`` of a shipped (safetensors) Jacobian-lens file.
 SHIPPED_FORMAT = "lens_widget Jacobian lens v1"
 #: Our metadata key inside a lens file (ignored by other readers of the schema).
@@ -240,6 +242,26 @@ class JacobianLens(Decoder):
         J = J.to(device=h.device, dtype=torch.float32)  # a no-op for float32 J on h's device
         y = h.float() @ J.T
         return y if h.dtype == torch.float32 else y.to(h.dtype)
+
+    def in_trace_maps(self, sites: Sequence[str]) -> dict[str, torch.Tensor]:
+        """``{site: J}`` (float32, CPU) for the sites with a J: what travels *by value* with a
+        remote (nnsight / NDIF) request, so the lens runs next to the model exactly as
+        :meth:`translate` runs here — ``d² × 4`` bytes a site (SmolLM2: 1.33 MB; all 30: 40 MB).
+        Refused past :data:`MAX_TRAVEL_BYTES`, saying why."""
+        self.check_sites(sites)
+        maps = {}
+        for s in sites:
+            J = self.matrix(s)
+            if J is not None:
+                maps[s] = J.detach().to("cpu", torch.float32)
+        size = sum(J.numel() * 4 for J in maps.values())
+        if size > MAX_TRAVEL_BYTES:
+            raise ValueError(
+                f"the jacobian lens would send {len(maps)} d x d matrices ({size / 1e6:.0f} MB, float32) with every "
+                f"remote request, over the {MAX_TRAVEL_BYTES / 1e6:.0f} MB it may (MAX_TRAVEL_BYTES): ask for fewer sites, "
+                "or record the activations (remote record) and decode them here"
+            )
+        return maps
 
     # -- files -----------------------------------------------------------------------------------
     def state_dict(self, dtype: torch.dtype | None = torch.float32) -> dict[str, Any]:

@@ -597,6 +597,57 @@ def test_the_widget_generates_with_a_j_lens():
         w.close()
 
 
+# -- next to a remote model (nnsight remote="local": the request serialised exactly as for NDIF) ----------------
+def test_a_j_lens_travels_by_value_to_a_remote_model():
+    """The J matrices go with the request (d x d float32 per site) and the lens runs in the trace:
+    the grid and cell detail equal the local run; a lens whose translate is code, or J beside
+    another lens in one remote run, is refused saying why."""
+    from test_nnsight import absent_on_server, assert_same, language_model
+
+    from lens_widget import HookedModel
+    from lens_widget.cells import cell_detail
+    from lens_widget.sources import ActivationRef
+    from zoo import AffineLens
+
+    hm = tiny("llama")
+    jl = jittered_lens(hm)
+    prompts = ["Hello world, this is", "The cat sat"]
+    kw = dict(track=["a", "e"], progress=False)
+    ref = LogitLens(hm, compile="never", decoder=jl).run(prompts, **kw)
+    nn_hm = HookedModel.from_nnsight(language_model(hm), remote="local")
+    jr = JacobianLens(nn_hm, {**jl.jacobians, "embed": jl.J_embed})
+    assert jr.portable and not AffineLens(nn_hm).portable
+    maps = jr.in_trace_maps(nn_hm.default_sites())
+    assert sorted(maps) == sorted(nn_hm.default_sites()[:-1]) and all(m.dtype == torch.float32 for m in maps.values())
+    assert sum(m.numel() * 4 for m in maps.values()) == 3 * 32 * 32 * 4  # d² x 4 bytes a site, the last block none
+    with absent_on_server("lens_widget"):
+        remote = LogitLens(nn_hm, compile="never", decoder=jr).run(prompts, **kw)
+        logit_remote = LogitLens(nn_hm, compile="never").run(prompts, **kw)
+        ref_row = ActivationRef(nn_hm.as_batch(prompts[:1]), "resid_out_1", 3)
+        detail = cell_detail(nn_hm, jr, ref_row, "resid_out_1", k=5, token_ids=[7])
+    assert_same(remote, ref)
+    assert (remote.topk_ids[:, :-1] != logit_remote.topk_ids[:, :-1]).any()  # the J really ran there
+    want = cell_detail(hm, jl, LogitLens(hm, decoder=jl).run(prompts[:1], return_activations=True, progress=False)[1][0]["resid_out_1"][3],
+                       "resid_out_1", k=5, token_ids=[7])
+    np.testing.assert_array_equal(detail["top_ids"], want["top_ids"])
+    assert detail["token_stats"][0]["rank"] == want["token_stats"][0]["rank"]
+    with pytest.raises(ValueError, match="one trace decodes one lens.*run the Jacobian lens on its own"):
+        LogitLens(nn_hm).run("Hello", progress=False, decoders={"logit": None, "J": jr})
+    with pytest.raises(ValueError, match="code of its own.*matrix per site"):
+        LogitLens(nn_hm, decoder=AffineLens(nn_hm)).run("Hello", progress=False)
+
+
+def test_a_j_lens_too_big_to_travel_is_refused_saying_why(monkeypatch):
+    from lens_widget import jacobian_lens
+
+    hm = tiny("llama")
+    jl = jittered_lens(hm)
+    monkeypatch.setattr(jacobian_lens, "MAX_TRAVEL_BYTES", 2 * 32 * 32 * 4)
+    assert len(jl.in_trace_maps(["resid_out_0", "resid_out_1"])) == 2
+    with pytest.raises(ValueError, match=r"would send 3 d x d matrices \(0 MB, float32\).*ask for fewer sites"):
+        jl.in_trace_maps(hm.default_sites())
+
+
 def test_a_j_lens_goes_where_a_lens_goes_in_the_widget():
     """Logit, tuned and J lenses in one widget from one forward: each grid equals that lens run
     alone, cell detail and the exact compare answer for the J lens, and the export carries all three."""

@@ -16,6 +16,9 @@ Three tasks, each over the ``[B, P]`` positions of ``select``:
   chunk over rows (``ChunkReducer``'s statistics; see :func:`lens_cells`);
 * ``"detail"``: full-vocabulary top-``n`` and any tokens' logit/probability/exact rank at some
   sites of one position (cell detail, trajectories, ``track_top``).
+
+For ``"lens"`` and ``"detail"``, ``job["maps"]`` (``{site: [d, d]}``, float32) are a Jacobian
+lens's matrices, sent by value with the request and applied to those sites first (:func:`translated`).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from ..reduce import ChunkReducer, Lane, reduce_columns, token_stats
 from ..schema import CELL_FIELDS, trailing
 from ..unembed import UPCAST_BYTES, Unembed
 
-__all__ = ["in_trace", "lens_cells", "detail", "record", "unembedding", "apply_intervention", "ORDER"]
+__all__ = ["in_trace", "translated", "lens_cells", "detail", "record", "unembedding", "apply_intervention", "ORDER"]
 
 #: Forward order of the raw points inside one block (nnsight reads modules in forward order).
 ORDER = {"in": 0, "attn_out": 1, "mid": 2, "mlp_out": 3, "out": 4}
@@ -78,6 +81,14 @@ def unembedding(root: Any, spec: dict[str, Any]) -> Unembed:
                 int(spec.get("upcast_bytes", UPCAST_BYTES)))
     u.hold(weight, None if bias is None else bias.detach().float())
     return u
+
+
+def translated(acts: dict[str, torch.Tensor], maps: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
+    """``h.float() @ M.T`` (back in ``h``'s dtype) at the sites ``maps`` names: a Jacobian lens's
+    J, sent by value with the request (``Decoder.in_trace_maps``); other sites as they are."""
+    if not maps:
+        return acts
+    return {s: (a.float() @ maps[s].to(a.device).T).to(a.dtype) if s in maps else a for s, a in acts.items()}
 
 
 def lens_cells(lens: Unembed, acts: dict[str, torch.Tensor], job: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -177,6 +188,7 @@ def in_trace(root: Any, points: list, recipe: dict, select: torch.Tensor, task: 
             logits = out.logits if hasattr(out, "logits") else out[0]
             return {"logits": _take(logits, select).float().cpu()}
         lens = unembedding(root, spec or {})
+        acts = translated(acts, (job or {}).get("maps"))
         if task == "lens":
             return lens_cells(lens, acts, job or {})
         if task == "detail":
