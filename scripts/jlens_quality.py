@@ -83,23 +83,36 @@ def per_layer(hm: Any, decs: dict[str, Any], sites: list[str], n_tokens: int, se
 
 def two_hop(hm: Any, decs: dict[str, Any], sites: list[str]) -> list[dict[str, Any]]:
     """For each :data:`TWO_HOP` prompt and lens: the hidden token's rank at the last position per
-    site, the first site (before the last block) where it is in the top 10, and its best rank there."""
+    site, the first site (before the last block) where it is in the top 10, and its best rank
+    there; and a control: the other prompts' hidden tokens at this prompt (their median best
+    rank, and how many reach the top 10) — a lens that ranks every country high on every prompt
+    shows "a country is coming", not this prompt's country."""
     from lens_widget import LogitLens
 
+    hidden_ids = [first_token(hm, h) for _, h, _ in TWO_HOP]
     rows = []
-    for prompt, hidden, answer in TWO_HOP:
-        hid, ans = first_token(hm, hidden), first_token(hm, answer)
+    for (prompt, hidden, answer), hid in zip(TWO_HOP, hidden_ids):
+        ans = first_token(hm, answer)
+        others = [o for o in dict.fromkeys(hidden_ids) if o != hid]
         row: dict[str, Any] = {"prompt": prompt, "hidden": hidden, "hidden_id": hid, "answer": answer, "answer_id": ans, "lenses": {}}
         for name, dec in decs.items():
-            r = LogitLens(hm, decoder=dec, compile="never").run(prompt, sites=sites, positions="last", track=[hid, ans], k=1, progress=False)
-            ranks = [int(x) for x in r.tracked_rank[0, :, -1, 0]]
+            r = LogitLens(hm, decoder=dec, compile="never").run(prompt, sites=sites, positions="last", track=[hid, ans, *others], k=1,
+                                                                progress=False)
+            tracked = [int(t) for t in r.tracked_ids]  # deduplicated: the answer may share the hidden token
+
+            def ranks_of(tid: int) -> list[int]:
+                return [int(x) for x in r.tracked_rank[0, :, -1, tracked.index(tid)]]
+
+            ranks = ranks_of(hid)
             before = ranks[:-1]  # every site but the last block (the model's own output, the same for every lens)
             first = next((sites[i] for i, rk in enumerate(before) if rk <= 10), None)
             best = min(range(len(before)), key=lambda i: before[i])
+            control = sorted(min(ranks_of(o)[:-1]) for o in others)
             row["lenses"][name] = {"ranks": ranks, "first_top10": first, "best_rank": before[best], "best_site": sites[best],
-                                   "answer_ranks": [int(x) for x in r.tracked_rank[0, :, -1, 1]]}
+                                   "answer_ranks": ranks_of(ans), "control_median_best_rank": control[len(control) // 2] if control else None,
+                                   "control_in_top10": sum(c <= 10 for c in control), "control_n": len(control)}
             row["final_rank"] = ranks[-1]
-            row["final_answer_rank"] = int(r.tracked_rank[0, -1, -1, 1])
+            row["final_answer_rank"] = row["lenses"][name]["answer_ranks"][-1]
             row["model_top1"] = hm.tokenizer.decode([int(r.topk_ids[0, -1, -1, 0])])
         rows.append(row)
     return rows
@@ -112,7 +125,9 @@ def print_tables(out: dict[str, Any]) -> None:
         print(f"{s:>13} " + " ".join(f"{out['kl'][k][j]:14.3f}" for k in names) + " " + " ".join(f"{out['top1'][k][j]:16.3f}" for k in names))
     print("mean over sites but the last:", json.dumps(out["mean"]))
     for row in out["two_hop"]:
-        cells = "; ".join(f"{n}: first {v['first_top10'] or 'never'}, best {v['best_rank']} at {v['best_site']}" for n, v in row["lenses"].items())
+        cells = "; ".join(f"{n}: first {v['first_top10'] or 'never'}, best {v['best_rank']} at {v['best_site']} "
+                          f"(others: median best {v['control_median_best_rank']}, {v['control_in_top10']}/{v['control_n']} in top 10)"
+                          for n, v in row["lenses"].items())
         print(f"{row['prompt']!r} -> {row['hidden']!r} (final rank {row['final_rank']}): {cells}")
 
 

@@ -41,11 +41,12 @@ def random_jacobians(hm, seed: int = 1, embed: bool = True) -> dict:
     return jac
 
 
-def naive_jlens(hm, jac: dict, prompt: str) -> np.ndarray:
+def naive_jlens(hm, jac: dict, prompt: str | None, ids: list[int] | None = None) -> np.ndarray:
     """float64 logits [sites, T, V] written out by hand: Hugging Face's hidden_states (0 = the
     embeddings, i + 1 = block i's output), J h in float64, the model's own final norm module,
-    then the unembedding (+ bias, soft-cap) in float64; the last block is the model's logits."""
-    enc = hm.tokenizer(prompt, return_tensors="pt")
+    then the unembedding (+ bias, soft-cap) in float64; the last block is the model's logits.
+    ``ids``: token ids instead of ``prompt``."""
+    enc = hm.tokenizer(prompt, return_tensors="pt") if ids is None else {"input_ids": torch.tensor([ids])}
     with torch.no_grad():
         out = hm.model(**enc, output_hidden_states=True)
     model, arch = hm.model, hm.arch
