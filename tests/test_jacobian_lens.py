@@ -19,6 +19,7 @@ from lens_widget.arch import get_path
 from lens_widget.jacobian_lens import JacobianLens, LensFileError, lens_filename
 from lens_widget.jacobian_lens import fit_jacobian_lens
 from lens_widget.jacobian_training import probe_matrix
+from lens_widget.lowrank import rounded
 from zoo import CONFIGS, char_tokenizer, tiny
 
 ARCHS = sorted(CONFIGS)
@@ -484,6 +485,8 @@ def test_shipped_form_round_trips_at_a_rank_and_whole(tmp_path):
     for key in list(range(hm.num_layers - 1)):
         torch.testing.assert_close(whole.jacobians[key], jac[key].half().float(), rtol=0, atol=0)
         np.testing.assert_allclose(low.jacobians[key].double().numpy(), numpy_rank_r(jac[key], 8), atol=2e-3, rtol=0)
+        # what scripts/jlens_quality.py measures at a rank is exactly what ships at it
+        torch.testing.assert_close(low.jacobians[key], rounded(jac[key], 8), rtol=0, atol=0)
     np.testing.assert_allclose(low.J_embed.double().numpy(), numpy_rank_r(jac["embed"], 8), atol=2e-3, rtol=0)
     assert whole.n_prompts == 3 and whole.metadata["fit"]["seed"] == 4 and whole.metadata["shipped"]["rank"] == "full"
     text = low.describe()
@@ -527,19 +530,25 @@ def test_the_shipped_lens_refuses_another_model():
 
 @pytest.mark.slow
 def test_the_shipped_lens_loads_for_the_embedded_model_and_says_where_it_came_from(smollm):
-    import transformers
+    from lens_widget.lens_files import lens_environment
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # fitted under this environment's versions: no warning
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
         lens = JacobianLens.default(smollm)
     assert lens.supported_sites == smollm.default_sites()
     fit, env, shipped = lens.metadata["fit"], lens.metadata["environment"], lens.metadata["shipped"]
-    assert fit["probes"] is None and fit["n_prompts"] == lens.n_prompts > 0 and fit["n_tokens"] > 0
-    assert fit["command"].startswith("python -m lens_widget fit-jacobian-lens") and "seed" in fit
-    assert env["transformers"] == transformers.__version__ and env["torch"] == torch.__version__
+    assert fit["probes"] is None and fit["n_prompts"] == lens.n_prompts >= 100 and fit["n_tokens"] >= 100 * 100
+    assert fit["seed"] == 0 and fit["command"] and fit["seconds"] > 0
+    assert set(env) == {"transformers", "torch", "lens_widget"} and all(env.values())
+    # recorded versions other than these are said at load time (Neuronpedia's lesson), and only then
+    differ = [lib for lib in ("transformers", "torch") if env[lib] != lens_environment()[lib]]
+    said = [str(w.message) for w in seen if "was fitted under" in str(w.message)]
+    assert len(said) == len(differ) and all(f"fitted under {lib} {env[lib]}" in m for lib, m in zip(differ, said))
     assert shipped["command"].startswith("python scripts/ship_jlens.py") and len(shipped["source_sha256"]) == 64
     text = lens.describe()
-    assert f"{lens.n_prompts} prompts" in text and fit["command"] in text and f"rank {shipped['rank']}" in text
+    for want in (f"{lens.n_prompts} prompts, {fit['n_tokens']} tokens, seed 0", fit["command"], f"rank {shipped['rank']} (float16)",
+                 f"transformers {env['transformers']}", f"torch {env['torch']}"):
+        assert want in text, (want, text)
     # it decodes: the last block is the model's own logits, the lens differs from the logit lens before it
     r = LogitLens(smollm, decoder=lens, compile="never").run("The capital of France is", k=3, progress=False)
     r0 = LogitLens(smollm, compile="never").run("The capital of France is", k=3, progress=False)
