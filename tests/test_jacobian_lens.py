@@ -523,7 +523,7 @@ def test_shipped_form_refuses_another_model(tmp_path):
 def test_the_shipped_lens_refuses_another_model():
     from lens_widget.jacobian_lens import SHIPPED_JLENS_FILE
 
-    assert SHIPPED_JLENS_FILE.is_file() and SHIPPED_JLENS_FILE.stat().st_size < 12e6
+    assert SHIPPED_JLENS_FILE.is_file() and SHIPPED_JLENS_FILE.stat().st_size < 21e6  # float16, whole (see its README)
     with pytest.raises(LensFileError, match="SmolLM2-135M-Instruct.*another model.*HookedModel.default"):
         JacobianLens.default(tiny("llama"))
 
