@@ -131,6 +131,33 @@ def print_tables(out: dict[str, Any]) -> None:
         print(f"{row['prompt']!r} -> {row['hidden']!r} (final rank {row['final_rank']}): {cells}")
 
 
+def markdown(out: dict[str, Any], lenses: tuple[str, ...] = ("logit", "tuned", "jacobian (shipped)")) -> str:
+    """The README's two tables from a result: KL and top-1 per layer, and the two-hop table."""
+    have = [n for n in lenses if n in out["kl"]]
+    short = {n: n.split(" ")[0].replace("jacobian", "J") for n in have}
+    head = "| layer | " + " | ".join(f"KL {short[n]}" for n in have) + " | " + " | ".join(f"top-1 {short[n]}" for n in have) + " |"
+    lines = [head, "|" + "---|" * (1 + 2 * len(have))]
+    for j, site in enumerate(out["sites"][:-1]):
+        label = "emb" if site == "embed" else site.rsplit("_", 1)[1]
+        lines.append(f"| {label} | " + " | ".join(f"{out['kl'][n][j]:.2f}" for n in have) + " | "
+                     + " | ".join(f"{out['top1'][n][j]:.3f}" for n in have) + " |")
+    lines.append("| **mean** | " + " | ".join(f"**{out['mean'][n]['kl']:.2f}**" for n in have) + " | "
+                 + " | ".join(f"**{out['mean'][n]['top1']:.3f}**" for n in have) + " |")
+    hop = ["| prompt → hidden token | first in top 10: logit / tuned / J | best rank: logit / tuned / J | J: others in top 10 | final rank |",
+           "|---|---|---|---|---|"]
+    for row in out["two_hop"]:
+        lz = row["lenses"]
+
+        def first(n: str) -> str:
+            site = lz[n]["first_top10"]
+            return "never" if site is None else ("emb" if site == "embed" else site.rsplit("_", 1)[1])
+
+        hop.append(f"| {row['prompt']!r} → {row['hidden']!r} | {first('logit')} / {first('tuned')} / {first('jacobian')} | "
+                   f"{lz['logit']['best_rank']} / {lz['tuned']['best_rank']} / {lz['jacobian']['best_rank']} | "
+                   f"{lz['jacobian']['control_in_top10']}/{lz['jacobian']['control_n']} | {row['final_rank']} |")
+    return "\n".join(lines) + "\n\n" + "\n".join(hop)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="per-layer held-out quality and two-hop ranks of the logit, tuned and Jacobian lenses")
     ap.add_argument("--lens", default=None, help="a Jacobian-lens .pt file for the embedded SmolLM2 (default: the shipped lens)")
@@ -141,7 +168,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-first", type=int, default=16)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--markdown", default=None, help="only print the README's tables from this result JSON")
     args = ap.parse_args(argv)
+    if args.markdown:
+        with open(args.markdown) as f:
+            print(markdown(json.load(f)))
+        return 0
     torch.set_num_threads(args.threads)
 
     from lens_widget import HookedModel, JacobianLens, TunedLens
