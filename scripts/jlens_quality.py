@@ -158,6 +158,14 @@ def markdown(out: dict[str, Any], lenses: tuple[str, ...] = ("logit", "tuned", "
     return "\n".join(lines) + "\n\n" + "\n".join(hop)
 
 
+def write_plot(out: dict[str, Any], path: str | None) -> None:
+    if path:
+        from lens_widget import plots
+
+        plots.save(plots.lens_quality_plot(out, title=f"{out['model']}, held-out text"), path, title="Lens quality by layer")
+        print(f"wrote {path}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="per-layer held-out quality and two-hop ranks of the logit, tuned and Jacobian lenses")
     ap.add_argument("--lens", default=None, help="a Jacobian-lens .pt file for the embedded SmolLM2 (default: the shipped lens)")
@@ -169,10 +177,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", default=None)
     ap.add_argument("--markdown", default=None, help="only print the README's tables from this result JSON")
+    ap.add_argument("--html", default=None, help="also write the per-layer plot (plots.lens_quality_plot) here")
     args = ap.parse_args(argv)
     if args.markdown:
         with open(args.markdown) as f:
-            print(markdown(json.load(f)))
+            done = json.load(f)
+        print(markdown(done))
+        write_plot(done, args.html)
         return 0
     torch.set_num_threads(args.threads)
 
@@ -203,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)
+    write_plot(out, args.html)
     return 0
 
 
