@@ -58,7 +58,7 @@ from .lowrank import load_matrices, save_matrices
 from .sites import parse_site
 from .tuned_lens import SHIPPED_LENS_DIR
 
-__all__ = ["JacobianLens", "LensFileError", "JLENS_REPO_ID", "SHIPPED_JLENS_FILE", "lens_filename", "fit_jacobian_lens"]
+__all__ = ["JacobianLens", "LensFileError", "JLENS_REPO_ID", "SHIPPED_JLENS_FILE", "MAX_TRAVEL_BYTES", "lens_filename", "fit_jacobian_lens"]
 
 #: Where Neuronpedia publishes fitted lenses (a Hugging Face *model* repo).
 JLENS_REPO_ID = "neuronpedia/jacobian-lens"
