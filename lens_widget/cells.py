@@ -30,8 +30,9 @@ def check_portable(decoder: Decoder) -> None:
     """Refuse a decoder that cannot run next to a remote model."""
     if not decoder.portable:
         raise ValueError(
-            f"the {decoder.name} decodes here, with its own weights; with a remote source "
-            "(nnsight remote=True / 'local') only the plain logit lens runs next to the model"
+            f"the {decoder.name} decodes here, with code of its own; with a remote source "
+            "(nnsight remote=True / 'local') only the plain logit lens and lenses that are a matrix per site "
+            "(the Jacobian lens: sent by value with the request) run next to the model"
         )
 
 
@@ -41,7 +42,7 @@ def remote_detail(model: HookedModel, decoder: Decoder, batch: Batch, sites: Seq
     the model (:func:`lens_widget.sources.intrace.detail`)."""
     check_portable(decoder)
     select = positions.reshape(-1, 1).long()
-    job = {"sites": list(sites), "n": int(n), "ids": ids.long()}
+    job = {"sites": list(sites), "n": int(n), "ids": ids.long(), "maps": decoder.in_trace_maps(list(sites))}
     work: Work[dict[str, Any]] = Work(None, "detail", job, lambda res: res)
     return model.source.reduce(batch, list(sites), select, work)
 

@@ -51,9 +51,16 @@ class Decoder:
     @property
     def portable(self) -> bool:
         """Whether this decoder can run next to a remote model (inside an nnsight trace, on NDIF):
-        only the plain logit lens, whose :meth:`translate` does nothing, travels as plain data
-        (a subclass that overrides :meth:`translate` has weights or code of its own)."""
-        return type(self).translate is Decoder.translate
+        the plain logit lens, and a decoder whose :meth:`translate` is a plain matrix per site that
+        travels by value with the request (:meth:`in_trace_maps`: the Jacobian lens). Any other
+        subclass that overrides :meth:`translate` has code of its own and is refused."""
+        return self.in_trace_maps(()) is not None
+
+    def in_trace_maps(self, sites: Sequence[str]) -> dict[str, torch.Tensor] | None:
+        """What :meth:`translate` does at ``sites``, as data that can travel into a remote trace:
+        ``{site: M [d, d] float32}`` applied there as ``h.float() @ M.T`` (sites not named: as is);
+        ``{}`` for the logit lens; ``None`` for a decoder whose translate is code (it cannot travel)."""
+        return {} if type(self).translate is Decoder.translate else None
 
     def __init__(self, model: HookedModel):
         hf = model.model

@@ -347,6 +347,12 @@ class LogitLens:
         :meth:`_reduce_batch`."""
         for decoder in lenses.values():
             cells.check_portable(decoder)
+        maps = [decoder.in_trace_maps(plan.sites) for decoder in lenses.values()]
+        if any(m for m in maps) and len(lenses) > 1:
+            raise ValueError(
+                f"with a remote source one trace decodes one lens, and {', '.join(map(repr, lenses))} differ: run the "
+                "Jacobian lens on its own (decoder=...) next to a remote model"
+            )
         next_ids = torch.full((len(idx), P), -1, dtype=torch.long)
         for j, b in enumerate(idx):
             next_ids[j, : len(plan.positions[b])] = plan.next_ids(b, batch, j)
@@ -360,11 +366,12 @@ class LogitLens:
             "k": plan.k,
             "block": plan.block,
             "group": plan.group,
+            "maps": maps[0],  # a Jacobian lens's J per site, by value (cells.remote_detail too)
         }
 
     def _accept(self, plan: Plan, stores: dict[str, CellStore], idx: list[int], res: dict[str, Any], bar: Any) -> None:
-        """Cells reduced next to the model, into the result store (of every lens: only the plain
-        logit lens travels, so every lens of a remote run is that lens)."""
+        """Cells reduced next to the model, into the result store (of every lens: several lenses
+        travel together only when all are the plain logit lens, :meth:`_lens_job`)."""
         for store in stores.values():
             for key, arr in store.a.items():
                 arr[idx] = res[key].numpy().astype(arr.dtype)

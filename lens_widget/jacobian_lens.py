@@ -32,10 +32,16 @@ plus ``"J_embed"`` when fitted and ``"lens_widget"``: our metadata (model, layer
 fingerprint, transformers / torch versions, the fit's command, seed, tokens and estimator).
 Loading a file whose recorded transformers or torch version differs from the running one warns:
 Neuronpedia found published lenses mismatched after a library fix.
+
+**The shipped lens** (:meth:`JacobianLens.default`): ``lens_widget/lenses/smollm2-135m-instruct/
+jacobian_lens.safetensors``, the full fit stored by :func:`lens_widget.lowrank.save_matrices`
+(factored at a rank measured to keep quality, float16) with the fit's and the conversion's
+records as metadata (:meth:`JacobianLens.save_shipped`, made by ``scripts/ship_jlens.py``).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import warnings
@@ -48,15 +54,21 @@ from .decoders import Decoder, UnsupportedSiteError
 from .hooked import HookedModel, as_hooked_model
 from .jacobian_training import fit_jacobian
 from .lens_files import LensFileError, hidden_size, lens_environment, unembed_hash
+from .lowrank import load_matrices, save_matrices
 from .sites import parse_site
+from .tuned_lens import SHIPPED_LENS_DIR
 
-__all__ = ["JacobianLens", "LensFileError", "JLENS_REPO_ID", "SHIPPED_JLENS_FILE", "lens_filename", "fit_jacobian_lens"]
+__all__ = ["JacobianLens", "LensFileError", "JLENS_REPO_ID", "SHIPPED_JLENS_FILE", "MAX_TRAVEL_BYTES", "lens_filename", "fit_jacobian_lens"]
 
 #: Where Neuronpedia publishes fitted lenses (a Hugging Face *model* repo).
 JLENS_REPO_ID = "neuronpedia/jacobian-lens"
 JLENS_REPO_TYPE = "model"
-#: Where a lens for the embedded SmolLM2-135M-Instruct would ship (none does yet: docs/jacobian_lens_smollm2_fit.md).
-SHIPPED_JLENS_FILE = Path(__file__).parent / "data" / "SmolLM2-135M-Instruct_jacobian_lens.pt"
+#: The lens shipped for the embedded SmolLM2-135M-Instruct (beside the tuned lens; its README says how it was made).
+SHIPPED_JLENS_FILE = SHIPPED_LENS_DIR / "jacobian_lens.safetensors"
+#: The most bytes of J matrices one remote (NDIF) request may carry (:meth:`JacobianLens.in_trace_maps`).
+MAX_TRAVEL_BYTES = 512 * 2**20
+#: The ``format`` of a shipped (safetensors) Jacobian-lens file.
+SHIPPED_FORMAT = "lens_widget Jacobian lens v1"
 #: Our metadata key inside a lens file (ignored by other readers of the schema).
 META_KEY = "lens_widget"
 EMBED_KEY = "J_embed"
@@ -150,7 +162,8 @@ class JacobianLens(Decoder):
         sites += [f"resid_out_{i}" for i in self.source_layers]
         return sites + [f"resid_out_{self.n_layers - 1}"]
 
-    def describe(self) -> str:
+    def coverage(self) -> str:
+        """Which sites have a J (what errors about sites say)."""
         layers = self.source_layers
         if not layers:
             have = "no fitted layers"
@@ -161,6 +174,28 @@ class JacobianLens(Decoder):
         embed = "'embed', " if self.J_embed is not None else ""
         return (f"it has J for {embed}{have}, and decodes 'resid_out_{self.n_layers - 1}' as the model does"
                 + ("" if self.J_embed is not None else "; published files have no J for 'embed'"))
+
+    def describe(self) -> str:
+        """What this lens is and where it came from: the model, its sites, how it is stored, the
+        fit (command, seed, prompts, tokens, estimator, seconds) and the library versions it was
+        fitted under, as far as its file recorded them."""
+        lines = [f"Jacobian lens for {self.metadata.get('model') or self.model.name} "
+                 f"({self.n_layers} layers, d_model {self.d_model}): {self.coverage()}"]
+        shipped = self.metadata.get("shipped")
+        if isinstance(shipped, dict):
+            lines.append(f"stored: rank {shipped.get('rank')} ({shipped.get('dtype')}), from {shipped.get('source')} "
+                         f"(sha256 {str(shipped.get('source_sha256', ''))[:12]}…) by `{shipped.get('command')}`")
+        fit = self.metadata.get("fit")
+        if isinstance(fit, dict):
+            lines.append(f"fit: {fit.get('n_prompts', self.n_prompts)} prompts, {fit.get('n_tokens')} tokens, seed {fit.get('seed')}, "
+                         f"{fit.get('estimator')}, {fit.get('seconds')} s")
+            lines.append(f"command: {fit.get('command')}")
+        else:
+            lines.append(f"fit: {self.n_prompts} prompts (no record of the fit in its file)")
+        env = self.metadata.get("environment")
+        if isinstance(env, dict):
+            lines.append("fitted under " + ", ".join(f"{k} {v}" for k, v in sorted(env.items())))
+        return "\n".join(lines)
 
     def matrix(self, site: str | None) -> torch.Tensor | None:
         """``J`` for ``site`` (``None`` for the last block: the identity); raises
@@ -180,7 +215,7 @@ class JacobianLens(Decoder):
             J = self.jacobians.get(int(layer))  # type: ignore[arg-type]
         if J is None:
             raise UnsupportedSiteError(
-                f"the jacobian lens cannot decode site {site!r}: {self.describe()}; resid_mid / attn_out / "
+                f"the jacobian lens cannot decode site {site!r}: {self.coverage()}; resid_mid / attn_out / "
                 "mlp_out sites have no J (use the logit lens for them)"
             )
         return J
@@ -194,7 +229,7 @@ class JacobianLens(Decoder):
                 bad.append(s)
         if bad:
             raise UnsupportedSiteError(
-                f"the jacobian lens has no J for {', '.join(map(repr, bad))}: {self.describe()} "
+                f"the jacobian lens has no J for {', '.join(map(repr, bad))}: {self.coverage()} "
                 f"(pass sites=lens.supported_sites)"
             )
 
@@ -207,6 +242,26 @@ class JacobianLens(Decoder):
         J = J.to(device=h.device, dtype=torch.float32)  # a no-op for float32 J on h's device
         y = h.float() @ J.T
         return y if h.dtype == torch.float32 else y.to(h.dtype)
+
+    def in_trace_maps(self, sites: Sequence[str]) -> dict[str, torch.Tensor]:
+        """``{site: J}`` (float32, CPU) for the sites with a J: what travels *by value* with a
+        remote (nnsight / NDIF) request, so the lens runs next to the model exactly as
+        :meth:`translate` runs here — ``d² × 4`` bytes a site (SmolLM2: 1.33 MB; all 30: 40 MB).
+        Refused past :data:`MAX_TRAVEL_BYTES`, saying why."""
+        self.check_sites(sites)
+        maps = {}
+        for s in sites:
+            J = self.matrix(s)
+            if J is not None:
+                maps[s] = J.detach().to("cpu", torch.float32)
+        size = sum(J.numel() * 4 for J in maps.values())
+        if size > MAX_TRAVEL_BYTES:
+            raise ValueError(
+                f"the jacobian lens would send {len(maps)} d x d matrices ({size / 1e6:.0f} MB, float32) with every "
+                f"remote request, over the {MAX_TRAVEL_BYTES / 1e6:.0f} MB it may (MAX_TRAVEL_BYTES): ask for fewer sites, "
+                "or record the activations (remote record) and decode them here"
+            )
+        return maps
 
     # -- files -----------------------------------------------------------------------------------
     def state_dict(self, dtype: torch.dtype | None = torch.float32) -> dict[str, Any]:
@@ -312,7 +367,7 @@ class JacobianLens(Decoder):
             missing = [w for w in want if w != L - 1 and (lens.J_embed is None if w == "embed" else w not in lens.jacobians)]
             if missing:
                 raise LensFileError(
-                    f"{source} has no J for layer(s) {', '.join(map(str, missing))} that were asked for: {lens.describe()}"
+                    f"{source} has no J for layer(s) {', '.join(map(str, missing))} that were asked for: {lens.coverage()}"
                 )
         elif lens.jacobians and not meta:
             have = lens.source_layers
@@ -358,20 +413,64 @@ class JacobianLens(Decoder):
 
     @classmethod
     def default(cls, model: Any = None) -> "JacobianLens":
-        """The lens shipped for the embedded SmolLM2-135M-Instruct (``HookedModel.default()``).
-
-        None ships yet: the exact fit costs 3.5–5 CPU minutes a prompt here, and a 2-prompt fit
-        (``docs/jacobian_lens_smollm2_fit.md``: how it was made and what it measures) is too
-        unconverged to ship at 20 MB; fit one with ``python -m lens_widget fit-jacobian-lens``
-        and load it with :meth:`from_pretrained`."""
-        if not SHIPPED_JLENS_FILE.is_file():
-            raise FileNotFoundError(
-                "no Jacobian lens ships for the embedded model yet: fit one with "
-                "`python -m lens_widget fit-jacobian-lens --out FILE.pt --pack --prompts N` and load it with "
-                "JacobianLens.from_pretrained(FILE, model) (docs/jacobian_lens_smollm2_fit.md)"
-            )
+        """The lens shipped for the embedded SmolLM2-135M-Instruct (``HookedModel.default()``);
+        :meth:`describe` says how it was fitted and stored. Refuses any other model."""
         model = HookedModel.default() if model is None else as_hooked_model(model)
-        return cls.from_pretrained(SHIPPED_JLENS_FILE, model)
+        return cls.from_shipped(SHIPPED_JLENS_FILE, model)
+
+    # -- the shipped (safetensors) form -------------------------------------------------------------
+    def save_shipped(self, path: str | os.PathLike, rank: int | None, *, record: dict[str, Any] | None = None) -> Path:
+        """Write the compact shipped form: every J factored at ``rank`` (``None``: whole) in
+        float16 (:func:`lens_widget.lowrank.save_matrices`), with metadata: the model (name,
+        layers, width, unembedding fingerprint), the fit's record and environment, and ``record``
+        (how this file was made: source, command, ...). Deterministic."""
+        mats = {str(i): self.jacobians[i] for i in self.source_layers}
+        if self.J_embed is not None:
+            mats["embed"] = self.J_embed
+        with self.loaded():
+            fingerprint = unembed_hash(self.head.weight)
+        shipped = dict(record or {}, rank="full" if rank is None else int(rank), dtype="float16")
+        meta = {
+            "format": SHIPPED_FORMAT,
+            "model": str(self.metadata.get("model") or self.model.name),
+            "n_layers": str(self.n_layers),
+            "d_model": str(self.d_model),
+            "unembed_hash": fingerprint,
+            "n_prompts": str(self.n_prompts),
+            "fit": json.dumps(_plain(self.metadata.get("fit") or {}), sort_keys=True),
+            "environment": json.dumps(_plain(self.metadata.get("environment") or {}), sort_keys=True),
+            "shipped": json.dumps(_plain(shipped), sort_keys=True),
+        }
+        return save_matrices(mats, path, rank, meta)
+
+    @classmethod
+    def from_shipped(cls, path: str | os.PathLike, model: Any) -> "JacobianLens":
+        """Load :meth:`save_shipped`'s file for ``model``, refusing another model (layers, width,
+        unembedding fingerprint) with a :class:`LensFileError` that says which."""
+        hm = as_hooked_model(model)
+        meta, mats = load_matrices(path)
+        if meta.get("format") != SHIPPED_FORMAT:
+            raise LensFileError(f"{path} is not a shipped Jacobian lens (format {meta.get('format')!r})")
+        L, d = hm.num_layers, hidden_size(hm)
+        want = (int(meta.get("n_layers", -1)), int(meta.get("d_model", -1)))
+        if want != (L, d):
+            raise LensFileError(
+                f"{path} is a Jacobian lens for {meta.get('model')} ({want[0]} layers, d_model {want[1]}); {hm.name} has "
+                f"{L} layers, d_model {d}: this lens was made for another model (use it with HookedModel.default())"
+            )
+        lens = cls(hm, n_prompts=int(meta.get("n_prompts", 0)), metadata={
+            "model": meta.get("model"), **{k: json.loads(meta[k]) for k in ("fit", "environment", "shipped") if k in meta}})
+        with lens.loaded():
+            mine = unembed_hash(lens.head.weight)
+        if mine != meta.get("unembed_hash"):
+            raise LensFileError(
+                f"{path} was fitted on {meta.get('model')}, whose unembedding differs from {hm.name}'s: this lens was "
+                "made for another model (use it with HookedModel.default())"
+            )
+        for name, J in mats.items():
+            lens.put_matrix(name if name == "embed" else int(name), J, torch.float32, str(path))
+        _warn_versions(lens.metadata, str(path))
+        return lens
 
     # -- fitting -----------------------------------------------------------------------------------
     @classmethod

@@ -1,9 +1,12 @@
-"""Low-rank storage of a tuned lens: each translator's ``W_i`` truncated to rank ``r`` by SVD
-(``W_i ≈ U_i V_i``), float16 safetensors, with the model's fingerprint in the metadata.
+"""Low-rank storage of per-layer ``d x d`` matrices: each truncated to rank ``r`` by SVD
+(``W ≈ U V``), float16 safetensors, with the model's fingerprint in the metadata.
 
-``30 × 576²`` float16 translators are ~20 MB; at rank ``r`` they are ``30 × 2 × 576 × r × 2``
-bytes (rank 32: 2.2 MB). What the truncation costs in held-out KL is measured before a rank is
-picked (``bench/tuned_bench.py``, ``lens_widget/lenses/*/README.md``).
+Two users: the shipped tuned lens (:func:`save_lowrank` / :func:`load_lowrank`: translators
+``W_i`` plus biases) and the shipped Jacobian lens (:func:`save_matrices` / :func:`load_matrices`:
+named matrices, factored at a rank or kept whole in float16, with string metadata the caller
+checks). ``30 × 576²`` float16 matrices are ~20 MB; at rank ``r`` they are ``30 × 2 × 576 × r ×
+2`` bytes (rank 32: 2.2 MB). What the truncation costs in held-out KL is measured before a rank
+is picked (``bench/tuned_bench.py``, ``scripts/ship_jlens.py``, ``lens_widget/lenses/*/README.md``).
 """
 
 from __future__ import annotations
@@ -15,12 +18,16 @@ from typing import Any
 
 import torch
 
-__all__ = ["save_lowrank", "load_lowrank", "truncate"]
+__all__ = ["save_lowrank", "load_lowrank", "truncate", "factors", "rounded", "save_matrices", "load_matrices"]
 
 FILE = "lens.safetensors"
+#: The one metadata key of :func:`save_matrices`' files.
+META_KEY = "lens_widget"
 
 
-def _factors(W: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+def factors(W: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``U [d, r]``, ``V [r, d]`` (float32) with ``U V`` the best rank-``r`` approximation of ``W``
+    (SVD in float64; the singular values split evenly between the two, ``√S`` each)."""
     U, S, Vh = torch.linalg.svd(W.double(), full_matrices=False)
     r = min(rank, S.numel())
     root = S[:r].sqrt()
@@ -34,7 +41,7 @@ def truncate(lens: Any, rank: int, dtype: torch.dtype = torch.float16) -> Any:
     out.config = dict(lens.config)
     with torch.no_grad():
         for src, dst in zip(lens.translators, out.translators):
-            U, V = _factors(src.weight.detach().cpu(), rank)
+            U, V = factors(src.weight.detach().cpu(), rank)
             dst.weight.copy_((U.to(dtype).float() @ V.to(dtype).float()).to(dst.weight.device))
             if src.bias is not None:
                 dst.bias.copy_(src.bias.detach().to(dtype).float())
@@ -52,7 +59,7 @@ def save_lowrank(lens: Any, folder: str | os.PathLike, rank: int, extra: dict[st
     folder.mkdir(parents=True, exist_ok=True)
     tensors: dict[str, torch.Tensor] = {}
     for i, t in enumerate(lens.translators):
-        U, V = _factors(t.weight.detach().cpu(), rank)
+        U, V = factors(t.weight.detach().cpu(), rank)
         tensors[f"U.{i}"] = U.half().contiguous()
         tensors[f"V.{i}"] = V.half().contiguous()
         if t.bias is not None:
@@ -108,3 +115,61 @@ def load_lowrank(cls: type, folder: str | os.PathLike, model: Any) -> Any:
     lens.config.update(base_model_name_or_path=meta.get("base_model_name_or_path"), unembed_hash=meta.get("unembed_hash"))
     lens.shipped = {k: v for k, v in meta.items()}
     return lens
+
+
+def rounded(W: torch.Tensor, rank: int | None, dtype: torch.dtype = torch.float16) -> torch.Tensor:
+    """``W`` as :func:`save_matrices` then :func:`load_matrices` give it back (float32): rank-``rank``
+    factors rounded to ``dtype`` and multiplied out, or (``rank=None``) ``W`` itself rounded."""
+    if rank is None:
+        return W.detach().cpu().to(dtype).float()
+    U, V = factors(W.detach().cpu(), rank)
+    return U.to(dtype).float() @ V.to(dtype).float()
+
+
+def save_matrices(matrices: dict[str, torch.Tensor], path: str | os.PathLike, rank: int | None,
+                  meta: dict[str, str], dtype: torch.dtype = torch.float16) -> Path:
+    """Write ``{name: [d, d]}`` to the safetensors file ``path``: ``U.<name>`` ``[d, r]`` and
+    ``V.<name>`` ``[r, d]`` at ``rank``, or ``W.<name>`` whole (``rank=None``), in ``dtype``, with
+    ``meta`` (strings) plus ``"rank"``. Deterministic: the same matrices give the same bytes (the
+    metadata goes as one sorted JSON string: safetensors writes a dict's keys in hash order)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors: dict[str, torch.Tensor] = {}
+    for name, W in matrices.items():
+        if rank is None:
+            tensors[f"W.{name}"] = W.detach().cpu().to(dtype).contiguous()
+        else:
+            U, V = factors(W.detach().cpu(), rank)
+            tensors[f"U.{name}"] = U.to(dtype).contiguous()
+            tensors[f"V.{name}"] = V.to(dtype).contiguous()
+    meta = {**meta, "rank": "full" if rank is None else str(rank)}
+    save_file(tensors, str(path), metadata={META_KEY: json.dumps(meta, sort_keys=True)})
+    return path
+
+
+def load_matrices(path: str | os.PathLike) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """``(metadata, {name: [d, d] float32})`` from :func:`save_matrices`'s file (factors multiplied out)."""
+    from safetensors import safe_open
+
+    from .lens_files import LensFileError
+
+    path = Path(path)
+    if not path.is_file():
+        raise LensFileError(f"{path} is missing (a shipped lens is part of the lens_widget package; reinstall it)")
+    with safe_open(str(path), framework="pt") as f:
+        raw = dict(f.metadata() or {})
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    try:
+        meta = json.loads(raw[META_KEY])
+    except (KeyError, ValueError):
+        raise LensFileError(f"{path} has no {META_KEY!r} metadata: not a file written by save_matrices") from None
+    out: dict[str, torch.Tensor] = {}
+    for key, t in tensors.items():
+        kind, name = key.split(".", 1)
+        if kind == "W":
+            out[name] = t.float()
+        elif kind == "U":
+            out[name] = t.float() @ tensors[f"V.{name}"].float()
+    return meta, out

@@ -51,6 +51,7 @@ __all__ = [
     "logit_diff",
     "lens_grid",
     "kl_by_layer",
+    "lens_quality_plot",
     "generation",
     "compare_grid",
     "js_by_layer",
@@ -607,6 +608,38 @@ def kl_by_layer(results: Any, *, log: bool = False, title: str = "KL(final ‖ l
         keep = np.isfinite(values) & ((values > 0) if log else True)
         lines.append((name, values, keep, sites, {"lens": name}))
     return _layer_lines(fig, lines)
+
+
+def lens_quality_plot(quality: Mapping[str, Any], *, lenses: Sequence[str] | None = None,
+                      title: str = "Lenses on held-out text") -> Any:
+    """Per-layer quality of several lenses, as ``scripts/jlens_quality.py`` measures it (its JSON:
+    ``{"sites": [...], "kl": {lens: [...]}, "top1": {lens: [...]}, "tokens": n}``): KL(final ‖
+    lens) on a log axis above, top-1 agreement with the final layer below, one line per lens
+    (``lenses``: which, default all). A bokeh ``column`` of the two figures, x axes linked."""
+    from bokeh.layouts import column
+
+    if not isinstance(quality, Mapping) or not all(k in quality for k in ("sites", "kl", "top1")):
+        raise ValueError("lens_quality_plot needs a quality table: {'sites': [...], 'kl': {lens: [...]}, 'top1': {lens: [...]}}")
+    names = list(quality["kl"]) if lenses is None else list(lenses)
+    missing = [n for n in names if n not in quality["kl"] or n not in quality["top1"]]
+    if missing:
+        raise ValueError(f"lens_quality_plot: no curves for {', '.join(map(repr, missing))} (it has {', '.join(map(repr, quality['kl']))})")
+    n_tok = quality.get("tokens")
+    tail = f" ({n_tok} held-out tokens)" if n_tok else ""
+    kl = {"sites": list(quality["sites"]), "kl": {n: list(quality["kl"][n]) for n in names}}
+    top = kl_by_layer(kl, log=True, title=f"{title}: KL(final ‖ lens){tail}")
+    labels = [site_label(s) for s in quality["sites"]]
+    bottom = _figure(
+        f"{title}: top-1 agreement with the final layer{tail}",
+        [("lens", "@lens"), ("layer", "@layer"), ("top-1 agreement", "@value{%.3f}")],
+        width=640, height=320, x_labels=labels, x_name="layer", y_name="top-1 agreement",
+    )
+    bottom.x_range = top.x_range
+    lines = []
+    for name in names:
+        values = _to_numpy(quality["top1"][name]).astype(np.float64)
+        lines.append((name, values, np.isfinite(values), labels, {"lens": name}))
+    return column(top, _layer_lines(bottom, lines))
 
 
 def _layer_lines(fig: figure, lines: list[tuple[str, np.ndarray, np.ndarray, Sequence[str], dict[str, str]]]) -> figure:

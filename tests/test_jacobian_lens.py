@@ -19,6 +19,7 @@ from lens_widget.arch import get_path
 from lens_widget.jacobian_lens import JacobianLens, LensFileError, lens_filename
 from lens_widget.jacobian_lens import fit_jacobian_lens
 from lens_widget.jacobian_training import probe_matrix
+from lens_widget.lowrank import rounded
 from zoo import CONFIGS, char_tokenizer, tiny
 
 ARCHS = sorted(CONFIGS)
@@ -41,11 +42,12 @@ def random_jacobians(hm, seed: int = 1, embed: bool = True) -> dict:
     return jac
 
 
-def naive_jlens(hm, jac: dict, prompt: str) -> np.ndarray:
+def naive_jlens(hm, jac: dict, prompt: str | None, ids: list[int] | None = None) -> np.ndarray:
     """float64 logits [sites, T, V] written out by hand: Hugging Face's hidden_states (0 = the
     embeddings, i + 1 = block i's output), J h in float64, the model's own final norm module,
-    then the unembedding (+ bias, soft-cap) in float64; the last block is the model's logits."""
-    enc = hm.tokenizer(prompt, return_tensors="pt")
+    then the unembedding (+ bias, soft-cap) in float64; the last block is the model's logits.
+    ``ids``: token ids instead of ``prompt``."""
+    enc = hm.tokenizer(prompt, return_tensors="pt") if ids is None else {"input_ids": torch.tensor([ids])}
     with torch.no_grad():
         out = hm.model(**enc, output_hidden_states=True)
     model, arch = hm.model, hm.arch
@@ -464,13 +466,196 @@ def test_fit_command(tmp_path):
     assert main(["fit-jacobian-lens", "--out", str(out), "--model", str(tmp_path / "nope")]) == 2
 
 
-def test_no_lens_ships_for_the_embedded_model_and_default_says_how_to_fit_one():
-    """No J lens ships yet (docs/jacobian_lens_smollm2_fit.md): default() says so and how to fit one."""
+# -- the shipped (compact) form ----------------------------------------------------------------------------
+def numpy_rank_r(J: torch.Tensor, r: int) -> np.ndarray:
+    """The best rank-r approximation by numpy's own SVD (float64), for comparison."""
+    U, S, Vt = np.linalg.svd(J.double().numpy())
+    return (U[:, :r] * S[:r]) @ Vt[:r]
+
+
+def test_shipped_form_round_trips_at_a_rank_and_whole(tmp_path):
+    hm = tiny("llama")
+    jac = random_jacobians(hm)
+    lens = JacobianLens(hm, jac, n_prompts=3, metadata={"fit": {"command": "fit it", "seed": 4, "n_prompts": 3, "n_tokens": 384},
+                                                         "environment": {"torch": "t", "transformers": "x"}})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the recorded versions differ from these on purpose
+        whole = JacobianLens.from_shipped(lens.save_shipped(tmp_path / "whole.safetensors", None, record={"source": "f.pt"}), hm)
+        low = JacobianLens.from_shipped(lens.save_shipped(tmp_path / "r8.safetensors", 8), hm)
+    for key in list(range(hm.num_layers - 1)):
+        torch.testing.assert_close(whole.jacobians[key], jac[key].half().float(), rtol=0, atol=0)
+        np.testing.assert_allclose(low.jacobians[key].double().numpy(), numpy_rank_r(jac[key], 8), atol=2e-3, rtol=0)
+        # what scripts/jlens_quality.py measures at a rank is exactly what ships at it
+        torch.testing.assert_close(low.jacobians[key], rounded(jac[key], 8), rtol=0, atol=0)
+    np.testing.assert_allclose(low.J_embed.double().numpy(), numpy_rank_r(jac["embed"], 8), atol=2e-3, rtol=0)
+    assert whole.n_prompts == 3 and whole.metadata["fit"]["seed"] == 4 and whole.metadata["shipped"]["rank"] == "full"
+    text = low.describe()
+    for want in ("rank 8 (float16)", "3 prompts, 384 tokens, seed 4", "command: fit it", "fitted under torch t, transformers x"):
+        assert want in text, (want, text)
+    # the low-rank lens decodes like the naive computation with its own (multiplied-out) matrices
+    mats = {**low.jacobians, "embed": low.J_embed}
+    ref = naive_jlens(hm, mats, PROMPT)
+    r = run(hm, low)
+    np.testing.assert_allclose(r.tracked_logit[0], ref[:, :, TRACK], atol=1e-4, rtol=1e-5)
+    # deterministic: the same lens gives the same bytes
+    again = lens.save_shipped(tmp_path / "again.safetensors", 8)
+    assert again.read_bytes() == (tmp_path / "r8.safetensors").read_bytes()
+
+
+def test_shipped_form_refuses_another_model(tmp_path):
+    hm = tiny("llama")
+    path = JacobianLens(hm, random_jacobians(hm)).save_shipped(tmp_path / "j.safetensors", 4)
+    import transformers as T
+
+    from lens_widget import HookedModel
+    from zoo import char_tokenizer
+
+    cfg = T.LlamaConfig(vocab_size=101, hidden_size=48, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+    other = HookedModel.from_model(T.AutoModelForCausalLM.from_config(cfg).eval(), char_tokenizer(), name="tiny-llama-48")
+    with pytest.raises(LensFileError, match=r"for tiny-llama \(3 layers, d_model 32\); tiny-llama-48 has 2 layers.*another model"):
+        JacobianLens.from_shipped(path, other)
+    with pytest.raises(LensFileError, match="unembedding differs.*another model"):
+        JacobianLens.from_shipped(path, tiny("llama", seed=3))  # same shapes, other weights
+    with pytest.raises(LensFileError, match="missing"):
+        JacobianLens.from_shipped(tmp_path / "nothing.safetensors", hm)
+
+
+def test_the_shipped_lens_refuses_another_model():
     from lens_widget.jacobian_lens import SHIPPED_JLENS_FILE
 
-    assert not SHIPPED_JLENS_FILE.exists()
-    with pytest.raises(FileNotFoundError, match="fit-jacobian-lens"):
+    assert SHIPPED_JLENS_FILE.is_file() and SHIPPED_JLENS_FILE.stat().st_size < 21e6  # float16, whole (see its README)
+    with pytest.raises(LensFileError, match="SmolLM2-135M-Instruct.*another model.*HookedModel.default"):
         JacobianLens.default(tiny("llama"))
+
+
+@pytest.mark.slow
+def test_the_shipped_lens_loads_for_the_embedded_model_and_says_where_it_came_from(smollm):
+    from lens_widget.lens_files import lens_environment
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        lens = JacobianLens.default(smollm)
+    assert lens.supported_sites == smollm.default_sites()
+    fit, env, shipped = lens.metadata["fit"], lens.metadata["environment"], lens.metadata["shipped"]
+    assert fit["probes"] is None and fit["n_prompts"] == lens.n_prompts >= 100 and fit["n_tokens"] >= 100 * 100
+    assert fit["seed"] == 0 and fit["command"] and fit["seconds"] > 0
+    assert set(env) == {"transformers", "torch", "lens_widget"} and all(env.values())
+    # recorded versions other than these are said at load time (Neuronpedia's lesson), and only then
+    differ = [lib for lib in ("transformers", "torch") if env[lib] != lens_environment()[lib]]
+    said = [str(w.message) for w in seen if "was fitted under" in str(w.message)]
+    assert len(said) == len(differ) and all(f"fitted under {lib} {env[lib]}" in m for lib, m in zip(differ, said))
+    assert shipped["command"].startswith("python scripts/ship_jlens.py") and len(shipped["source_sha256"]) == 64
+    text = lens.describe()
+    for want in (f"{lens.n_prompts} prompts, {fit['n_tokens']} tokens, seed 0", fit["command"], f"rank {shipped['rank']} (float16)",
+                 f"transformers {env['transformers']}", f"torch {env['torch']}"):
+        assert want in text, (want, text)
+    # it decodes: the last block is the model's own logits, the lens differs from the logit lens before it
+    r = LogitLens(smollm, decoder=lens, compile="never").run("The capital of France is", k=3, progress=False)
+    r0 = LogitLens(smollm, compile="never").run("The capital of France is", k=3, progress=False)
+    np.testing.assert_array_equal(r.topk_ids[0, -1], r0.topk_ids[0, -1])
+    assert (r.topk_ids[0, 1:-1, :, 0] != r0.topk_ids[0, 1:-1, :, 0]).any()
+
+
+# -- generation with a J lens ------------------------------------------------------------------------------
+def jittered_lens(hm, seed: int = 5) -> JacobianLens:
+    d = hm.model.config.hidden_size
+    g = torch.Generator().manual_seed(seed)
+    jac = {i: torch.eye(d) + 0.3 * torch.randn(d, d, generator=g) for i in range(hm.num_layers - 1)}
+    jac["embed"] = torch.eye(d) + 0.3 * torch.randn(d, d, generator=g)
+    return JacobianLens(hm, jac)
+
+
+def test_generation_with_a_j_lens_equals_a_fresh_run_column_by_column():
+    hm = tiny("llama")
+    jl = jittered_lens(hm)
+    lens = LogitLens(hm, compile="never", decoder=jl)
+    got = []
+    res = lens.generate("Hello wor", 6, track=["o"], callback=got.append, progress=False)
+    ids = res.input_ids[0].tolist()
+    fresh = LogitLens(hm, compile="never", decoder=jl).run([ids], track=["o"], progress=False)
+    logit = LogitLens(hm, compile="never").run([ids], track=["o"], progress=False)
+    assert res.lens_name == "jacobian lens" and len(got) == 6
+    assert (fresh.topk_ids[0, :-1, :, 0] != logit.topk_ids[0, :-1, :, 0]).any()  # J really changes the grid
+    for c in got:
+        for key in ("topk_ids", "next_rank", "tracked_rank"):
+            np.testing.assert_array_equal(c.cells[key], getattr(fresh, key)[0, :, c.col], err_msg=key)
+        np.testing.assert_allclose(c.cells["topk_probs"], fresh.topk_probs[0, :, c.col], atol=1e-5)
+    for key in ("topk_ids", "next_rank", "tracked_rank"):
+        np.testing.assert_array_equal(getattr(res, key), getattr(fresh, key), err_msg=key)
+    np.testing.assert_allclose(res.kl, fresh.kl, atol=1e-5)  # the cached forward differs in rounding only
+
+
+def test_the_widget_generates_with_a_j_lens():
+    from lens_widget.widget import LensWidget
+
+    hm = tiny("llama")
+    jl = jittered_lens(hm)
+    w = LensWidget(hm, "Hello wor", decoders={"J": jl}, progress=False)
+    seen = []
+    w.send = lambda content, buffers=None: seen.append(content)
+    try:
+        n0 = w.result.n_positions
+        w.generate(5, wait=True)
+        cols = [c for c in seen if c.get("type") == "column"]
+        assert [c["col"] for c in cols] == [n0 - 1] + list(range(n0, n0 + 5))
+        ids = w.result.input_ids[0].tolist()
+        fresh = LogitLens(hm, compile="never", decoder=jl).run([ids], progress=False)
+        assert w.result.lens_name == "jacobian lens"
+        for key in ("topk_ids", "next_rank", "tracked_rank"):
+            np.testing.assert_array_equal(getattr(w.result, key), getattr(fresh, key), err_msg=key)
+    finally:
+        w.close()
+
+
+# -- next to a remote model (nnsight remote="local": the request serialised exactly as for NDIF) ----------------
+def test_a_j_lens_travels_by_value_to_a_remote_model():
+    """The J matrices go with the request (d x d float32 per site) and the lens runs in the trace:
+    the grid and cell detail equal the local run; a lens whose translate is code, or J beside
+    another lens in one remote run, is refused saying why."""
+    from test_nnsight import absent_on_server, assert_same, language_model
+
+    from lens_widget import HookedModel
+    from lens_widget.cells import cell_detail
+    from lens_widget.sources import ActivationRef
+    from zoo import AffineLens
+
+    hm = tiny("llama")
+    jl = jittered_lens(hm)
+    prompts = ["Hello world, this is", "The cat sat"]
+    kw = dict(track=["a", "e"], progress=False)
+    ref = LogitLens(hm, compile="never", decoder=jl).run(prompts, **kw)
+    nn_hm = HookedModel.from_nnsight(language_model(hm), remote="local")
+    jr = JacobianLens(nn_hm, {**jl.jacobians, "embed": jl.J_embed})
+    assert jr.portable and not AffineLens(nn_hm).portable
+    maps = jr.in_trace_maps(nn_hm.default_sites())
+    assert sorted(maps) == sorted(nn_hm.default_sites()[:-1]) and all(m.dtype == torch.float32 for m in maps.values())
+    assert sum(m.numel() * 4 for m in maps.values()) == 3 * 32 * 32 * 4  # d² x 4 bytes a site, the last block none
+    with absent_on_server("lens_widget"):
+        remote = LogitLens(nn_hm, compile="never", decoder=jr).run(prompts, **kw)
+        logit_remote = LogitLens(nn_hm, compile="never").run(prompts, **kw)
+        ref_row = ActivationRef(nn_hm.as_batch(prompts[:1]), "resid_out_1", 3)
+        detail = cell_detail(nn_hm, jr, ref_row, "resid_out_1", k=5, token_ids=[7])
+    assert_same(remote, ref)
+    assert (remote.topk_ids[:, :-1] != logit_remote.topk_ids[:, :-1]).any()  # the J really ran there
+    want = cell_detail(hm, jl, LogitLens(hm, decoder=jl).run(prompts[:1], return_activations=True, progress=False)[1][0]["resid_out_1"][3],
+                       "resid_out_1", k=5, token_ids=[7])
+    np.testing.assert_array_equal(detail["top_ids"], want["top_ids"])
+    assert detail["token_stats"][0]["rank"] == want["token_stats"][0]["rank"]
+    with pytest.raises(ValueError, match="one trace decodes one lens.*run the Jacobian lens on its own"):
+        LogitLens(nn_hm).run("Hello", progress=False, decoders={"logit": None, "J": jr})
+    with pytest.raises(ValueError, match="code of its own.*matrix per site"):
+        LogitLens(nn_hm, decoder=AffineLens(nn_hm)).run("Hello", progress=False)
+
+
+def test_a_j_lens_too_big_to_travel_is_refused_saying_why(monkeypatch):
+    from lens_widget import jacobian_lens
+
+    hm = tiny("llama")
+    jl = jittered_lens(hm)
+    monkeypatch.setattr(jacobian_lens, "MAX_TRAVEL_BYTES", 2 * 32 * 32 * 4)
+    assert len(jl.in_trace_maps(["resid_out_0", "resid_out_1"])) == 2
+    with pytest.raises(ValueError, match=r"would send 3 d x d matrices \(0 MB, float32\).*ask for fewer sites"):
+        jl.in_trace_maps(hm.default_sites())
 
 
 def test_a_j_lens_goes_where_a_lens_goes_in_the_widget():

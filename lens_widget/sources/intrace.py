@@ -17,6 +17,9 @@ Its tasks, each over the ``[B, P]`` positions of ``select``:
 * ``"detail"``: full-vocabulary top-``n`` and any tokens' logit/probability/exact rank at some
   sites of one position (cell detail, trajectories, ``track_top``);
 * ``"attribute"``: one cell's exact attribution (:func:`attribute_cell`).
+
+For ``"lens"`` and ``"detail"``, ``job["maps"]`` (``{site: [d, d]}``, float32) are a Jacobian
+lens's matrices, sent by value with the request and applied to those sites first (:func:`translated`).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from ..reduce import ChunkReducer, Lane, reduce_columns, token_stats
 from ..schema import CELL_FIELDS, trailing
 from ..unembed import UPCAST_BYTES, Unembed
 
-__all__ = ["in_trace", "lens_cells", "compare_cells", "detail", "attribute_cell", "record", "unembedding", "apply_intervention", "ORDER"]
+__all__ = ["in_trace", "translated", "lens_cells", "compare_cells", "detail", "attribute_cell", "record", "unembedding", "apply_intervention", "ORDER"]
 
 #: Forward order of the raw points inside one block (nnsight reads modules in forward order).
 ORDER = {"in": 0, "attn_out": 1, "mid": 2, "mlp_out": 3, "out": 4}
@@ -101,6 +104,14 @@ def _lane(reducer: ChunkReducer, acts: dict[str, torch.Tensor], out: dict[str, t
             out[key][b, s0:s1, lo + c0 : lo + c1] = v.to(out[key].dtype)
 
     return Lane(reducer, lambda site, c0, c1: acts[site][b, lo + c0 : lo + c1], next_ids[lo:], put)
+
+
+def translated(acts: dict[str, torch.Tensor], maps: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
+    """``h.float() @ M.T`` (back in ``h``'s dtype) at the sites ``maps`` names: a Jacobian lens's
+    J, sent by value with the request (``Decoder.in_trace_maps``); other sites as they are."""
+    if not maps:
+        return acts
+    return {s: (a.float() @ maps[s].to(a.device).T).to(a.dtype) if s in maps else a for s, a in acts.items()}
 
 
 def lens_cells(lens: Unembed, acts: dict[str, torch.Tensor], job: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -252,6 +263,7 @@ def in_trace(root: Any, points: list, recipe: dict, select: torch.Tensor, task: 
             ids = (job or {}).get("ids")
             return {"logits": (logits if ids is None else logits[..., ids.to(logits.device)]).cpu()}
         lens = unembedding(root, spec or {})
+        acts = translated(acts, (job or {}).get("maps"))
         if task == "lens":
             return lens_cells(lens, acts, job or {})
         if task == "compare":
