@@ -195,6 +195,12 @@ class JacobianLens(Decoder):
         env = self.metadata.get("environment")
         if isinstance(env, dict):
             lines.append("fitted under " + ", ".join(f"{k} {v}" for k, v in sorted(env.items())))
+        checked = shipped.get("checked") if isinstance(shipped, dict) else None
+        if isinstance(checked, dict):
+            kl = checked.get("mean_kl", {})
+            lines.append(f"checked on {checked.get('tokens')} held-out tokens under "
+                         + ", ".join(f"{k} {v}" for k, v in sorted((checked.get("environment") or {}).items()))
+                         + f": mean KL(final ‖ lens) {kl.get('J lens')} (logit lens {kl.get('logit lens')})")
         return "\n".join(lines)
 
     def matrix(self, site: str | None) -> torch.Tensor | None:
@@ -503,9 +509,22 @@ def _plain(x: Any) -> Any:
     return str(x)  # str subclasses (torch.__version__ is a TorchVersion) and the rest
 
 
+def checked_here(meta: dict[str, Any]) -> bool:
+    """Whether a shipped lens's file records a held-out check (``shipped["checked"]``, written by
+    ``scripts/ship_jlens.py``) made under this process's transformers and torch."""
+    shipped = meta.get("shipped")
+    checked = shipped.get("checked") if isinstance(shipped, dict) else None
+    env = checked.get("environment") if isinstance(checked, dict) else None
+    now = lens_environment()
+    return isinstance(env, dict) and all(env.get(lib) == now[lib] for lib in ("transformers", "torch"))
+
+
 def _warn_versions(meta: dict[str, Any], source: str) -> None:
+    """Warn, naming the library, when a lens was fitted under other transformers/torch versions
+    than this process's — unless its file records a held-out check made under these very versions
+    (:func:`checked_here`): then the fit's versions differ, but the lens was measured where it runs."""
     env = meta.get("environment")
-    if not isinstance(env, dict):
+    if not isinstance(env, dict) or checked_here(meta):
         return
     now = lens_environment()
     for lib in ("transformers", "torch"):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import warnings
 from pathlib import Path
 
 
@@ -23,6 +24,42 @@ def sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def held_out_check(hm, lens, n_rows: int = 2, seq_len: int = 128, skip_first: int = 16) -> dict:
+    """What the stored lens does here, under this process's transformers and torch: mean
+    KL(final ‖ lens) over every site before the last on ``n_rows`` held-out rows (positions ≥
+    ``skip_first``), beside the logit lens's. A lens whose numerics no longer match the model
+    (a library fix changed the forward) would read no better than the logit lens: refused."""
+    import torch
+
+    from lens_widget.corpus import corpus_texts
+    from lens_widget.decoders import Decoder
+    from lens_widget.lens_files import lens_environment
+    from lens_widget.sites import select_matrix
+    from lens_widget.tuned_training import token_stream
+
+    sites = hm.site_names(None)
+    rows = token_stream(hm, corpus_texts("held_out"), seq_len)
+    decs = {"logit lens": Decoder(hm), "J lens": lens}
+    total = {name: 0.0 for name in decs}
+    n = 0
+    with torch.inference_mode():
+        for _ in range(n_rows):
+            row = next(rows)
+            select, _ = select_matrix([list(range(len(row)))])
+            acts = hm.record(hm.pad([row]), sites, select).acts
+            keep = slice(skip_first, None)
+            logp = torch.log_softmax(decs["logit lens"].logits(acts[sites[-1]][0, keep], sites[-1]), -1)
+            for name, dec in decs.items():
+                for s in sites[:-1]:
+                    logq = torch.log_softmax(dec.logits(acts[s][0, keep], s), -1)
+                    total[name] += float((logp.exp() * (logp - logq)).sum(-1).sum(dtype=torch.float64))
+            n += logp.shape[0]
+    mean = {name: round(v / (n * (len(sites) - 1)), 4) for name, v in total.items()}
+    if not mean["J lens"] < mean["logit lens"]:
+        raise SystemExit(f"the stored lens reads no better than the logit lens here ({mean}): mismatched, not shipped")
+    return {"environment": lens_environment(), "tokens": n, "mean_kl": mean}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,6 +81,13 @@ def main(argv: list[str] | None = None) -> int:
     lens = JacobianLens.from_pretrained(args.full, hm)
     record = {"source": args.full.name, "source_sha256": sha256(args.full),
               "command": f"python scripts/ship_jlens.py --full {args.full.name} --rank {args.rank}"}
+    tmp = out.with_name(out.name + ".unchecked")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the fit's versions may differ from these: the check below is the point
+        shipped = JacobianLens.from_shipped(lens.save_shipped(tmp, rank, record=record), hm)
+    tmp.unlink()
+    record["checked"] = held_out_check(hm, shipped)
+    print(f"checked: {record['checked']}")
     path = lens.save_shipped(out, rank, record=record)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB, rank {args.rank}, sha256 {sha256(path)[:16]}…)")
     print(JacobianLens.from_shipped(path, hm).describe())

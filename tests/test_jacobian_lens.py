@@ -529,6 +529,30 @@ def test_the_shipped_lens_refuses_another_model():
 
 
 @pytest.mark.slow
+def test_a_check_under_these_versions_silences_the_version_warning_and_only_such_a_check(monkeypatch):
+    """``checked_here``: a shipped file's held-out check counts only if it was made under this
+    process's transformers and torch; the fit's own versions are warned about otherwise."""
+    import lens_widget.jacobian_lens as jl
+
+    now = {"transformers": "5.25.0", "torch": "2.13.0+cpu", "lens_widget": "0.1.0"}
+    monkeypatch.setattr(jl, "lens_environment", lambda: dict(now))
+    fitted = {"environment": {"transformers": "5.17.0", "torch": "2.11.0+cu130", "lens_widget": "0.1.0"}}
+    cases = {
+        "no check": (fitted, 2),
+        "checked here": (dict(fitted, shipped={"checked": {"environment": dict(now)}}), 0),
+        "checked under another torch": (dict(fitted, shipped={"checked": {"environment": dict(now, torch="2.12.0")}}), 2),
+        "checked under another transformers": (dict(fitted, shipped={"checked": {"environment": dict(now, transformers="5.24.0")}}), 2),
+        "fitted here": ({"environment": dict(now)}, 0),
+    }
+    for name, (meta, n_warnings) in cases.items():
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            jl._warn_versions(meta, "lens.pt")
+        said = [str(w.message) for w in seen]
+        assert len(said) == n_warnings, (name, said)
+        assert all("lens.pt was fitted under" in m for m in said), said
+
+
 def test_the_shipped_lens_loads_for_the_embedded_model_and_says_where_it_came_from(smollm):
     from lens_widget.lens_files import lens_environment
 
@@ -540,8 +564,13 @@ def test_the_shipped_lens_loads_for_the_embedded_model_and_says_where_it_came_fr
     assert fit["probes"] is None and fit["n_prompts"] == lens.n_prompts >= 100 and fit["n_tokens"] >= 100 * 100
     assert fit["seed"] == 0 and fit["command"] and fit["seconds"] > 0
     assert set(env) == {"transformers", "torch", "lens_widget"} and all(env.values())
-    # recorded versions other than these are said at load time (Neuronpedia's lesson), and only then
-    differ = [lib for lib in ("transformers", "torch") if env[lib] != lens_environment()[lib]]
+    # recorded versions other than these are said at load time (Neuronpedia's lesson), unless the
+    # file records a held-out check made under these very versions (ship_jlens.py's, at ship time)
+    from lens_widget.jacobian_lens import checked_here
+
+    checked = shipped["checked"]
+    assert checked["mean_kl"]["J lens"] < checked["mean_kl"]["logit lens"] and checked["tokens"] >= 200
+    differ = [] if checked_here(lens.metadata) else [lib for lib in ("transformers", "torch") if env[lib] != lens_environment()[lib]]
     said = [str(w.message) for w in seen if "was fitted under" in str(w.message)]
     assert len(said) == len(differ) and all(f"fitted under {lib} {env[lib]}" in m for lib, m in zip(differ, said))
     assert shipped["command"].startswith("python scripts/ship_jlens.py") and len(shipped["source_sha256"]) == 64

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from browser_support import cell_center
+from browser_support import cell_center  # noqa: F401  (the e2e tests import it from here)
 from jupyter_server import ROOT, Server, clean_env, unexpected_page_errors, write_lab_settings  # noqa: F401  (the one server helper, tests/jupyter_server.py)
 
 # Bounded waits (ms). The machine has 2 shared cores: a kernel that imports torch and loads
@@ -85,7 +85,6 @@ def wait_canvas_drawn(page, canvas_locator, timeout_ms: int = UI_MS, min_colours
             return n
         page.wait_for_timeout(200)
     raise AssertionError(f"the grid canvas stayed blank ({n} distinct colours after {timeout_ms / 1000:.0f} s)")
-
 
 
 class Steps:

@@ -17,7 +17,6 @@ in headless Chromium.
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
