@@ -157,10 +157,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         lens = LogitLens(model)
         decoders = {"logit lens": None}
         if args.command == "demo" or args.model is None:
-            # the embedded model ships a tuned lens: both lenses, from one recorded pass
+            # the embedded model ships a tuned and a Jacobian lens: all three, from one recorded pass
+            from .jacobian_lens import JacobianLens
             from .tuned_lens import TunedLens
 
             decoders["tuned lens"] = TunedLens.default(model)
+            decoders["J lens"] = JacobianLens.default(model)
         track = [model.tokens.token_id(t) for t in args.track]
         if args.answer is not None:
             answer = model.tokens.token_id(args.answer)

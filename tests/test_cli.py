@@ -37,11 +37,11 @@ def test_demo_prints_the_layer_table_and_writes_html(tmp_path, capsys):
     assert out.stat().st_size > 10_000 and "lens-widget" in out.read_text()
 
 
-def test_demo_shows_the_logit_and_tuned_lenses_side_by_side(capsys):
-    """Both lenses' columns, each equal to its own independent run (the tuned lens alone through
-    ``LogitLens(model, decoder=TunedLens.default(model))``), and the line saying where each lens
-    first reads the answer."""
-    from lens_widget import HookedModel, LogitLens
+def test_demo_shows_the_logit_tuned_and_j_lenses_side_by_side(capsys):
+    """The three shipped lenses' columns, each equal to its own independent run (the tuned lens
+    alone through ``LogitLens(model, decoder=TunedLens.default(model))``, the J lens likewise), and
+    the line saying where each lens first reads the answer."""
+    from lens_widget import HookedModel, JacobianLens, LogitLens
     from lens_widget.cli import DEMO_PROMPT
     from lens_widget.tuned_lens import TunedLens
 
@@ -49,11 +49,11 @@ def test_demo_shows_the_logit_and_tuned_lenses_side_by_side(capsys):
     text = capsys.readouterr().out
     lines = [ln for ln in text.splitlines() if ln.strip()]
     header = next(i for i, ln in enumerate(lines) if ln.split()[:2] == ["layer", "top-1"])
-    assert lines[header - 1].split("|")[0].strip() == "logit lens" and lines[header - 1].split("|")[1].strip() == "tuned lens"
+    assert [part.strip() for part in lines[header - 1].split("|")] == ["logit lens", "tuned lens", "J lens"]
     rows = [ln.split(" | ") for ln in lines[header + 1 : header + 32]]
     model = HookedModel.default()
     paris = model.tokens.token_id(" Paris")
-    for label, decoder, side in (("logit", None, 0), ("tuned", TunedLens.default(model), 1)):
+    for label, decoder, side in (("logit", None, 0), ("tuned", TunedLens.default(model), 1), ("J", JacobianLens.default(model), 2)):
         r = (LogitLens(model) if decoder is None else LogitLens(model, decoder=decoder)).run(DEMO_PROMPT, track=[paris], progress=False)
         col = r.position_index(-1)
         for s, row in enumerate(rows):

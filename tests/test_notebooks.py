@@ -122,6 +122,9 @@ def test_quickstart_notebook():
     assert _text(cells["selected"]).strip() == "{}"  # nothing clicked in a headless run
     assert "␣London" in _text(cells["track"])
     assert "lens.html" in _text(cells["save"])
+    # the shipped lenses side by side in one widget (the last cell: a JupyterLab session drives the ones above)
+    assert ids[-1] == "lenses" and WIDGET_VIEW in _mimes(cells["lenses"])
+    assert _text(cells["lenses"]).strip() == "['logit lens', 'tuned lens', 'J lens']"
 
 
 @pytest.mark.slow
