@@ -45,7 +45,11 @@ def _notebook_copy(root) -> str:
 
 
 def _title_counts(page) -> tuple[int, int]:
-    text = page.locator(".lens-widget .lw-title").first.inner_text()
+    title = page.locator(".lens-widget .lw-title").first
+    # the probe cell's rerun scrolls the notebook to its end: bring the grid back (JupyterLab's
+    # windowed notebook stops rendering cells far out of view, and their inner text reads empty)
+    title.scroll_into_view_if_needed(timeout=UI_MS)
+    text = title.text_content() or ""
     m = re.search(r"(\d+) sites × (\d+) tokens", text)
     assert m, f"unexpected widget title {text!r}"
     return int(m.group(1)), int(m.group(2))

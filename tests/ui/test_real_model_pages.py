@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from ui_support import cell_xy
@@ -49,11 +47,9 @@ def test_demo_command_page_shows_the_grid(browser, tmp_path):
     assert page.locator(".lw-tooltip .lw-tip-row .lw-tok").first.text_content() == "␣Paris"
     assert top[0][1] == pytest.approx(0.77, abs=0.02)
     assert page.errors == [] and page.dialogs == []
-    # the README's picture is this page: LENS_WIDGET_SCREENSHOT=docs/widget.png pytest -k demo_command
+    # the README's pictures are this page, light and dark: scripts/screenshots.py
     shot = page.screenshot(path=str(tmp_path / "widget.png"), full_page=True)
     assert len(shot) > 10_000
-    if os.environ.get("LENS_WIDGET_SCREENSHOT"):
-        Path(os.environ["LENS_WIDGET_SCREENSHOT"]).write_bytes(shot)
 
 
 def test_hover_matches_python_and_hostile_tokens_stay_text(browser, tmp_path, smollm):
