@@ -319,17 +319,3 @@ def default_model_path(refresh: bool = False) -> Path:
     (:func:`gguf_copy`): bit-identical to the GGUF's dequantised weights, loads in about two seconds."""
     folder, file = embedded_gguf()
     return gguf_copy(Path(folder) / file, DEFAULT_MODEL_NAME, refresh=refresh)
-    folder, file = embedded_gguf()
-    model, tokenizer = load_pretrained(folder, gguf_file=file)
-    # The GGUF marker would make transformers treat the copy as quantised.
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.hf_quantizer = None  # the weights are plain float32 tensors now
-    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-    tmp.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    if target.exists():
-        shutil.rmtree(target)
-    tmp.rename(target)
-    return target
