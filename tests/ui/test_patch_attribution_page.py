@@ -125,33 +125,16 @@ FAKE_KERNEL = """
 
 
 @pytest.fixture
-def open_live(browser, tmp_path):
+def open_live(open_page):
     """open_live(state, replies, hold=()) -> a page of the widget whose ``model.send`` is answered
     with ``replies[type]`` (``view_ready`` too: the page thinks a kernel is there); requests of a
     type in ``hold`` wait for ``window.__release(type)``."""
-    pages = []
 
     def _open(state, replies, hold=()):
-        from lens_widget.widget.export import standalone_html
+        script = FAKE_KERNEL % (json.dumps(json_state({"view_ready": {"generating": False}, **replies})), json.dumps(list(hold)))
+        return open_page(state, viewport=(1100, 1400), init_script=script)
 
-        path = tmp_path / f"live{len(pages)}.html"
-        path.write_text(standalone_html(state), encoding="utf-8")
-        page = browser.new_page(viewport={"width": 1100, "height": 1400})
-        page.errors, page.dialogs = [], []
-        page.on("pageerror", lambda e: page.errors.append(str(e)))
-        page.on("dialog", lambda d: (page.dialogs.append(d.message), d.dismiss()))
-        page.add_init_script(FAKE_KERNEL % (json.dumps(json_state({"view_ready": {"generating": False}, **replies})), json.dumps(list(hold))))
-        page.goto(path.as_uri())
-        page.wait_for_selector("body[data-ready='1']", timeout=15000)
-        page.wait_for_function("document.querySelector('.lens-widget')?.dataset.kernel === 'yes'")
-        pages.append(page)
-        return page
-
-    yield _open
-    errors = {i: p.errors for i, p in enumerate(pages) if p.errors}
-    for p in pages:
-        p.close()
-    assert not errors, f"uncaught errors in the pages: {errors}"
+    return _open
 
 
 def sent(page, type_: str) -> list[dict]:

@@ -27,7 +27,6 @@ from ui_support import cell_xy, grid_pixels, nearest
 from lens_widget.patching import Sweep
 from lens_widget.tokens import display_token
 from lens_widget.widget import LensWidget
-from lens_widget.widget.export import standalone_html
 from lens_widget.wire import json_state, sweep_to_wire
 from zoo import tiny
 
@@ -86,30 +85,10 @@ STAND_IN = """
 
 
 @pytest.fixture
-def open_live(browser, tmp_path):
+def open_live(open_page):
     """open_live(state) -> a page of the widget whose requests are recorded (``window.__sent``) and
     answered by the test (``window.__reply``, ``window.__emit``, ``__lensModel.set``)."""
-    pages = []
-
-    def _open(state):
-        path = tmp_path / f"live{len(pages)}.html"
-        path.write_text(standalone_html(state), encoding="utf-8")
-        page = browser.new_page(viewport={"width": 1100, "height": 1600})
-        page.errors, page.dialogs = [], []
-        page.on("pageerror", lambda e: page.errors.append(str(e)))
-        page.on("dialog", lambda d: (page.dialogs.append(d.message), d.dismiss()))
-        page.add_init_script(STAND_IN)
-        page.goto(path.as_uri())
-        page.wait_for_selector("body[data-ready='1']", timeout=15000)
-        page.wait_for_function("document.querySelector('.lens-widget')?.dataset.kernel === 'yes'")
-        pages.append(page)
-        return page
-
-    yield _open
-    errors = {i: p.errors for i, p in enumerate(pages) if p.errors}
-    for p in pages:
-        p.close()
-    assert not errors, f"uncaught errors in the pages: {errors}"
+    return lambda state: open_page(state, viewport=(1100, 1600), init_script=STAND_IN)
 
 
 def sent(page, type_: str) -> list[dict]:
