@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import sys
 import warnings
 from pathlib import Path
 
@@ -26,40 +27,24 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def held_out_check(hm, lens, n_rows: int = 2, seq_len: int = 128, skip_first: int = 16) -> dict:
+def held_out_check(hm, lens, n_tokens: int = 224, seq_len: int = 128, skip_first: int = 16) -> dict:
     """What the stored lens does here, under this process's transformers and torch: mean
-    KL(final ‖ lens) over every site before the last on ``n_rows`` held-out rows (positions ≥
-    ``skip_first``), beside the logit lens's. A lens whose numerics no longer match the model
-    (a library fix changed the forward) would read no better than the logit lens: refused."""
-    import torch
+    KL(final ‖ lens) over every site before the last on ``n_tokens`` held-out tokens (rows of
+    ``seq_len``, positions ≥ ``skip_first``; ``jlens_quality.per_layer``), beside the logit lens's.
+    A lens whose numerics no longer match the model (a library fix changed the forward) would read
+    no better than the logit lens: refused."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from jlens_quality import per_layer
 
-    from lens_widget.corpus import corpus_texts
     from lens_widget.decoders import Decoder
     from lens_widget.lens_files import lens_environment
-    from lens_widget.sites import select_matrix
-    from lens_widget.tuned_training import token_stream
 
     sites = hm.site_names(None)
-    rows = token_stream(hm, corpus_texts("held_out"), seq_len)
-    decs = {"logit lens": Decoder(hm), "J lens": lens}
-    total = {name: 0.0 for name in decs}
-    n = 0
-    with torch.inference_mode():
-        for _ in range(n_rows):
-            row = next(rows)
-            select, _ = select_matrix([list(range(len(row)))])
-            acts = hm.record(hm.pad([row]), sites, select).acts
-            keep = slice(skip_first, None)
-            logp = torch.log_softmax(decs["logit lens"].logits(acts[sites[-1]][0, keep], sites[-1]), -1)
-            for name, dec in decs.items():
-                for s in sites[:-1]:
-                    logq = torch.log_softmax(dec.logits(acts[s][0, keep], s), -1)
-                    total[name] += float((logp.exp() * (logp - logq)).sum(-1).sum(dtype=torch.float64))
-            n += logp.shape[0]
-    mean = {name: round(v / (n * (len(sites) - 1)), 4) for name, v in total.items()}
+    got = per_layer(hm, {"logit lens": Decoder(hm), "J lens": lens}, sites, n_tokens, seq_len, skip_first)
+    mean = {name: round(sum(kl[:-1]) / (len(sites) - 1), 4) for name, kl in got["kl"].items()}
     if not mean["J lens"] < mean["logit lens"]:
         raise SystemExit(f"the stored lens reads no better than the logit lens here ({mean}): mismatched, not shipped")
-    return {"environment": lens_environment(), "tokens": n, "mean_kl": mean}
+    return {"environment": lens_environment(), "tokens": got["tokens"], "mean_kl": mean}
 
 
 def main(argv: list[str] | None = None) -> int:
