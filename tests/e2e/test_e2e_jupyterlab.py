@@ -117,7 +117,11 @@ def test_quickstart_in_jupyterlab(browser, jupyter_server, steps):
         wait_probe(page, lambda ws: expected in [w["selected"] for w in ws], f"selected == {expected}")
 
     with steps("a new prompt typed in the widget recomputes the grid"):
-        old_title = widget.locator(".lw-title").inner_text()
+        # the probe's rerun scrolled the notebook to its end, past the quickstart's last widget: bring the
+        # grid back before reading (the windowed notebook stops rendering far cells: inner text reads empty)
+        widget.scroll_into_view_if_needed(timeout=UI_MS)
+        old_title = widget.locator(".lw-title").text_content()
+        assert re.search(r"\d+ sites × \d+ tokens", old_title or ""), old_title
         prompt_box = widget.locator(".lw-prompt-input")
         prompt_box.fill(NEW_PROMPT)
         prompt_box.press("Enter")
@@ -152,7 +156,8 @@ def test_quickstart_in_jupyterlab(browser, jupyter_server, steps):
             arg=[widget.locator("select.lw-metric-token").element_handle(), tid],
             timeout=KERNEL_MS,
         )
-        assert f"id {tid}" in widget.locator(".lw-status").inner_text()
+        widget.scroll_into_view_if_needed(timeout=UI_MS)
+        assert f"id {tid}" in (widget.locator(".lw-status").text_content() or "")
         rerun_probe(page)
         wait_probe(page, lambda ws: any(tid in w["tracked"] for w in ws), f"{tid} tracked")
 
