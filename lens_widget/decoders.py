@@ -14,7 +14,7 @@ comes out right) -> an optional projection (OPT's ``project_out``) -> the unembe
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -24,7 +24,7 @@ from .devices import is_offloaded, materialized
 from .hooked import HookedModel
 from .unembed import UPCAST_BYTES, NormParts, Unembed
 
-__all__ = ["Decoder", "LogitLensDecoder", "UnsupportedSiteError"]
+__all__ = ["Decoder", "LogitLensDecoder", "UnsupportedSiteError", "refused_sites"]
 
 
 class UnsupportedSiteError(KeyError):
@@ -32,6 +32,18 @@ class UnsupportedSiteError(KeyError):
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0]) if self.args else ""
+
+
+def refused_sites(sites: Sequence[str], probe: Callable[[str], Any]) -> list[str]:
+    """The sites for which ``probe(site)`` (a decoder's per-site lookup) raises
+    :class:`UnsupportedSiteError`, in order: what a ``check_sites`` names in its one error."""
+    bad = []
+    for s in sites:
+        try:
+            probe(s)
+        except UnsupportedSiteError:
+            bad.append(s)
+    return bad
 
 
 class Decoder:

@@ -50,7 +50,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import torch
 
-from .decoders import Decoder, UnsupportedSiteError
+from .decoders import Decoder, UnsupportedSiteError, refused_sites
 from .hooked import HookedModel, as_hooked_model
 from .jacobian_training import fit_jacobian
 from .lens_files import LensFileError, hidden_size, lens_environment, unembed_hash
@@ -227,12 +227,7 @@ class JacobianLens(Decoder):
         return J
 
     def check_sites(self, sites: Sequence[str]) -> None:
-        bad = []
-        for s in sites:
-            try:
-                self.matrix(s)
-            except UnsupportedSiteError:
-                bad.append(s)
+        bad = refused_sites(sites, self.matrix)
         if bad:
             raise UnsupportedSiteError(
                 f"the jacobian lens has no J for {', '.join(map(repr, bad))}: {self.coverage()} "

@@ -24,7 +24,7 @@ from typing import Any, Iterable, Sequence
 import torch
 from torch import nn
 
-from .decoders import Decoder, UnsupportedSiteError
+from .decoders import Decoder, UnsupportedSiteError, refused_sites
 from .hooked import HookedModel, as_hooked_model
 from .lens_files import LensFileError, unembed_hash
 from .sites import hidden_state_index
@@ -104,12 +104,7 @@ class TunedLens(Decoder):
         return None if idx >= self.n_layers else idx
 
     def check_sites(self, sites: Sequence[str]) -> None:
-        bad = []
-        for s in sites:
-            try:
-                self.translator_index(s)
-            except UnsupportedSiteError:
-                bad.append(s)
+        bad = refused_sites(sites, self.translator_index)
         if bad:
             raise UnsupportedSiteError(
                 f"the tuned lens has no translator for {', '.join(map(repr, bad))}; it decodes "
