@@ -53,7 +53,7 @@ import torch
 from .decoders import Decoder, UnsupportedSiteError, refused_sites
 from .hooked import HookedModel, as_hooked_model
 from .jacobian_training import fit_jacobian
-from .lens_files import LensFileError, hidden_size, lens_environment, unembed_hash
+from .lens_files import LensFileError, hidden_size, lens_environment, save_atomic, unembed_hash
 from .lowrank import load_matrices, save_matrices
 from .sites import parse_site
 from .tuned_lens import SHIPPED_LENS_DIR
@@ -290,12 +290,7 @@ class JacobianLens(Decoder):
     def save(self, path: str | os.PathLike, *, dtype: torch.dtype | None = torch.float32) -> Path:
         """Write the published schema (``dtype``: float32 by default, float16 halves the file; None
         keeps each matrix's own) plus ``J_embed`` and our metadata. Atomic (temp file + rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(self.state_dict(dtype), tmp)
-        os.replace(tmp, path)
-        return path
+        return save_atomic(self.state_dict(dtype), path)
 
     @classmethod
     def from_state(

@@ -56,7 +56,7 @@ import torch
 from torch import nn
 
 from .hooked import HookedModel, as_hooked_model
-from .lens_files import hidden_size, lens_environment
+from .lens_files import hidden_size, lens_environment, save_atomic
 from .devices import execution_device
 
 __all__ = ["fit_jacobian", "prompt_jacobians", "probe_matrix", "GradRecorder", "SKIP_FIRST", "MAX_SEQ_LEN"]
@@ -211,13 +211,6 @@ def _prompt_ids(hm: HookedModel, item: Any, column: str, max_seq_len: int) -> li
     return list(ids)[:max_seq_len]
 
 
-def _save_atomic(state: dict[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
 def fit_jacobian(
     model: Any,
     texts: Iterable[Any],
@@ -287,7 +280,7 @@ def fit_jacobian(
 
     def checkpoint_now() -> None:
         if ckpt is not None:
-            _save_atomic({"sum": total, "n_done": n_done, "next_idx": next_idx, "n_tokens": n_tokens,
+            save_atomic({"sum": total, "n_done": n_done, "next_idx": next_idx, "n_tokens": n_tokens,
                           "skipped": skipped, "seconds": seconds, "config": config}, ckpt)
 
     items = iter(texts)

@@ -5,12 +5,14 @@ and the residual width a lens must match."""
 from __future__ import annotations
 
 import hashlib
+import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["LensFileError", "unembed_hash", "lens_environment", "hidden_size"]
+__all__ = ["LensFileError", "unembed_hash", "lens_environment", "hidden_size", "save_atomic"]
 
 
 class LensFileError(ValueError):
@@ -40,3 +42,14 @@ def hidden_size(model: Any) -> int:
     if not d:
         raise ValueError(f"cannot tell the residual width of {type(model.model).__name__} from its config")
     return int(d)
+
+
+def save_atomic(state: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` to a temporary file beside ``path``, then rename it over ``path``: a reader
+    (or a resumed fit) never sees half a file. Creates the folder. Returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+    return path

@@ -28,6 +28,7 @@ import torch
 
 from .decoders import Decoder
 from .hooked import HookedModel, as_hooked_model
+from .lens_files import save_atomic
 from .sites import select_matrix
 
 __all__ = ["train_tuned_lens", "ChunkedUnembedKL", "token_stream", "held_out_kl", "TrainingLog"]
@@ -148,13 +149,6 @@ def _make_optimizer(params: list[torch.nn.Parameter], optimizer: str, lr: float 
     raise ValueError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
 
 
-def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
 def train_tuned_lens(
     model: Any,
     texts: Iterable[Any],
@@ -246,11 +240,11 @@ def train_tuned_lens(
 
     def checkpoint_now(step: int) -> None:
         if ckpt is not None:
-            _save_checkpoint(ckpt, {
+            save_atomic({
                 "lens": lens.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                 "step": step, "rows_read": rows_read, "rng": torch.get_rng_state(),
                 "steps": steps, "seq_len": seq_len, "rows_per_step": rows_per_step,
-            })
+            }, ckpt)
 
     rows = token_stream(hm, texts, seq_len, column)
     for _ in range(rows_read):  # resume: skip the text already trained on
