@@ -6,6 +6,8 @@ counted from those logits) so plots and the front end can be checked against the
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from lens_widget.result import LensResult
@@ -80,3 +82,14 @@ def make_result(
         token_strings=strings,
         model_name="synthetic",
     )
+
+
+class CodePayload:
+    """Pickles to a call of ``os.system`` that touches ``marker``: what a malicious lens file
+    carries (a test saves one inside a lens file and checks the marker never appears)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))

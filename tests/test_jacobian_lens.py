@@ -5,7 +5,6 @@ equal to the true Jacobian of a network whose blocks are linear."""
 
 from __future__ import annotations
 
-import os
 import socket
 import warnings
 
@@ -20,6 +19,7 @@ from lens_widget.jacobian_lens import JacobianLens, LensFileError, lens_filename
 from lens_widget.jacobian_lens import fit_jacobian_lens
 from lens_widget.jacobian_training import probe_matrix
 from lens_widget.lowrank import rounded
+from fakes import CodePayload
 from zoo import CONFIGS, char_tokenizer, tiny
 
 ARCHS = sorted(CONFIGS)
@@ -264,21 +264,11 @@ def test_not_a_lens_file(tmp_path):
         JacobianLens.from_pretrained(tmp_path / "empty", hm)
 
 
-class _Payload:
-    """Pickles to a call of os.system: what a malicious lens file carries."""
-
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
-
-
 def test_code_carrying_file_never_runs(tmp_path):
     hm = tiny("llama")
     marker = tmp_path / "pwned"
     p = tmp_path / "evil_jacobian_lens.pt"
-    torch.save({"J": {0: _Payload(marker)}, "n_prompts": 1, "d_model": 32, "source_layers": [0]}, p)
+    torch.save({"J": {0: CodePayload(marker)}, "n_prompts": 1, "d_model": 32, "source_layers": [0]}, p)
     with pytest.raises(LensFileError, match=r"more than tensors.*refused.*weights_only=True"):
         JacobianLens.from_pretrained(p, hm)
     assert not marker.exists()

@@ -17,6 +17,7 @@ from lens_widget import LogitLens, UnsupportedSiteError
 from lens_widget.arch import get_path
 from lens_widget.sites import select_matrix
 from lens_widget.tuned_lens import LensFileError, TunedLens
+from fakes import CodePayload
 from reference import rank_band
 from zoo import CONFIGS, tiny
 
@@ -298,22 +299,12 @@ def test_corrupt_params(tmp_path):
         TunedLens.from_pretrained(folder, hm)
 
 
-class _Payload:
-    """Pickles to a call of os.system: what a malicious params.pt carries."""
-
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
-
-
 def test_code_carrying_params_never_runs(tmp_path):
     hm = tiny("llama")
     folder = random_lens(hm).save(tmp_path / "lens")
     marker = tmp_path / "pwned"
     state = random_lens(hm).state_dict()
-    state["0.weight"] = _Payload(marker)
+    state["0.weight"] = CodePayload(marker)
     torch.save(state, folder / "params.pt")
     with pytest.raises(LensFileError, match=r"more than tensors.*refused.*weights_only=True"):
         TunedLens.from_pretrained(folder, hm)
