@@ -7,9 +7,11 @@ with binary reply buffers.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
+from typing import Any, Iterator
 
 import pytest
 from browser_support import cell_center
@@ -92,6 +94,23 @@ def _read(path: str, timeout: float = 30.0):
     raise AssertionError(f"{path} was never written")
 
 
+@contextlib.contextmanager
+def _lab_page(browser, url: str, height: int = 1000) -> Iterator[tuple[Any, Any, list[str]]]:
+    """A page on the notebook at ``url`` whose first cell has run and drawn its grid: ``(page, the
+    grid's canvas, the page's uncaught errors so far and to come)``; closed at the end."""
+    page = browser.new_page(viewport={"width": 1400, "height": height})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(f"{e} @ {(e.stack or '')[:600]}"))
+    try:
+        page.goto(url, timeout=60000)
+        _run_first_cell(page)
+        canvas = page.locator(".lens-widget canvas.lw-canvas")
+        canvas.wait_for(timeout=120000)
+        yield page, canvas, errors
+    finally:
+        page.close()
+
+
 def _run_first_cell(page, attempts: int = 2) -> None:
     """Run the notebook's cell once the kernel is up (retrying if the key press was swallowed),
     and wait for it to produce output. Under load, jupyter_server can answer a new kernel's first
@@ -136,14 +155,7 @@ def _press_run(page) -> None:
 
 def test_widget_in_jupyter(browser, lab):
     url, out = lab
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(f"{e} @ {(e.stack or '')[:600]}"))
-    try:
-        page.goto(url, timeout=60000)
-        _run_first_cell(page)
-        canvas = page.locator(".lens-widget canvas.lw-canvas")
-        canvas.wait_for(timeout=120000)
+    with _lab_page(browser, url) as (page, canvas, errors):
         page.wait_for_function("document.querySelector('.lens-widget')?.dataset.firstPaintMs !== undefined")
         truth = _read(out + ".truth")
         S = truth["S"]
@@ -195,22 +207,13 @@ def test_widget_in_jupyter(browser, lab):
         assert "× 8 tokens" in page.locator(".lens-widget .lw-title").text_content()
         # every uncaught error in the page fails the test, except the host's own listed ones
         assert unexpected_page_errors(errors) == [], errors
-    finally:
-        page.close()
 
 
 def test_lens_switch_and_prompt_selector_in_jupyterlab(browser, lab_lenses):
     """The front end's choice reaches the kernel (``data`` follows it) and the kernel's answers
     (cell_detail) are for the lens and prompt shown."""
     url, out = lab_lenses
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(f"{e} @ {(e.stack or '')[:600]}"))
-    try:
-        page.goto(url, timeout=60000)
-        _run_first_cell(page)
-        canvas = page.locator(".lens-widget canvas.lw-canvas")
-        canvas.wait_for(timeout=120000)
+    with _lab_page(browser, url) as (page, canvas, errors):
         truth = _read(out + ".truth")
         S = len(truth["logit"][0])
         page.select_option(".lens-widget select.lw-lens", "tuned")
@@ -230,8 +233,6 @@ def test_lens_switch_and_prompt_selector_in_jupyterlab(browser, lab_lenses):
         assert ids[:k] == truth["tuned"][1][S - 1][2] != truth["logit"][1][S - 1][2]
         # every uncaught error in the page fails the test, except the host's own listed ones
         assert unexpected_page_errors(errors) == [], errors
-    finally:
-        page.close()
 
 
 # Generation, live: a tiny model slowed down (its final norm sleeps, so every lens chunk and every
@@ -272,14 +273,7 @@ def test_generation_grows_live_and_stop_keeps_it_in_jupyter(browser, lab_generat
     """JupyterLab and Notebook 7: the grid grows before the generation ends, stop keeps it, a long
     recompute shows progress and stops, and the widget keeps working."""
     url, out = lab_generate
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(f"{e} @ {(e.stack or '')[:600]}"))
-    try:
-        page.goto(url, timeout=60000)
-        _run_first_cell(page)
-        canvas = page.locator(".lens-widget canvas.lw-canvas")
-        canvas.wait_for(timeout=120000)
+    with _lab_page(browser, url) as (page, canvas, errors):
         page.wait_for_function("document.querySelector('.lens-widget')?.dataset.nPositions === '5'", timeout=60000)
 
         # generate 40 tokens: the grid grows while the kernel still writes
@@ -344,8 +338,6 @@ def test_generation_grows_live_and_stop_keeps_it_in_jupyter(browser, lab_generat
         page.wait_for_function("() => document.querySelector('.lens-widget .lw-title').textContent.includes('× 8 tokens')", timeout=60000)
         assert _read(out + ".data")["prompt"] == "hi there"
         assert unexpected_page_errors(errors) == [], errors
-    finally:
-        page.close()
 
 
 # Issue 18, live: the attribution panel and the click-click patch flow against a real kernel.
@@ -369,14 +361,7 @@ def test_attribution_panel_and_patch_flow_in_jupyterlab(browser, lab_patch):
     ``w.attribution``); patch mode, a source cell on prompt 1, prompt 2, a target column: the kernel
     patches exactly that and the page shows the diff grid with the cone."""
     url, out = lab_patch
-    page = browser.new_page(viewport={"width": 1400, "height": 1200})
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(f"{e} @ {(e.stack or '')[:600]}"))
-    try:
-        page.goto(url, timeout=60000)
-        _run_first_cell(page)
-        canvas = page.locator(".lens-widget canvas.lw-canvas")
-        canvas.wait_for(timeout=120000)
+    with _lab_page(browser, url, height=1200) as (page, canvas, errors):
         page.wait_for_function("document.querySelector('.lens-widget')?.dataset.kernel === 'yes'", timeout=60000)
         truth = _read(out + ".truth")
         S = truth["S"]
@@ -398,5 +383,3 @@ def test_attribution_panel_and_patch_flow_in_jupyterlab(browser, lab_patch):
         # says how the patch ended when the reply is in
         page.wait_for_function("document.querySelector('.lens-widget .lw-progress-text').textContent.startsWith('patch done in')", timeout=60000)
         assert unexpected_page_errors(errors) == [], errors
-    finally:
-        page.close()
