@@ -25,9 +25,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from lens_widget import HookedModel, Intervention, JacobianLens, LogitLens  # noqa: E402
+from lens_widget import HookedModel, LogitLens  # noqa: E402
 from lens_widget.decoders import Decoder  # noqa: E402
-from zoo import char_tokenizer, tiny  # noqa: E402
+from zoo import char_tokenizer, jittered_lens, tiny  # noqa: E402
 
 ARCHS = ["llama", "gpt2", "gemma2", "qwen3", "gpt_neox", "opt"]
 
@@ -44,15 +44,6 @@ def on(device: str, arch: str) -> HookedModel:
 
     hm = tiny(arch)
     return HookedModel.from_model(copy.deepcopy(hm.model).to(device).eval(), char_tokenizer(), name=f"tiny-{arch}")
-
-
-def jittered(hm: HookedModel, seed: int = 5) -> JacobianLens:
-    """A J lens of random matrices near the identity (the same on every device)."""
-    d = hm.model.config.hidden_size
-    g = torch.Generator().manual_seed(seed)
-    jac = {i: torch.eye(d) + 0.3 * torch.randn(d, d, generator=g) for i in range(hm.num_layers - 1)}
-    jac["embed"] = torch.eye(d) + 0.3 * torch.randn(d, d, generator=g)
-    return JacobianLens(hm, jac)
 
 
 def same(a, b, tol=2e-4) -> dict:
@@ -84,7 +75,7 @@ def correctness(device: str) -> dict:
         sc, sd = lc.patch_sweep(other, prompt, ("a", "e"), progress=False), ld.patch_sweep(other, prompt, ("a", "e"), progress=False)
         r["sweep"] = {"max_patched_ld_diff": float(np.nanmax(np.abs(sc.patched_ld - sd.patched_ld))), "forwards": int(sd.meta["forwards"])}
         r["sweep"]["ok"] = r["sweep"]["max_patched_ld_diff"] < 1e-3
-        jc, jd = jittered(cpu), jittered(dev)
+        jc, jd = jittered_lens(cpu), jittered_lens(dev)
         r["jlens"] = same(LogitLens(dev, compile="never", decoder=jd).run(prompt, progress=False),
                           LogitLens(cpu, compile="never", decoder=jc).run(prompt, progress=False))
         res[arch] = r

@@ -20,7 +20,7 @@ from lens_widget.jacobian_lens import fit_jacobian_lens
 from lens_widget.jacobian_training import probe_matrix
 from lens_widget.lowrank import rounded
 from fakes import CodePayload
-from zoo import CONFIGS, char_tokenizer, tiny
+from zoo import CONFIGS, char_tokenizer, jittered_lens, tiny
 
 ARCHS = sorted(CONFIGS)
 PROMPT = "The capital of France is Paris."
@@ -576,14 +576,6 @@ def test_the_shipped_lens_loads_for_the_embedded_model_and_says_where_it_came_fr
 
 
 # -- generation with a J lens ------------------------------------------------------------------------------
-def jittered_lens(hm, seed: int = 5) -> JacobianLens:
-    d = hm.model.config.hidden_size
-    g = torch.Generator().manual_seed(seed)
-    jac = {i: torch.eye(d) + 0.3 * torch.randn(d, d, generator=g) for i in range(hm.num_layers - 1)}
-    jac["embed"] = torch.eye(d) + 0.3 * torch.randn(d, d, generator=g)
-    return JacobianLens(hm, jac)
-
-
 def test_generation_with_a_j_lens_equals_a_fresh_run_column_by_column():
     hm = tiny("llama")
     jl = jittered_lens(hm)

@@ -14,7 +14,7 @@ import transformers as T
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from lens_widget import HookedModel
+from lens_widget import HookedModel, JacobianLens
 from lens_widget.decoders import Decoder
 
 VOCAB = 101
@@ -96,3 +96,13 @@ class AffineLens(Decoder):
 
     def translate(self, h: torch.Tensor, site: str | None) -> torch.Tensor:
         return h + h @ self.w.to(h) + self.b.to(h)
+
+
+def jittered_lens(hm: HookedModel, seed: int = 5) -> JacobianLens:
+    """A J lens of random matrices near the identity (``I + 0.3 N(0, 1)``) at the embeddings and
+    every block output but the last: the same matrices on every device for a seed."""
+    d = hm.model.config.hidden_size
+    g = torch.Generator().manual_seed(seed)
+    jac = {i: torch.eye(d) + 0.3 * torch.randn(d, d, generator=g) for i in range(hm.num_layers - 1)}
+    jac["embed"] = torch.eye(d) + 0.3 * torch.randn(d, d, generator=g)
+    return JacobianLens(hm, jac)
