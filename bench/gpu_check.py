@@ -15,7 +15,7 @@ vocabulary 128,256; no download), 33 sites (embeddings + 32 block outputs), k=10
 | `floor_split` | `certified.split_logits`: hi/lo bf16 split, two tensor-core products + eps |
 | `naive` | per layer: final norm, bf16 `lm_head`, softmax, top-k, rank of the next token |
 | `lens_float32` | `LogitLens(model, precision="float32").run(...)` |
-| `lens_auto` | `LogitLens(model, precision="auto").run(...)` (when the engine has `precision=`) |
+| `lens_certified` | `LogitLens(model, precision="certified").run(...)`, with what its chunks did (rows recomputed in float32, windows) |
 | `certified_grid` | split product + `certified.certified_stats` over every row, outside the engine |
 
 plus agreement of each with a float64 reference on the first 256 positions (top-1 and next-token
@@ -306,7 +306,7 @@ def device_checks(dec, xs, nxt, product, wmax, dev):
         bits = {}
         gen = torch.Generator(device="cpu").manual_seed(0)
         for ncols in (64, 1024, 16384):
-            idx = C._pad_ids(torch.randperm(w.shape[0], generator=gen)[: min(ncols, w.shape[0])].sort().values.to(dev), w.shape[0])
+            idx = C.pad_ids(torch.randperm(w.shape[0], generator=gen)[: min(ncols, w.shape[0])].sort().values.to(dev), w.shape[0])
             for rows in (c.shape[0], 64, 4):
                 zu = C.exact_logits(c[:rows], w, idx, bias, cap)
                 bits[f"cols{idx.numel()}_rows{rows}"] = float((zu == full[:rows, idx]).float().mean())
@@ -328,7 +328,7 @@ def generation(model, hm, dev, n_prompt, n_new, first_ms=None):
     ids = torch.randint(3, 100, (1, n_prompt), device=dev)
     res = {"transformers_ms_per_token_before_any_lens": first_ms}
     res["transformers_ms_per_token"] = hf_generate_ms(model, dev, n_prompt, n_new)
-    for prec in ("float32", "auto"):
+    for prec in ("float32", "certified"):
         lens, note = make_lens(hm, prec)
         if lens is None:
             res[f"lens_{prec}_note"] = note
@@ -393,20 +393,21 @@ def one_length(model, hm, dev, n, quick, product, wmax, clock, report):
 
         if clock.left() > 40:
             guarded(row, "naive", do_naive)
-        lens_auto, note = make_lens(hm, "auto")
-        res_auto = None
-        if lens_auto is not None and clock.left() > 40:
-            def do_auto():
-                lens_auto.run(idl[:64], k=K, progress=False)
-                s, peak, res = peak_of(lambda: lens_auto.run(idl, k=K, progress=False), dev)
-                row.update(lens_auto_s=s, lens_auto_peak_mb=peak)
-                row["lens_auto_identical_ranks"] = float((res.next_rank == res32.next_rank).mean())
-                row["lens_auto_identical_topk_ids"] = float((res.topk_ids == res32.topk_ids).mean())
+        lens_certified, note = make_lens(hm, "certified")
+        res_certified = None
+        if lens_certified is not None and clock.left() > 40:
+            def do_certified():
+                lens_certified.run(idl[:64], k=K, progress=False)
+                s, peak, res = peak_of(lambda: lens_certified.run(idl, k=K, progress=False), dev)
+                row.update(lens_certified_s=s, lens_certified_peak_mb=peak)
+                row["lens_certified_identical_ranks"] = float((res.next_rank == res32.next_rank).mean())
+                row["lens_certified_identical_topk_ids"] = float((res.topk_ids == res32.topk_ids).mean())
+                row["lens_certified_tally"] = lens_certified.last_certified
                 return res
 
-            res_auto = guarded(row, "lens_auto", do_auto)
+            res_certified = guarded(row, "lens_certified", do_certified)
         elif note:
-            row["note_auto"] = note
+            row["note_certified"] = note
         grid: dict = {}
         row["certified_grid"] = grid
 
@@ -432,8 +433,8 @@ def one_length(model, hm, dev, n, quick, product, wmax, clock, report):
             row.update(checks)
             r1, rr = res32.topk_ids[0, :, :m, 0], res32.next_rank[0, :, :m]
             row.update(agreement("lens_float32", torch.as_tensor(r1).to(dev), torch.as_tensor(rr).to(dev), ref_top1, ref_rank))
-            if res_auto is not None:
-                row.update(agreement("lens_auto", torch.as_tensor(res_auto.topk_ids[0, :, :m, 0]).to(dev), torch.as_tensor(res_auto.next_rank[0, :, :m]).to(dev), ref_top1, ref_rank))
+            if res_certified is not None:
+                row.update(agreement("lens_certified", torch.as_tensor(res_certified.topk_ids[0, :, :m, 0]).to(dev), torch.as_tensor(res_certified.next_rank[0, :, :m]).to(dev), ref_top1, ref_rank))
 
         if clock.left() > 30:
             guarded(row, "agreement", do_checks)
@@ -445,8 +446,8 @@ def one_length(model, hm, dev, n, quick, product, wmax, clock, report):
 
 
 def table(report):
-    keys = ["forward_s", "floor_float32_s", "floor_tf32_s", "floor_bf16_s", "floor_split_s", "naive_s", "lens_float32_s", "lens_auto_s",
-            "naive_peak_mb", "lens_float32_peak_mb", "lens_auto_peak_mb"]
+    keys = ["forward_s", "floor_float32_s", "floor_tf32_s", "floor_bf16_s", "floor_split_s", "naive_s", "lens_float32_s", "lens_certified_s",
+            "naive_peak_mb", "lens_float32_peak_mb", "lens_certified_peak_mb"]
     lines = ["| | " + " | ".join(str(r["tokens"]) for r in report["lengths"]) + " |", "|---|" + "---:|" * len(report["lengths"])]
     for k in keys:
         lines.append(f"| {k} | " + " | ".join(f"{r[k]:.3f}" if isinstance(r.get(k), float) else "-" for r in report["lengths"]) + " |")

@@ -86,6 +86,10 @@ from typing import Callable
 import torch
 
 __all__ = [
+    "PRECISIONS",
+    "Certify",
+    "resolve_precision",
+    "emulated_product",
     "U32",
     "TC_UNITS",
     "TANH_ULPS",
@@ -93,6 +97,7 @@ __all__ = [
     "weight_norm_max",
     "split_rows",
     "cuda_product",
+    "cuda_product_available",
     "split_logits",
     "error_bound",
     "exact_logits",
@@ -112,12 +117,22 @@ TANH_ULPS = 4
 ETA = 2.0**-120
 #: Recounted columns are padded to a multiple of this (BLAS tails compute differently).
 PAD_COLS = 64
+#: The final distribution's mass left off a chunk's recounted columns (the KL's bound is
+#: ``eps q_f + ...``) when no ``sum_tol`` sets it (``q_f <= sum_tol / (2 eps)``): the columns
+#: holding the rest are recounted where they are few.
+QF_TARGET = 1e-6
+#: A row stays on the certified path while it needs at most ``ROW_SHARE * V / r`` recounted
+#: columns (of a chunk of ``r`` rows); past that, recomputing it alone is cheaper.
+ROW_SHARE = 2.0
 #: Fewest rows in a fallback product (MKL computes 1-3 row products in another order).
 MIN_ROWS = 4
 #: float32 scratch of one block of upcast weight rows (as ``Decoder.UPCAST_BYTES``).
 UPCAST_BYTES = 32 * 2**20
 
 Product = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+#: What ``LogitLens(..., precision=)`` accepts (or a :class:`Certify`).
+PRECISIONS = ("auto", "float32", "certified")
 
 
 def gamma(n: float, u: float = U32) -> float:
@@ -323,6 +338,29 @@ def pad_ids(ids: torch.Tensor, V: int, multiple: int = PAD_COLS) -> torch.Tensor
     return torch.cat([ids, extra]).sort().values
 
 
+def _union_within(need: torch.Tensor, fallback: torch.Tensor, limit: int) -> torch.Tensor:
+    """The columns ``need`` marks for the rows not in ``fallback``, at most ``limit`` of them:
+    when they are more, the rows needing the most columns join ``fallback`` (in place) until the
+    union of the others fits (the longest prefix of rows by need, found by bisection)."""
+    live = (~fallback).nonzero()[:, 0]
+    empty = torch.zeros(0, dtype=torch.long, device=need.device)
+    if not live.numel():
+        return empty
+    union = need[live].any(0)
+    if int(union.sum()) <= limit:
+        return union.nonzero()[:, 0]
+    order = live[torch.argsort(need[live].sum(-1), stable=True)]  # fewest columns first
+    lo, hi = 0, int(order.numel())  # the prefix of lo rows fits; of hi rows it does not
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if int(need[order[:mid]].any(0).sum()) <= limit:
+            lo = mid
+        else:
+            hi = mid
+    fallback[order[lo:]] = True
+    return need[order[:lo]].any(0).nonzero()[:, 0] if lo else empty
+
+
 def _full_rows(z: torch.Tensor, rows: torch.Tensor, x: torch.Tensor, weight, bias, softcap) -> None:
     """Exact float32 rows ``rows`` of ``z`` (padded to ``MIN_ROWS`` rows for the product)."""
     r = x.shape[0]
@@ -349,9 +387,10 @@ def certified_stats(
     group: int = 1,
     *,
     sum_tol: float | None = 1e-4,
-    mass_nats: float = 8.0,
+    mass_nats: float = 12.0,
     max_window: float = 1 / 16,
     max_union: float = 0.25,
+    row_share: float | None = ROW_SHARE,
 ) -> dict[str, torch.Tensor]:
     """What ``ChunkReducer.reduce_logits`` needs, from approximate logits ``z [r, V]`` (from
     :func:`split_logits`, overwritten here: it ends as the hybrid logits) and ``eps [r]``.
@@ -379,8 +418,9 @@ def certified_stats(
     Cost: passes over ``z`` (per target two, top-k, max/sums twice), one float32 ``mm`` of the
     rows against the union of windows and candidates, and full float32 rows for the fallback.
     ``mass_nats``: columns within this of a row's maximum are recomputed too (so the sums' bounds
-    are small for peaked rows); ``max_window``/``max_union``: fractions of ``V`` past which a row /
-    the whole chunk is recomputed in full instead.
+    are small for peaked rows). A row is recomputed in full instead when it needs more than
+    ``min(max_window V, row_share V / r + PAD_COLS)`` columns (then that is cheaper), and when
+    the union passes ``max_union V`` columns the rows needing the most join them until it fits.
     """
     r, V = z.shape
     dev = z.device
@@ -405,20 +445,33 @@ def certified_stats(
     need |= z >= _down(kth.double() - eps2)[:, None]
     need.scatter_(1, targets, True)
     window = need.sum(-1, dtype=torch.int32)
-    cap = max(k + T, int(max_window * V))
+    # a row recounted through the union costs r x (its new columns); recomputed alone it costs V
+    # columns: rows needing more than ~ROW_SHARE V / r columns are cheaper recomputed alone
+    cap = int(max_window * V)
+    if row_share is not None:
+        cap = min(cap, int(row_share * V / max(1, r)) + PAD_COLS)
+    cap = max(k + T, cap)
     fallback |= window > cap
     zmax = z.amax(-1)
     if mass_nats > 0:  # the columns that carry a peaked row's mass, where they are few
         heavy = z >= _down(zmax.double() - mass_nats - eps2)[:, None]
         few = heavy.sum(-1) <= cap
         need |= heavy & few[:, None]
+    if p_final is not None and mass_nats > 0:
+        # the KL's bound grows with the final distribution's mass off the recounted columns:
+        # recount the columns that hold all but QF_TARGET of it, where they are few
+        n_pos = r // group
+        pf = p_final[:n_pos].to(dev)
+        top = torch.sort(pf, dim=-1, descending=True)
+        emax = float(eps[~fallback].max()) if bool((~fallback).any()) else 0.0
+        target = min(0.5, 0.5 * sum_tol / emax) if sum_tol is not None and emax > 0 else QF_TARGET
+        keep = (top.values.cumsum(-1) - top.values) < (1 - target)
+        cols = torch.zeros_like(keep).scatter_(1, top.indices, keep)
+        cols &= (keep.sum(-1) <= cap)[:, None]
+        need |= cols.repeat_interleave(group, 0)
 
     # -- the sums' bounds (decided before any recount, from z~) --------------------------------
-    live = ~fallback
-    U = need[live].any(0).nonzero()[:, 0] if bool(live.any()) else torch.zeros(0, dtype=torch.long, device=dev)
-    if U.numel() > max_union * V:
-        fallback[:] = True
-        U = U[:0]
+    U = _union_within(need, fallback, int(max_union * V))
     Upad = pad_ids(U, V) if U.numel() else U
     lse_err = torch.zeros(r, dtype=f64, device=dev)
     ent_err = torch.zeros_like(lse_err)
@@ -500,3 +553,101 @@ def certified_stats(
         "window": window,
         "union": torch.tensor(int(Upad.numel()), device=dev),
     }
+
+
+@torch.no_grad()
+def emulated_product(a: torch.Tensor, weight: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``a @ weight.T`` as a tensor core computes it at best, on any device: exact products
+    (``a`` and ``weight`` half precision, each product exact in float32) accumulated in float32
+    (weight rows upcast in blocks, float32 ``mm``). A valid instance of step 2 of the bound (an
+    IEEE float32 adder), for running the certified path where no float32-out half ``mm`` exists
+    (the CPU): it checks the path, it is not faster than the float32 path."""
+    z = out if out is not None else torch.empty(a.shape[0], weight.shape[0], dtype=torch.float32, device=a.device)
+    return exact_logits(a.float(), weight, None, None, None, out=z)
+
+
+def cuda_product_available(device: torch.device) -> bool:
+    """Whether ``torch.mm(..., out_dtype=torch.float32)`` runs on ``device`` (CUDA, torch >= 2.8)."""
+    if torch.device(device).type != "cuda" or not torch.cuda.is_available():
+        return False
+    try:
+        a = torch.ones(4, 8, dtype=torch.bfloat16, device=device)
+        return torch.mm(a, a.T, out_dtype=torch.float32).dtype == torch.float32
+    except (TypeError, RuntimeError, NotImplementedError):
+        return False
+
+
+#: ``max_v ||W_v||`` of the weights seen (see :meth:`Certify.wmax`).
+WMAX_CACHE: dict[tuple, float] = {}
+
+
+class Certify:
+    """How a :class:`~lens_widget.reduce.ChunkReducer` certifies: the approximate product (default
+    :func:`cuda_product`), the accumulation model of its bound (``tc_units``), the sums'
+    tolerance (``sum_tol``: rows whose entropy / KL / log-sum-exp bound exceeds it are recomputed
+    in float32) and ``give_up``: once more than this share of a run's rows went back to the
+    float32 path (after ``GIVE_UP_AFTER`` chunks), the reducer stops certifying for the rest of
+    the run (results are the same either way; only the time differs).
+
+    ``max_v ||W_v||`` is computed once per weight (it reads the whole weight) and remembered
+    for the process (:data:`WMAX_CACHE`, keyed by the tensor's storage, shape and version)."""
+
+    GIVE_UP_AFTER = 2
+
+    def __init__(self, product: Product | None = None, tc_units: float = TC_UNITS, sum_tol: float | None = 1e-4, give_up: float = 0.5,
+                 name: str = "certified", **windows: float):
+        """``windows``: :func:`certified_stats`'s ``mass_nats``, ``max_window``, ``max_union``,
+        ``row_share``."""
+        unknown = set(windows) - {"mass_nats", "max_window", "max_union", "row_share"}
+        if unknown:
+            raise TypeError(f"Certify() got unexpected options {sorted(unknown)}")
+        self.product = product or cuda_product
+        self.tc_units, self.sum_tol, self.give_up, self.name = float(tc_units), sum_tol, float(give_up), name
+        self.windows = windows
+
+    def __repr__(self) -> str:
+        return f"Certify({getattr(self.product, '__name__', 'product')}, tc_units={self.tc_units:g}, sum_tol={self.sum_tol})"
+
+    def wmax(self, weight: torch.Tensor) -> float:
+        """:func:`weight_norm_max` of ``weight``, computed once per weight."""
+        key = (weight.data_ptr(), tuple(weight.shape), weight.dtype, str(weight.device), weight._version)
+        if key not in WMAX_CACHE:
+            if len(WMAX_CACHE) > 64:
+                WMAX_CACHE.clear()
+            WMAX_CACHE[key] = weight_norm_max(weight)
+        return WMAX_CACHE[key]
+
+    def logits(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, softcap: float | None,
+               out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """:func:`split_logits` with this product and model: ``(z~, eps)``."""
+        return split_logits(x, weight, bias, softcap, out=out, product=self.product, wmax=self.wmax(weight), tc_units=self.tc_units)
+
+    def stats(self, z: torch.Tensor, eps: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+              softcap: float | None, targets: torch.Tensor, k: int, p_final: torch.Tensor | None, group: int) -> dict[str, torch.Tensor]:
+        """:func:`certified_stats` with this tolerance."""
+        return certified_stats(z, eps, x, weight, bias, softcap, targets, k, p_final, group, sum_tol=self.sum_tol, **self.windows)
+
+
+def resolve_precision(precision: "str | Certify", weight_dtype: torch.dtype, device: torch.device) -> Certify | None:
+    """The certified unembedding a lens uses, or ``None`` for the float32 path.
+
+    * ``"float32"``: the float32 path (weights upcast in blocks, float32 ``mm``): the reference.
+    * ``"auto"``: the fastest path that is exact. Today that is the float32 path everywhere:
+      under the proven bound the entropy / KL of most rows of a real model cannot be held to
+      1e-4 without recomputing the row in float32 (on SmolLM2 in bf16 every residual row of a
+      grid went back; ranks and top-k alone were certified for ~80 %), so the certified path
+      costs more than it saves. (See the README's "What exact means".)
+    * ``"certified"``: certified wherever the weights are half precision, on CUDA with
+      :func:`cuda_product`, elsewhere with :func:`emulated_product` (for checking; not faster).
+    * a :class:`Certify`: that one (tests inject emulated products with errors up to the bound).
+
+    A float32 unembedding is always the float32 path (its product is the reference itself)."""
+    if isinstance(precision, Certify):
+        return precision if weight_dtype != torch.float32 else None
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(map(repr, PRECISIONS))} or a certified.Certify, got {precision!r}")
+    if precision != "certified" or weight_dtype not in (torch.bfloat16, torch.float16):
+        return None
+    if cuda_product_available(device):
+        return Certify(cuda_product, name="certified (tensor cores)")
+    return Certify(emulated_product, name="certified (emulated product)")

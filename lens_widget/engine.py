@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from . import cells
+from .certified import Certify, resolve_precision
 from .attribution import attribute
 from .cache import ActivationCache
 from .compare import Align
@@ -107,6 +108,7 @@ class LogitLens:
         *,
         decoder: Decoder | None = None,
         tokenizer: Any = None,
+        precision: str | Certify = "auto",
     ):
         """``memory_budget``: bytes of scratch for logits chunks (``None``: 512 MB on the CPU, a
         quarter of a GPU's free memory up to 16 GB; :func:`default_memory_budget`). ``compile``: ``"auto"`` (or
@@ -114,7 +116,20 @@ class LogitLens:
         the background, so no grid waits for the compiler); ``"always"`` compiles before the
         first run and fuses every run, raising if compiling fails (tests, benchmarks);
         ``"never"`` (or ``False``) stays eager. ``LENS_WIDGET_COMPILE=0`` turns compiling off
-        everywhere."""
+        everywhere.
+
+        ``precision``: how a half-precision unembedding is decoded (:func:`~lens_widget.certified.resolve_precision`).
+        ``"float32"``: weights upcast block by block, float32 products: the reference.
+        ``"auto"`` (default): the fastest path whose ranks, top-k and target logits are identical
+        to the float32 path's, and whose entropy, KL and log-sum-exp are within 1e-4 of it:
+        today the float32 path (see :func:`~lens_widget.certified.resolve_precision` for why).
+        ``"certified"``: the certified unembedding wherever the weights are half precision
+        (bf16/fp16 tensor cores with float32 out on CUDA, an emulated product elsewhere; a
+        proven error bound, exact recounts of what the bound cannot decide, rows whose sums
+        the bound cannot hold recomputed; :mod:`lens_widget.certified`): the same grid. A
+        float32 model always takes the float32 path. Cell detail, trajectories, the final layer's
+        distribution and compare's Jensen–Shannon divergences read every logit and always take
+        the float32 path."""
         self.model: HookedModel = as_hooked_model(model, tokenizer)
         self.decoder = decoder if decoder is not None else Decoder(self.model)
         self._check_decoder(self.decoder)
@@ -123,6 +138,15 @@ class LogitLens:
         if compile not in modes:
             raise ValueError(f"compile must be 'auto', 'always' or 'never', got {compile!r}")
         self.compile: str = modes[compile]
+        resolve_precision(precision, torch.float32, torch.device("cpu"))  # checks the value
+        self.precision = precision
+        #: what the certified path did in the last run (``None``: it took the float32 path)
+        self.last_certified: dict[str, Any] | None = None
+
+    def certify_for(self, decoder: Decoder) -> Certify | None:
+        """The certified unembedding ``decoder``'s reducers use under :attr:`precision`, or ``None``
+        (the float32 path)."""
+        return resolve_precision(self.precision, decoder.head.weight.dtype, decoder.device)
 
     def _check_decoder(self, decoder: Decoder) -> None:
         if decoder.model is not self.model and decoder.model.model is not self.model.model:
@@ -139,7 +163,7 @@ class LogitLens:
 
     def with_decoder(self, decoder: Decoder | None) -> "LogitLens":
         """The same lens settings over another decoder (``None``: the logit lens)."""
-        return LogitLens(self.model, self.memory_budget, self.compile, decoder=decoder)
+        return LogitLens(self.model, self.memory_budget, self.compile, decoder=decoder, precision=self.precision)
 
     def token_ids(self, tokens: Iterable[int | str]) -> torch.Tensor:
         """Ids of tokens given as ids or single-token strings."""
@@ -223,7 +247,7 @@ class LogitLens:
         reducers: dict[str, ChunkReducer] = {}
         for label, decoder in lenses.items():  # one set of [rows, V] buffers, shared by every lens
             reducers[label] = ChunkReducer(decoder, plan.max_rows, plan.k, fused=fused, strict=self.compile == "always",
-                                           share=next(iter(reducers.values()), None))
+                                           share=next(iter(reducers.values()), None), certify=self.certify_for(decoder))
         P = max(len(p) for p in plan.positions)
         stores = {label: CellStore(len(plan.positions), len(plan.sites), P, plan.k, int(plan.tracked.numel())) for label in lenses}
         kept: list[Any] = []
@@ -248,6 +272,7 @@ class LogitLens:
                     self.model.source.reduce(batch, plan.record, select, local, interventions=interventions)
         finally:
             bar.close()
+        self.last_certified = {label: r.tally.report() for label, r in reducers.items() if r.certify is not None} or None
         results = {label: self.assemble(plan, stores[label], decoder) for label, decoder in lenses.items()}
         out: Any = results if decoders is not None else results[next(iter(results))]
         return (out, kept) if return_activations else out
@@ -367,6 +392,8 @@ class LogitLens:
             "block": plan.block,
             "group": plan.group,
             "maps": maps[0],  # a Jacobian lens's J per site, by value (cells.remote_detail too)
+            # resolved next to the model (its device and dtype): a Certify object cannot travel
+            "precision": self.precision if isinstance(self.precision, str) else "certified",
         }
 
     def _accept(self, plan: Plan, stores: dict[str, CellStore], idx: list[int], res: dict[str, Any], bar: Any) -> None:

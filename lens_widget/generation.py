@@ -78,7 +78,7 @@ class _ColumnReducer:
         self.block = max(1, self.max_rows // self.group)
         self.k = min(int(k), self.decoder.vocab)
         # one column is little work: eager passes (the compiled kernels pay off only for large runs)
-        self.reducer = ChunkReducer(self.decoder, self.max_rows, self.k, fused=False)
+        self.reducer = ChunkReducer(self.decoder, self.max_rows, self.k, fused=False, certify=lens.certify_for(self.decoder))
 
     @torch.inference_mode()
     def reduce(self, acts: dict[str, torch.Tensor], next_ids: torch.Tensor) -> dict[str, np.ndarray]:

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import torch
 
+from . import certified
+
 __all__ = [
     "ChunkReducer",
     "Lane",
@@ -31,6 +33,8 @@ __all__ = [
     "DEFAULT_MEMORY_BUDGET",
     "EXP_FLOOR",
     "TOPK_BLOCK",
+    "CertifiedTally",
+    "HeldUnembed",
 ]
 
 #: exp of arguments below float32's normal range is 15-40x slower on CPU; those probabilities
@@ -259,9 +263,12 @@ class ChunkReducer:
     """
 
     def __init__(self, decoder: "RowDecoder", max_rows: int, k: int, fused: bool = True, strict: bool = False,
-                 share: "ChunkReducer | None" = None):
+                 share: "ChunkReducer | None" = None, certify: "certified.Certify | None" = None):
         """``share``: another reducer whose buffers this one reuses (several decoders reducing
-        the same rows one after the other: one set of ``[rows, V]`` buffers for all)."""
+        the same rows one after the other: one set of ``[rows, V]`` buffers for all).
+        ``certify``: decode through the certified unembedding (:mod:`lens_widget.certified`:
+        a fast approximate product with a proven bound, reductions identical to the float32
+        path); ``None``: the float32 path."""
         V = decoder.vocab
         self.decoder, self.k, self.max_rows = decoder, min(k, V), max_rows
         if share is not None and (share.z.shape != (max_rows, V) or share.z.device != torch.device(decoder.device)):
@@ -276,6 +283,9 @@ class ChunkReducer:
         self._shared = share
         self._p: torch.Tensor | None = None
         self._mask: torch.Tensor | None = None
+        self.certify = certify
+        self.tally = CertifiedTally()
+        self._eps: torch.Tensor | None = None  # the bound of the logits now in self.z (certified)
 
     @staticmethod
     def kernel_for(vocab: int, k: int) -> str:
@@ -290,11 +300,19 @@ class ChunkReducer:
             self._mask = torch.empty(self.z.shape, dtype=torch.bool, device=self.z.device)
         return self._p, self._mask
 
+    @property
+    def certifying(self) -> bool:
+        """Whether the next chunk decodes through the certified unembedding (it stops once
+        :class:`~lens_widget.certified.Certify` ``give_up`` says the float32 path is cheaper)."""
+        return self.certify is not None and not self.tally.gave_up
+
     @torch.inference_mode()
     def final(self, h: torch.Tensor, site: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Probabilities ``[r, V]`` (a new tensor) and negative entropy ``[r]`` of the final
-        layer's rows ``h [r, d]`` (activations of ``site``) through this reducer's decoder."""
-        return self.final_from_logits(self.logits(self.decoder.prepare(h, site)))
+        layer's rows ``h [r, d]`` (activations of ``site``) through this reducer's decoder
+        (always the float32 path: every probability of it is read)."""
+        x = self.decoder.prepare(h, site)
+        return self.final_from_logits(self.decoder.unembed(x, out=self.z[: x.shape[0]]))
 
     @torch.inference_mode()
     def final_from_logits(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -384,8 +402,30 @@ class ChunkReducer:
     @torch.inference_mode()
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """The logits ``[r, V]`` of prepared rows ``x [r, d]``, in this reducer's buffer (valid
-        until the next call; :meth:`reduce_logits` overwrites it)."""
-        return self.decoder.unembed(x, out=self.z[: x.shape[0]])
+        until the next call; :meth:`reduce_logits` overwrites it). Certifying, they are the
+        approximate logits (within the bound kept for :meth:`reduce_logits`)."""
+        out = self.z[: x.shape[0]]
+        self._eps = None
+        if not self.certifying:
+            return self.decoder.unembed(x, out=out)
+        with HeldUnembed(self.decoder) as u:
+            z, self._eps = self.certify.logits(x, u.weight, u.bias, u.softcap, out=out)  # type: ignore[union-attr]
+        return z
+
+    def _certified_stats(self, z: torch.Tensor, x: torch.Tensor, next_ids: torch.Tensor, tracked: torch.Tensor, p_final: torch.Tensor,
+                         group: int):
+        """:meth:`reduce_logits`'s statistics from approximate logits (``None``: ``z`` is not
+        the certified chunk this reducer just computed)."""
+        eps, self._eps = self._eps, None
+        if eps is None or z.data_ptr() != self.z.data_ptr() or eps.shape[0] != z.shape[0]:
+            return None
+        dev = z.device
+        ids = torch.cat([next_ids.clamp(min=0).to(dev)[:, None], tracked.to(dev)[None, :].expand(z.shape[0], -1)], 1)
+        with HeldUnembed(self.decoder) as u:
+            o = self.certify.stats(z, eps, x, u.weight, u.bias, u.softcap, ids, self.k, p_final, group)  # type: ignore[union-attr]
+        self.tally.add(o, self.certify)  # type: ignore[arg-type]
+        stats = (o["ranks"], o["lse"], o["neg_entropy"], o["cross"])
+        return stats, (o["topk_logits"], o["topk_ids"]), o["target_logits"]
 
     @torch.inference_mode()
     def reduce_logits(
@@ -402,6 +442,11 @@ class ChunkReducer:
         (e.g. read first by :func:`js_divergence`). May overwrite ``z``."""
         r = x.shape[0]
         dev = z.device
+        cert = self._certified_stats(z, x, next_ids, tracked, final[0], group)
+        if cert is not None:
+            stats, (top_logits, top_ids), exact = cert
+            bad = ~torch.isfinite(x).all(-1) if nonfinite is None else nonfinite.to(dev) | ~torch.isfinite(x).all(-1)
+            return cell_outputs(stats, top_ids, top_logits, exact[:, 0], exact[:, 1:], next_ids.to(dev) >= 0, bad, final[1], group)
         next_logit = z.gather(1, next_ids.clamp(min=0).to(dev)[:, None])
         tracked_logit = z[:, tracked.to(dev)] if tracked.numel() else z.new_empty(r, 0)
         targets = torch.cat([next_logit, tracked_logit], 1)
@@ -413,6 +458,50 @@ class ChunkReducer:
             stats = self._eager_stats(z, targets, final[0], group)  # overwrites z: after top-k
         bad = ~torch.isfinite(x).all(-1) if nonfinite is None else nonfinite.to(dev) | ~torch.isfinite(x).all(-1)
         return cell_outputs(stats, top_ids, top_logits, next_logit[:, 0], tracked_logit, next_ids.to(dev) >= 0, bad, final[1], group)
+
+
+class CertifiedTally:
+    """What a reducer's certified chunks did (:meth:`report`), and whether it gave up certifying
+    (too many rows went back to the float32 path)."""
+
+    def __init__(self) -> None:
+        self.chunks = self.rows = self.fallback_rows = self.window = self.union = 0
+        self.gave_up = False
+
+    def add(self, o: dict[str, torch.Tensor], certify: "certified.Certify") -> None:
+        self.chunks += 1
+        self.rows += int(o["fallback"].numel())
+        self.fallback_rows += int(o["fallback"].sum())
+        self.window += int(o["window"].sum())
+        self.union += int(o["union"])
+        if self.chunks >= certify.GIVE_UP_AFTER and self.fallback_rows > certify.give_up * self.rows:
+            self.gave_up = True
+
+    def report(self) -> dict[str, Any]:
+        """Plain numbers: chunks, rows, the share of rows recomputed in float32, the mean window
+        (columns recounted for a row's ranks and top-k), the mean union (columns recounted per
+        chunk), whether it gave up."""
+        return {"chunks": self.chunks, "rows": self.rows, "fallback_share": self.fallback_rows / max(1, self.rows),
+                "mean_window": self.window / max(1, self.rows), "mean_union": self.union / max(1, self.chunks), "gave_up": self.gave_up}
+
+
+class HeldUnembed:
+    """``with HeldUnembed(decoder) as u``: the decoder's :class:`~lens_widget.unembed.Unembed` with its
+    weights held (a :class:`~lens_widget.decoders.Decoder` inside ``loaded()``; the in-trace lens
+    is a bare ``Unembed`` whose weights are set)."""
+
+    def __init__(self, decoder: Any):
+        self.decoder = decoder
+        self._ctx = decoder.loaded() if hasattr(decoder, "loaded") else None
+
+    def __enter__(self) -> Any:
+        if self._ctx is not None:
+            self._ctx.__enter__()
+        return getattr(self.decoder, "unembedding", self.decoder)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._ctx is not None:
+            self._ctx.__exit__(*exc)
 
 
 def cell_outputs(stats, top_ids, top_logits, next_logit, tracked_logit, has_next, nonfinite, neg_h_final, group: int) -> dict[str, torch.Tensor]:
@@ -483,9 +572,12 @@ def reduce_columns(
     (no second product of the final rows). ``done(n)`` is called after every ``n`` chunks
     reduced (progress, stop).
     """
+    if between is not None and any(lane.reducer.certify is not None for lane in lanes):
+        raise ValueError("between() reads every logit of a chunk: compared lanes decode through the float32 path")
     S = len(sites)
     f = list(sites).index(final_site) if final_site in sites else None
-    from_chunk = f is not None and group >= S
+    # certified logits are approximate: the final distribution then comes from its own rows
+    from_chunk = f is not None and group >= S and not any(lane.reducer.certify is not None for lane in lanes)
     for c0 in range(0, n_cols, block):
         c1 = min(n_cols, c0 + block)
         n = c1 - c0

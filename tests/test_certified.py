@@ -16,6 +16,7 @@ import torch
 
 from lens_widget import certified as C
 from lens_widget.reduce import ChunkReducer
+from products import f64_product, noisy_product, truncating_product
 
 UPCAST_ROWS = 32 * 2**20  # bytes, as Decoder.UPCAST_BYTES
 
@@ -50,42 +51,6 @@ def reference_stats(z32, targets, k, p_final=None, group=1):
     return {"ranks": ranks.int(), "topk_logits": top.values, "topk_ids": top.indices, "lse": lse, "neg_entropy": neg_h, "cross": cross}
 
 
-# -- emulated approximate products ------------------------------------------------------------------
-def f64_product(a, w):
-    """Exact products, float64 accumulation, rounded once to float32: an ideal tensor core."""
-    return (a.double() @ w.double().T).float()
-
-
-def truncating_product(a, w):
-    """float32 accumulation in sequential order, every step rounded toward zero."""
-    acc = torch.zeros(a.shape[0], w.shape[0], dtype=torch.float64)
-    ad, wd = a.double(), w.double()
-    for i in range(a.shape[1]):
-        s = acc + ad[:, i : i + 1] * wd[:, i][None, :]  # exact: float32 + exact product, in float64
-        y = s.float()
-        over = y.double().abs() > s.abs()
-        y = torch.where(over, torch.nextafter(y, torch.zeros_like(y)), y)
-        acc = y.double()
-    return acc.float()
-
-
-def noisy_product(wmax, scale=1.0, worst=False, seed=0):
-    """Exact product plus an error of up to ``scale`` times the product's own share of the bound."""
-    g = torch.Generator().manual_seed(seed)
-
-    def product(a, w):
-        exact = a.double() @ w.double().T
-        d = a.shape[1]
-        share = C.gamma(C.TC_UNITS * d) * a.double().norm(dim=-1) * wmax  # [r]
-        if worst:
-            sign = torch.where(torch.rand(exact.shape, generator=g) < 0.5, -1.0, 1.0).double()
-        else:
-            sign = torch.rand(exact.shape, generator=g).double() * 2 - 1
-        return (exact + scale * share[:, None] * sign).float()
-
-    return product
-
-
 def squeeze(z32, eps, targets, factor=1.0, sign=None):
     """The adversary: z~ within ``factor * eps`` of z32, every column pushed towards the first
     target's logit (columns above down, columns below up, the target away from them), rounded
@@ -113,7 +78,7 @@ def random_problem(V, d, r, seed, bias=False, softcap=None, spread=1.0):
 
 #: Tests of the certified path itself keep every row on it (no fallback for wide windows: the
 #: tiny vocabularies here would otherwise send whole chunks to the float32 path).
-ON_PATH = dict(max_window=1.0, max_union=1.0)
+ON_PATH = dict(max_window=1.0, max_union=1.0, row_share=None)
 
 
 def certified(x, w, b, cap, targets, k, product=f64_product, p_final=None, group=1, **kw):

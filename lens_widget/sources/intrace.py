@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from ..certified import resolve_precision
 from ..contributions import attribute_rows, frozen_norm
 from ..reduce import ChunkReducer, Lane, reduce_columns, token_stats
 from ..schema import CELL_FIELDS, trailing
@@ -122,7 +123,9 @@ def lens_cells(lens: Unembed, acts: dict[str, torch.Tensor], job: dict[str, Any]
     next_ids, n_pos, tracked = job["next_ids"], job["n_pos"], job["tracked"].to(lens.device)
     block, group = int(job["block"]), int(job["group"])
     out = _cells_out(job, len(n_pos), int(tracked.numel()))
-    reducer = ChunkReducer(lens, block * group, int(job["k"]), fused=False)
+    weight = lens.weight if lens.weight is not None else torch.empty(0)
+    certify = resolve_precision(job.get("precision", "float32"), weight.dtype, lens.device)
+    reducer = ChunkReducer(lens, block * group, int(job["k"]), fused=False, certify=certify)
     with torch.no_grad():
         for b in range(len(n_pos)):
             lane = _lane(reducer, acts, out, b, 0, next_ids[b, : int(n_pos[b])].to(lens.device))

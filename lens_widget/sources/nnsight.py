@@ -27,7 +27,7 @@ from .intrace import ORDER
 __all__ = ["NNsightSource", "NDIFError", "ndif_api_key", "remote_error", "typing_kept"]
 
 #: Modules whose code must travel by value to NDIF (the server does not have lens_widget).
-BY_VALUE = ("lens_widget.schema", "lens_widget.unembed", "lens_widget.reduce", "lens_widget.contributions", "lens_widget.sources.intrace")
+BY_VALUE = ("lens_widget.schema", "lens_widget.unembed", "lens_widget.certified", "lens_widget.reduce", "lens_widget.contributions", "lens_widget.sources.intrace")
 
 
 class NDIFError(RuntimeError):

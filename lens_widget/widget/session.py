@@ -36,8 +36,8 @@ class LensSession:
     lens), every lens computed from one recorded pass per batch."""
 
     def __init__(self, model: Any, decoders: Mapping[str, Decoder | None], *, tokenizer: Any = None, memory_budget: int | None = None,
-                 sites: str | Sequence[str] | None = None, positions: Any = "all", k: int = 10):
-        base = LogitLens(model, memory_budget, tokenizer=tokenizer) if memory_budget else LogitLens(model, tokenizer=tokenizer)
+                 sites: str | Sequence[str] | None = None, positions: Any = "all", k: int = 10, precision: Any = "auto"):
+        base = LogitLens(model, memory_budget or None, tokenizer=tokenizer, precision=precision)
         #: one runner per lens label (they share the model and the settings)
         self.runners: dict[str, LogitLens] = {label: base if d is None else base.with_decoder(d) for label, d in decoders.items()}
         self.base = base

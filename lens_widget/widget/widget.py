@@ -79,6 +79,8 @@ class LensWidget(CompareView, GenerateView, SweepView, GridViewTraits, anywidget
     a stop button (:meth:`stop`) keeps the tokens so far. A long recompute (a new prompt from the
     front end) runs in the background too, with progress messages and the same stop.
 
+    ``memory_budget=`` and ``precision=`` are :class:`~lens_widget.engine.LogitLens`'s.
+
     Compare (a diff grid of two sides, see :mod:`lens_widget.compare`):
     ``LensWidget.compare(model, prompt_a, prompt_b)`` (two prompts),
     ``LensWidget.compare(model, prompt, decoder_b=tuned)`` (two lenses on one prompt), or
@@ -159,6 +161,7 @@ class LensWidget(CompareView, GenerateView, SweepView, GridViewTraits, anywidget
         memory_budget: int | None = None,
         progress: bool = True,
         generate: int = 0,
+        precision: Any = "auto",
         **kwargs: Any,
     ):
         unknown = sorted(name for name in kwargs if name not in _TRAIT_KEYWORDS and name not in type(self).class_traits())
@@ -166,7 +169,7 @@ class LensWidget(CompareView, GenerateView, SweepView, GridViewTraits, anywidget
             raise TypeError(
                 f"LensWidget() got unexpected keyword argument{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
                 "known: model, prompt, decoders, result, comparison, tokenizer, sites, positions, k, track, memory_budget, "
-                "progress, generate, or a widget trait (metric, height, transpose, ...)"
+                "progress, generate, precision, or a widget trait (metric, height, transpose, ...)"
             )
         source = bundle_source()  # a clear error, before anything is shown, if the front end is not built
         if isinstance(type(self)._esm, Path):  # the bundle was built after this module was imported
@@ -190,7 +193,8 @@ class LensWidget(CompareView, GenerateView, SweepView, GridViewTraits, anywidget
             raise ValueError("generate= grows the grid by one column per new token: it needs positions='all'")
         session = None
         if model is not None:
-            session = LensSession(model, _labelled(decoders, "logit lens"), tokenizer=tokenizer, memory_budget=memory_budget, sites=sites, positions=positions, k=k)
+            session = LensSession(model, _labelled(decoders, "logit lens"), tokenizer=tokenizer, memory_budget=memory_budget, sites=sites, positions=positions, k=k,
+                                  precision=precision)
         super().__init__(**kwargs)
         #: the lenses over the model and the kept activations (``None``: built from saved results)
         self._session: LensSession | None = session
