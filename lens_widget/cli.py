@@ -204,6 +204,7 @@ def _train_tuned_lens(args: argparse.Namespace) -> int:
 
     import torch
 
+    from .corpus import corpus_texts
     from .hooked import HookedModel
     from .tuned_training import TrainingLog, held_out_kl, regression_init, train_tuned_lens
 
@@ -214,8 +215,6 @@ def _train_tuned_lens(args: argparse.Namespace) -> int:
         if args.text:
             texts = lambda: _read_texts(args.text, args.column)  # noqa: E731
         else:
-            from .corpus import corpus_texts
-
             texts = lambda: corpus_texts("train", seed=args.seed)  # noqa: E731
         t0 = time.time()
         from .tuned_lens import TunedLens
@@ -242,8 +241,6 @@ def _train_tuned_lens(args: argparse.Namespace) -> int:
             "init_seconds": t_init, "seconds": seconds, "log": [{k: r[k] for k in ("step", "loss", "lr", "tokens", "seconds")} for r in log],
         }
         if args.eval_tokens:
-            from .corpus import corpus_texts
-
             report["held_out"] = held_out_kl(model, {"logit lens": None, "tuned lens": lens}, corpus_texts("held_out"),
                                              seq_len=args.seq_len, max_tokens=args.eval_tokens, progress=True)
         (out / "training.json").write_text(json.dumps(report, indent=1))

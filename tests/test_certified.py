@@ -312,7 +312,6 @@ def test_recount_matches_the_full_product_bitwise():
     one assumption behind 'identical'); measured for several row counts and column sets."""
     V, d = 5000, 576
     x, w, _, _ = random_problem(V, d, 64, seed=9)
-    z32 = float32_path(x, w)
     g = torch.Generator().manual_seed(3)
     for rows in (64, 17, 4):
         for n in (1, 5, 63, 300):
