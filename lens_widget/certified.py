@@ -567,9 +567,20 @@ def emulated_product(a: torch.Tensor, weight: torch.Tensor, out: torch.Tensor | 
 
 
 def cuda_product_available(device: torch.device) -> bool:
-    """Whether ``torch.mm(..., out_dtype=torch.float32)`` runs on ``device`` (CUDA, torch >= 2.8)."""
+    """Whether ``torch.mm(..., out_dtype=torch.float32)`` runs on ``device`` (CUDA, torch >= 2.8;
+    probed once per device)."""
     if torch.device(device).type != "cuda" or not torch.cuda.is_available():
         return False
+    key = str(torch.device(device))
+    if key not in _CUDA_PRODUCT:
+        _CUDA_PRODUCT[key] = _probe_cuda_product(device)
+    return _CUDA_PRODUCT[key]
+
+
+_CUDA_PRODUCT: dict[str, bool] = {}
+
+
+def _probe_cuda_product(device: torch.device) -> bool:
     try:
         a = torch.ones(4, 8, dtype=torch.bfloat16, device=device)
         return torch.mm(a, a.T, out_dtype=torch.float32).dtype == torch.float32
