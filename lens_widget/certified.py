@@ -88,6 +88,7 @@ import torch
 __all__ = [
     "PRECISIONS",
     "Certify",
+    "check_precision",
     "resolve_precision",
     "emulated_product",
     "U32",
@@ -639,6 +640,12 @@ class Certify:
         return certified_stats(z, eps, x, weight, bias, softcap, targets, k, p_final, group, sum_tol=self.sum_tol, **self.windows)
 
 
+def check_precision(precision: "str | Certify") -> None:
+    """Raise ``ValueError`` unless ``precision`` is one of :data:`PRECISIONS` or a :class:`Certify`."""
+    if not isinstance(precision, Certify) and precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(map(repr, PRECISIONS))} or a certified.Certify, got {precision!r}")
+
+
 def resolve_precision(precision: "str | Certify", weight_dtype: torch.dtype, device: torch.device) -> Certify | None:
     """The certified unembedding a lens uses, or ``None`` for the float32 path.
 
@@ -653,10 +660,9 @@ def resolve_precision(precision: "str | Certify", weight_dtype: torch.dtype, dev
     * a :class:`Certify`: that one (tests inject emulated products with errors up to the bound).
 
     A float32 unembedding is always the float32 path (its product is the reference itself)."""
+    check_precision(precision)
     if isinstance(precision, Certify):
         return precision if weight_dtype != torch.float32 else None
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(map(repr, PRECISIONS))} or a certified.Certify, got {precision!r}")
     if precision != "certified" or weight_dtype not in (torch.bfloat16, torch.float16):
         return None
     if cuda_product_available(device):

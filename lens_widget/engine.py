@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from . import cells
-from .certified import Certify, resolve_precision
+from .certified import Certify, check_precision, resolve_precision
 from .attribution import attribute
 from .cache import ActivationCache
 from .compare import Align
@@ -138,7 +138,7 @@ class LogitLens:
         if compile not in modes:
             raise ValueError(f"compile must be 'auto', 'always' or 'never', got {compile!r}")
         self.compile: str = modes[compile]
-        resolve_precision(precision, torch.float32, torch.device("cpu"))  # checks the value
+        check_precision(precision)
         self.precision = precision
         #: what the certified path did in the last run (``None``: it took the float32 path)
         self.last_certified: dict[str, Any] | None = None

@@ -444,20 +444,19 @@ class ChunkReducer:
         dev = z.device
         cert = self._certified_stats(z, x, next_ids, tracked, final[0], group)
         if cert is not None:
-            stats, (top_logits, top_ids), exact = cert
-            bad = ~torch.isfinite(x).all(-1) if nonfinite is None else nonfinite.to(dev) | ~torch.isfinite(x).all(-1)
-            return cell_outputs(stats, top_ids, top_logits, exact[:, 0], exact[:, 1:], next_ids.to(dev) >= 0, bad, final[1], group)
-        next_logit = z.gather(1, next_ids.clamp(min=0).to(dev)[:, None])
-        tracked_logit = z[:, tracked.to(dev)] if tracked.numel() else z.new_empty(r, 0)
-        targets = torch.cat([next_logit, tracked_logit], 1)
-        fused = self._fused_stats(z, targets, final[0], group)
-        if fused is not None:
-            stats, (top_logits, top_ids) = fused
+            stats, (top_logits, top_ids), targets = cert
         else:
-            top_logits, top_ids = torch.topk(z, self.k, dim=-1)
-            stats = self._eager_stats(z, targets, final[0], group)  # overwrites z: after top-k
+            next_logit = z.gather(1, next_ids.clamp(min=0).to(dev)[:, None])
+            tracked_logit = z[:, tracked.to(dev)] if tracked.numel() else z.new_empty(r, 0)
+            targets = torch.cat([next_logit, tracked_logit], 1)
+            fused = self._fused_stats(z, targets, final[0], group)
+            if fused is not None:
+                stats, (top_logits, top_ids) = fused
+            else:
+                top_logits, top_ids = torch.topk(z, self.k, dim=-1)
+                stats = self._eager_stats(z, targets, final[0], group)  # overwrites z: after top-k
         bad = ~torch.isfinite(x).all(-1) if nonfinite is None else nonfinite.to(dev) | ~torch.isfinite(x).all(-1)
-        return cell_outputs(stats, top_ids, top_logits, next_logit[:, 0], tracked_logit, next_ids.to(dev) >= 0, bad, final[1], group)
+        return cell_outputs(stats, top_ids, top_logits, targets[:, 0], targets[:, 1:], next_ids.to(dev) >= 0, bad, final[1], group)
 
 
 class CertifiedTally:

@@ -123,8 +123,7 @@ def lens_cells(lens: Unembed, acts: dict[str, torch.Tensor], job: dict[str, Any]
     next_ids, n_pos, tracked = job["next_ids"], job["n_pos"], job["tracked"].to(lens.device)
     block, group = int(job["block"]), int(job["group"])
     out = _cells_out(job, len(n_pos), int(tracked.numel()))
-    weight = lens.weight if lens.weight is not None else torch.empty(0)
-    certify = resolve_precision(job.get("precision", "float32"), weight.dtype, lens.device)
+    certify = resolve_precision(job.get("precision", "float32"), lens.weight.dtype, lens.device) if lens.weight is not None else None
     reducer = ChunkReducer(lens, block * group, int(job["k"]), fused=False, certify=certify)
     with torch.no_grad():
         for b in range(len(n_pos)):
