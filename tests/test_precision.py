@@ -57,6 +57,21 @@ def assert_same_grid(r, r0, sums: bool = True):
         np.testing.assert_allclose(getattr(r, key), getattr(r0, key), atol=1e-4, rtol=0, equal_nan=True, err_msg=key)
 
 
+@pytest.fixture
+def certified_chunks(monkeypatch):
+    """``calls[0]``: how many chunks went through ``certified.certified_stats`` (wherever the
+    chunk loop ran: here, in generation, inside a trace)."""
+    calls = [0]
+    real = C.certified_stats
+
+    def counted(*args, **kwargs):
+        calls[0] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(C, "certified_stats", counted)
+    return calls
+
+
 def chunked(hm: HookedModel, precision, rows: int = 40) -> LogitLens:
     """A lens whose chunks hold ``rows`` rows (several chunks per prompt), eager reductions."""
     vocab = hm.model.get_output_embeddings().weight.shape[0]
@@ -102,7 +117,7 @@ def test_a_product_beyond_the_bound_is_caught():
     assert not np.array_equal(bad.next_rank, ref.next_rank) or not np.array_equal(bad.topk_ids, ref.topk_ids)
 
 
-def test_several_lenses_generation_and_the_widget_take_the_certified_path():
+def test_several_lenses_generation_and_the_widget_take_the_certified_path(certified_chunks):
     hm = bf16_twin("llama")
     cert = worst_case(hm, **ON_PATH)
     ref = chunked(hm, "float32")
@@ -118,13 +133,15 @@ def test_several_lenses_generation_and_the_widget_take_the_certified_path():
         assert_same_grid(both[label], both0[label])
     assert set(lens.last_certified) == {"logit", "j"}
     # generation: the per-token column through the certified reducer equals run()
+    before = certified_chunks[0]
     gen = lens.generate("Hello wor", 5, track=["a"], progress=False)
+    assert certified_chunks[0] > before
     gen0 = ref.generate("Hello wor", 5, track=["a"], progress=False)
     assert gen.input_ids.tolist() == gen0.input_ids.tolist()
     assert_same_grid(gen, gen0)
     # the widget hands precision= to its lens
     w = LensWidget(hm, "Hello world", precision=cert, memory_budget=131 * 13 * 40)
-    assert w.runner.precision is cert
+    assert w.runner.precision is cert and w.runner.last_certified["logit lens"]["chunks"] > 0
     assert_same_grid(w.result, ref.run("Hello world", sites=w.result.sites, progress=False))
     w.close()
 
@@ -154,7 +171,7 @@ def test_the_emulated_product_is_certified_on_the_cpu():
     assert lens.last_certified["logit lens"]["chunks"] >= C.Certify.GIVE_UP_AFTER
 
 
-def test_the_lens_next_to_a_remote_model_certifies_there():
+def test_the_lens_next_to_a_remote_model_certifies_there(certified_chunks):
     """``remote="local"`` (the request serialised as for NDIF): the job carries the precision,
     resolved next to the model (its dtype and device); the cells equal the local float32 grid."""
     import nnsight
@@ -168,6 +185,7 @@ def test_the_lens_next_to_a_remote_model_certifies_there():
     job = lens.lens_job(plan, {"l": lens.decoder}, max(map(len, plan.positions)), [0, 1], plan.batch)
     assert job["precision"] == "certified"
     assert_same_grid(lens.run(PROMPTS, **RUN), ref)
+    assert certified_chunks[0] > 0  # inside the trace
 
 
 @pytest.mark.slow
