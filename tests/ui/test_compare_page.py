@@ -10,12 +10,13 @@ import math
 import numpy as np
 import pytest
 from fakes import HOSTILE_STRINGS, make_result
-from ui_support import N_COLORS, cell_xy, grid_pixels, js_fmt, nearest
+from ui_support import N_COLORS, cell_xy, grid_pixels, nearest
 
 from lens_widget import compare
 from lens_widget.metrics import COMPARE_METRICS, DELTA_METRICS
 from lens_widget.tokens import display_token
 from lens_widget.widget import LensWidget
+from lens_widget.scales import fmt as js_fmt  # format.ts fmt: how the tooltip prints a value
 from zoo import tiny
 
 pytestmark = pytest.mark.browser

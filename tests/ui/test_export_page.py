@@ -9,11 +9,12 @@ import re
 import numpy as np
 import pytest
 from browser_support import grid_geometry
-from ui_support import assert_grid_colours, cell_xy, js_fmt, widget_state
+from ui_support import assert_grid_colours, cell_xy, widget_state
 from fakes import make_result
 
 from lens_widget.widget.export import standalone_html
 from lens_widget.tokens import display_token
+from lens_widget.scales import fmt as js_fmt  # format.ts fmt: how the tooltip prints a value
 
 pytestmark = pytest.mark.browser
 

@@ -17,10 +17,11 @@ import pytest
 from fakes import HOSTILE_STRINGS, make_result
 from PIL import Image
 from browser_support import grid_geometry
-from ui_support import MAIN_CANVAS, PALETTES, assert_grid_colours, canvas_pixels, cell_xy, js_fmt, metric_colours, widget_state
+from ui_support import MAIN_CANVAS, PALETTES, assert_grid_colours, canvas_pixels, cell_xy, metric_colours, widget_state
 
 from lens_widget.figure import FIGURE
 from lens_widget.scales import NEXT_MARK_COLOR
+from lens_widget.scales import fmt as js_fmt  # format.ts fmt: how the tooltip prints a value
 from lens_widget.tokens import display_token
 from lens_widget.widget import LensWidget
 from zoo import AffineLens, tiny

@@ -22,7 +22,7 @@ import math
 import numpy as np
 import pytest
 from fakes import HOSTILE_STRINGS, make_result
-from ui_support import N_COLORS, cell_xy, grid_pixels, metric_colours, nearest, PALETTES
+from ui_support import N_COLORS, PALETTES, cell_xy, grid_pixels, metric_colours, stand_in_kernel
 
 from lens_widget.tokens import display_token
 from lens_widget.widget import LensWidget
@@ -93,35 +93,20 @@ def patched():
 
 
 # -- a page whose kernel is a stand-in: requests recorded, replies from Python ---------------------
-FAKE_KERNEL = """
-(() => {
-  const replies = %s;
-  window.__sent = [];
-  window.__held = {};
-  window.__hold = new Set(%s);
-  let model = null;
-  const handlers = [];
+def fake_kernel(replies: dict, hold) -> str:
+    """Requests answered with ``replies[type]`` (an error where none is canned); a type in ``hold``
+    waits for ``window.__release(type)``."""
+    return stand_in_kernel(
+        setup=f"""
+  const replies = {json.dumps(replies)};
+  window.__held = {{}};
+  window.__hold = new Set({json.dumps(list(hold))});
   const answer = (msg, ok, result) =>
-    handlers.forEach((h) => h(ok ? { type: "reply", request_id: msg.request_id, ok: true, result } : { type: "reply", request_id: msg.request_id, ok: false, error: "no reply canned" }, []));
-  window.__release = (type) => { const m = window.__held[type]; delete window.__held[type]; answer(m, true, replies[type]); };
-  Object.defineProperty(window, "__lensModel", {
-    configurable: true,
-    get: () => model,
-    set: (m) => {
-      model = m;
-      const on = m.on;
-      m.on = (name, cb) => { if (name === "msg:custom") handlers.push(cb); return on(name, cb); };
-      const off = m.off;
-      m.off = (name, cb) => { const i = handlers.indexOf(cb); if (i >= 0) handlers.splice(i, 1); return off(name, cb); };
-      m.send = (msg) => {
-        window.__sent.push(JSON.parse(JSON.stringify(msg)));
-        if (window.__hold.has(msg.type)) { window.__held[msg.type] = msg; return; }
-        setTimeout(() => answer(msg, msg.type in replies, replies[msg.type]), 0);
-      };
-    },
-  });
-})();
-"""
+    handlers.forEach((h) => h(ok ? {{ type: "reply", request_id: msg.request_id, ok: true, result }} : {{ type: "reply", request_id: msg.request_id, ok: false, error: "no reply canned" }}, []));
+  window.__release = (type) => {{ const m = window.__held[type]; delete window.__held[type]; answer(m, true, replies[type]); }};""",
+        on_send="""if (window.__hold.has(msg.type)) { window.__held[msg.type] = msg; return; }
+        setTimeout(() => answer(msg, msg.type in replies, replies[msg.type]), 0);""",
+    )
 
 
 @pytest.fixture
@@ -131,7 +116,7 @@ def open_live(open_page):
     type in ``hold`` wait for ``window.__release(type)``."""
 
     def _open(state, replies, hold=()):
-        script = FAKE_KERNEL % (json.dumps(json_state({"view_ready": {"generating": False}, **replies})), json.dumps(list(hold)))
+        script = fake_kernel(json_state({"view_ready": {"generating": False}, **replies}), hold)
         return open_page(state, viewport=(1100, 1400), init_script=script)
 
     return _open

@@ -22,7 +22,7 @@ import math
 import numpy as np
 import pytest
 from fakes import HOSTILE_STRINGS, make_result
-from ui_support import cell_xy, grid_pixels, nearest
+from ui_support import cell_xy, grid_pixels, nearest, stand_in_kernel
 
 from lens_widget.patching import Sweep
 from lens_widget.tokens import display_token
@@ -55,33 +55,14 @@ def done():
 
 
 # -- a page whose kernel is the test --------------------------------------------------------------
-STAND_IN = """
-(() => {
-  window.__sent = [];
-  let model = null;
-  const handlers = [];
+STAND_IN = stand_in_kernel(
+    setup="""
   window.__emit = (msg) => handlers.forEach((h) => h(msg, []));
   window.__reply = (msg, ok, result) => window.__emit(ok ? { type: "reply", request_id: msg.request_id, ok: true, result }
-                                                         : { type: "reply", request_id: msg.request_id, ok: false, error: result });
-  Object.defineProperty(window, "__lensModel", {
-    configurable: true,
-    get: () => model,
-    set: (m) => {
-      model = m;
-      const get = m.get;
-      m.get = (k) => (k === "_kernel" ? true : get(k));  // a kernel is here: nothing is disabled as on an exported page
-      const on = m.on;
-      m.on = (name, cb) => { if (name === "msg:custom") handlers.push(cb); return on(name, cb); };
-      const off = m.off;
-      m.off = (name, cb) => { const i = handlers.indexOf(cb); if (i >= 0) handlers.splice(i, 1); return off(name, cb); };
-      m.send = (msg) => {
-        window.__sent.push(JSON.parse(JSON.stringify(msg)));
-        if (msg.type === "view_ready") setTimeout(() => window.__reply(msg, true, { generating: false }), 0);
-      };
-    },
-  });
-})();
-"""
+                                                         : { type: "reply", request_id: msg.request_id, ok: false, error: result });""",
+    on_send='if (msg.type === "view_ready") setTimeout(() => window.__reply(msg, true, { generating: false }), 0);',
+    kernel=True,
+)
 
 
 @pytest.fixture

@@ -178,12 +178,34 @@ def assert_grid_colours(page, result: Any, metric: str, metric_token: int = -1, 
     return checked
 
 
-def js_fmt(v: float) -> str:
-    """format.ts ``fmt``: how the tooltip prints a metric value."""
-    if not math.isfinite(v):
-        return "–"
-    a = abs(v)
-    if a != 0 and (a < 1e-3 or a >= 1e5):
-        mant, exp = f"{v:.2e}".split("e")
-        return f"{mant}e{'-' if exp[0] == '-' else '+'}{int(exp[1:])}"
-    return f"{v:.0f}" if a >= 100 else f"{v:.1f}" if a >= 10 else f"{v:.3f}"
+def stand_in_kernel(setup: str, on_send: str, kernel: bool = False) -> str:
+    """A page init script that stands in for the kernel: the widget's model (``window.__lensModel``,
+    set by the page) has its ``msg:custom`` listeners collected in ``handlers`` and every request
+    recorded in ``window.__sent``; ``setup`` (JS statements, run first; ``handlers`` is in scope)
+    and ``on_send`` (run for each request ``msg``) say how it answers. ``kernel``: the model says a
+    kernel is there (``_kernel``), so nothing is disabled as on an exported page."""
+    flag = 'const get = m.get;\n      m.get = (k) => (k === "_kernel" ? true : get(k));' if kernel else ""
+    return f"""
+(() => {{
+  window.__sent = [];
+  let model = null;
+  const handlers = [];
+  {setup}
+  Object.defineProperty(window, "__lensModel", {{
+    configurable: true,
+    get: () => model,
+    set: (m) => {{
+      model = m;
+      {flag}
+      const on = m.on;
+      m.on = (name, cb) => {{ if (name === "msg:custom") handlers.push(cb); return on(name, cb); }};
+      const off = m.off;
+      m.off = (name, cb) => {{ const i = handlers.indexOf(cb); if (i >= 0) handlers.splice(i, 1); return off(name, cb); }};
+      m.send = (msg) => {{
+        window.__sent.push(JSON.parse(JSON.stringify(msg)));
+        {on_send}
+      }};
+    }},
+  }});
+}})();
+"""
