@@ -104,7 +104,7 @@ def test_save_html_of_a_model_backed_widget_restores_metric_pins_transpose_track
     assert (tip.get_attribute("data-site"), tip.get_attribute("data-col")) == (str(site), str(col))
     ids = [int(x) for x in tip.locator(".lw-tip-row").evaluate_all("rs => rs.map(r => r.dataset.id)")]
     assert ids == r.topk_ids[0, site, col].tolist()
-    from ui_support import js_fmt
+    from lens_widget.scales import fmt as js_fmt  # format.ts fmt: how the tooltip prints a value
 
     assert tip.locator(".lw-metric .lw-v").text_content() == js_fmt(float(r.tracked(e)[0, site, col]))
     assert page.errors == [] and page.dialogs == []
