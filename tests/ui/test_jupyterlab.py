@@ -103,12 +103,32 @@ def _lab_page(browser, url: str, height: int = 1000) -> Iterator[tuple[Any, Any,
     page.on("pageerror", lambda e: errors.append(f"{e} @ {(e.stack or '')[:600]}"))
     try:
         page.goto(url, timeout=60000)
-        _run_first_cell(page)
         canvas = page.locator(".lens-widget canvas.lw-canvas")
-        canvas.wait_for(timeout=120000)
+        _run_until_drawn(page, canvas)
         yield page, canvas, errors
     finally:
         page.close()
+
+
+def _run_until_drawn(page, canvas, attempts: int = 2) -> None:
+    """Run the first cell and wait for the widget's grid. Under load a host can lose the widget's
+    first comm messages on a websocket it is still re-making: the cell then shows its output area
+    but the view never gets its model ("Loading widget..."). Reload (a new connection to the same
+    kernel) and run the cell again, once; if the grid still does not draw, fail with what the
+    cell's output area says."""
+    for attempt in range(attempts):
+        _run_first_cell(page)
+        try:
+            canvas.wait_for(timeout=90000)
+            return
+        except Exception:
+            outputs = page.evaluate(
+                "() => [...document.querySelectorAll('.jp-Cell .jp-OutputArea-output')].map(e => e.textContent.slice(0, 400))"
+            )
+            if attempt + 1 == attempts:
+                raise AssertionError(f"the widget's grid never drew; the cell's outputs: {outputs}") from None
+            print("no grid after the cell ran, its outputs:", outputs, "- reloading the page and running it again")
+            page.reload(timeout=60000)
 
 
 def _run_first_cell(page, attempts: int = 2) -> None:
