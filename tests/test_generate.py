@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from lens_widget import HookedModel, LogitLens, PromptError
+from lens_widget.arch import get_path
 from lens_widget.generation import GeneratedColumn, GenerationProgress
 from zoo import VOCAB, tiny
 
@@ -31,15 +32,40 @@ def hf_greedy(hm: HookedModel, ids: list[int], n: int) -> list[int]:
     return out[0].tolist()
 
 
-def assert_grid_equals_run(res, ref, atol=1e-5, kl_tol=1e-4):
-    """`res` (a generation) against `ref` (run() on the same ids): ids and ranks identical, values close."""
+def assert_grid_equals_run(res, ref, atol=1e-5, kl_tol=1e-4, near_ties: HookedModel | None = None):
+    """`res` (a generation) against `ref` (run() on the same ids): ids and ranks identical, values close.
+
+    The two read residuals computed two ways (with and without a key/value cache), which agree
+    to float rounding only. With ``near_ties`` (the model, for a real one whose vocabulary has
+    near-ties), a rank may differ, in a few cells, by no more than the number of tokens whose
+    float64 logit there lies within 1e-4 of the ranked token's: a tie broken by that rounding."""
     for key in EXACT:
-        np.testing.assert_array_equal(getattr(res, key), getattr(ref, key), err_msg=key)
+        if near_ties is not None and key in ("next_rank", "tracked_rank"):
+            assert_ranks_equal_up_to_near_ties(near_ties, res, ref, key)
+        else:
+            np.testing.assert_array_equal(getattr(res, key), getattr(ref, key), err_msg=key)
     for key in CLOSE:
         np.testing.assert_allclose(getattr(res, key), getattr(ref, key), atol=atol, rtol=1e-5, err_msg=key)
     np.testing.assert_allclose(res.kl, ref.kl, atol=kl_tol, rtol=1e-4, err_msg="kl")
     assert res.sites == ref.sites
     assert res.tracked_ids.tolist() == ref.tracked_ids.tolist()
+
+
+def assert_ranks_equal_up_to_near_ties(hm: HookedModel, res, ref, key: str, tol: float = 1e-4) -> None:
+    a, b = getattr(res, key), getattr(ref, key)
+    bad = np.argwhere(a != b)
+    assert len(bad) <= max(1, a.size // 200), f"{key}: {len(bad)} of {a.size} ranks differ"
+    W = hm.model.get_output_embeddings().weight.detach().double()
+    norm = copy.deepcopy(get_path(hm.model, hm.arch.final_norm)).double()
+    for idx in bad:
+        p, s, col = (int(i) for i in idx[:3])
+        site = ref.sites[s]
+        batch = hm.as_batch([ref.input_ids[p, : ref.lengths[p]].tolist()])
+        h = hm.record(batch, [site], torch.tensor([[col]])).acts[site][0, 0].double()
+        logits = W @ norm(h)  # the model's own final norm and head, in float64
+        token = int(ref.tracked_ids[idx[3]]) if key == "tracked_rank" else int(ref.next_ids[p, col])
+        near = int(((logits - logits[token]).abs() < tol).sum()) - 1
+        assert abs(int(a[tuple(idx)]) - int(b[tuple(idx)])) <= near, (key, tuple(idx), int(a[tuple(idx)]), int(b[tuple(idx)]), near)
 
 
 # A prompt (and a model seed) per architecture whose greedy continuation varies. Tiny random models
@@ -255,7 +281,7 @@ def test_embedded_model_greedy_equals_transformers_and_run(smollm):
     ids = res.input_ids[0].tolist()
     assert ids == hf_greedy(smollm, smollm.encode(prompt).rows()[0], 16)
     assert smollm.tokenizer.decode(ids[res.generated_from[0]:]).startswith(" Paris")
-    assert_grid_equals_run(res, lens.run([ids], track=[" Paris"], progress=False), kl_tol=2e-3)
+    assert_grid_equals_run(res, lens.run([ids], track=[" Paris"], progress=False), kl_tol=2e-3, near_ties=smollm)
 
 
 @pytest.mark.slow
