@@ -133,6 +133,11 @@ class HookedModel:
         return int(self.model.get_output_embeddings().weight.shape[0])
 
     @property
+    def d_model(self) -> int:
+        """Width of the residual stream: the unembedding's input (known even when offloaded)."""
+        return int(self.model.get_output_embeddings().weight.shape[1])
+
+    @property
     def final_site(self) -> str:
         """The last block's output, ``resid_out_{L-1}``: the site every KL is measured against
         and the one whose lens reproduces the model's logits."""

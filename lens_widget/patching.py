@@ -156,11 +156,12 @@ def patch(
         forwards += 1
     elif value is not None:
         vec, kind, spos = torch.as_tensor(value, dtype=torch.float32), "value", None
-    elif ablation in ("zero", "mean"):
+    elif ablation == "zero":  # no forward: the zero vector of the residual's width
+        vec, kind, spos = torch.zeros(lens.model.d_model), "zero", None
+    elif ablation == "mean":
         acts = lens.model.record(target, [site], torch.arange(n_t)[None]).acts[site][0]
-        forwards += ablation == "mean"
-        vec = torch.zeros_like(acts[0]) if ablation == "zero" else acts.mean(0)
-        kind, spos = ablation, None
+        forwards += 1
+        vec, kind, spos = acts.float().mean(0), "mean", None
     else:
         raise ValueError(f"ablation must be 'zero' or 'mean', got {ablation!r}")
     ids = target.rows()[0]
@@ -234,6 +235,8 @@ def patch_sweep(
         logits = hm.source.token_logits(forwards, torch.tensor([a, b]), done=done)
     finally:
         bar.close()
+    # the clean residuals come from the clean run itself (forward 0), or from a trace of their own
+    n_forwards = len(forwards) + (not hm.source.refs_share_a_forward)
     clean_ld = float(_logit_diff(lens, logits[0][0, 0], 0, 1))
     corrupt_ld = float(_logit_diff(lens, logits[1][0, 0], 0, 1))
     patched = np.full((len(names), T), np.nan)
@@ -243,5 +246,5 @@ def patch_sweep(
     denom = clean_ld - corrupt_ld
     recovery = (patched - corrupt_ld) / denom if abs(denom) > 1e-12 else np.full_like(patched, np.nan)
     return Sweep(recovery, patched, clean_ld, corrupt_ld, names, [hm.tokens.decode(i) for i in cb.rows()[0]], [hm.tokens.decode(i) for i in xb.rows()[0]],
-                 (a, b), {"forwards": len(forwards) + 1, "patches": len(jobs), "batch_size": int(batch_size), "seconds": time.perf_counter() - t0,
-                          "requests": 1 if hm.source.remote else len(forwards) + 1})
+                 (a, b), {"forwards": n_forwards, "patches": len(jobs), "batch_size": int(batch_size), "seconds": time.perf_counter() - t0,
+                          "requests": 1 if hm.source.remote else n_forwards})

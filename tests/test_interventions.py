@@ -173,6 +173,19 @@ def test_an_activation_ref_value_is_the_vector_it_names_recorded_once_per_prompt
     finally:
         type(hm.source).record = saved
     assert len(calls) == 1 + len(fw) and sorted(calls[0]) == ["resid_out_0", "resid_out_1"]  # the refs: one forward
+    # the referenced prompt's own plain forward among them records its refs as it runs
+    calls.clear()
+    type(hm.source).record = counting
+    try:
+        fw2 = [Forward(src, torch.tensor([[len(OTHER) - 1]])), *fw]
+        out2 = hm.source.token_logits(fw2, torch.tensor([7, 9]))
+    finally:
+        type(hm.source).record = saved
+    assert len(calls) == len(fw2) and sorted(calls[0]) == ["resid_out_0", "resid_out_1"]
+    alone = hm.record(src, [], torch.tensor([[len(OTHER) - 1]]), want_logits=True).logits
+    torch.testing.assert_close(out2[0], alone[..., [7, 9]], rtol=1e-6, atol=1e-6)
+    for a, b in zip(out2[1:], out):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
     want = hm.record(x, [], torch.tensor([[len(CLEAN) - 1]]), want_logits=True, interventions=[Intervention("resid_out_1", [4], record_all(hm, OTHER)["resid_out_1"][0, 4])]).logits
     torch.testing.assert_close(out[2], want[..., [7, 9]], rtol=0, atol=0)
     with pytest.raises(TypeError, match="applied by its source"):

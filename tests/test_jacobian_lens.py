@@ -20,7 +20,7 @@ from lens_widget.jacobian_lens import fit_jacobian_lens
 from lens_widget.jacobian_training import probe_matrix
 from lens_widget.lowrank import rounded
 from fakes import CodePayload
-from zoo import CONFIGS, char_tokenizer, jittered_lens, tiny
+from zoo import CONFIGS, char_tokenizer, counted_forwards, jittered_lens, tiny
 
 ARCHS = sorted(CONFIGS)
 PROMPT = "The capital of France is Paris."
@@ -680,12 +680,8 @@ def test_a_j_lens_goes_where_a_lens_goes_in_the_widget():
     g = torch.Generator().manual_seed(5)
     jl = JacobianLens(hm, {i: torch.eye(d) + 0.2 * torch.randn(d, d, generator=g) for i in range(hm.num_layers - 1)})
     sites = jl.supported_sites
-    calls = []
-    handle = hm.model.register_forward_pre_hook(lambda *_: calls.append(1))
-    try:
+    with counted_forwards(hm) as calls:
         w = LensWidget(hm, "The cat sat", decoders={"logit": None, "tuned": AffineLens(hm), "J": jl}, sites=sites, progress=False)
-    finally:
-        handle.remove()
     assert len(calls) == 1 and w.lenses == ["logit", "tuned", "J"]
     alone = LogitLens(hm, decoder=jl).run("The cat sat", sites=sites, progress=False)
     np.testing.assert_array_equal(w.results["J"].topk_ids, alone.topk_ids)

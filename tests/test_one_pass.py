@@ -12,7 +12,7 @@ from lens_widget.engine import LogitLens
 from lens_widget.schema import CELL_KEYS
 from lens_widget.tuned_lens import TunedLens
 from lens_widget.widget import LensWidget
-from zoo import AffineLens, tiny
+from zoo import AffineLens, counted_forwards, tiny
 
 PROMPTS = ["Hello world", "The cat sat on the mat."]
 
@@ -35,12 +35,6 @@ def random_tuned(hm) -> TunedLens:
     return lens
 
 
-def count_forwards(hm):
-    calls = []
-    handle = hm.model.register_forward_pre_hook(lambda *_: calls.append(1))
-    return calls, handle
-
-
 def assert_same(a, b):
     for key in CELL_KEYS:
         np.testing.assert_array_equal(getattr(a, key), getattr(b, key), err_msg=key)
@@ -52,12 +46,9 @@ def test_three_lenses_from_one_forward_equal_their_own_runs(arch):
     hm = tiny(arch)
     decoders = {"logit": None, "tuned": random_tuned(hm), "scaled": ScaledLens(hm)}
     lens = LogitLens(hm, compile="never")
-    calls, handle = count_forwards(hm)
-    try:
+    with counted_forwards(hm) as calls:
         results = lens.run(PROMPTS, track=[5, 9], progress=False, decoders=decoders, batch_size=2)
-        assert len(calls) == 1  # one batch, one forward, three lenses
-    finally:
-        handle.remove()
+    assert len(calls) == 1  # one batch, one forward, three lenses
     assert list(results) == ["logit", "tuned", "scaled"]
     for label, decoder in decoders.items():
         alone = lens.with_decoder(decoder).run(PROMPTS, track=[5, 9], progress=False, batch_size=2)
@@ -83,14 +74,11 @@ def test_lenses_share_small_chunks_exactly():
 def test_a_three_lens_widget_runs_the_model_once():
     hm = tiny("llama")
     decoders = {"logit": None, "tuned": random_tuned(hm), "scaled": ScaledLens(hm)}
-    calls, handle = count_forwards(hm)
-    try:
+    with counted_forwards(hm) as calls:
         w = LensWidget(hm, PROMPTS[0], decoders=decoders, progress=False)
         assert len(calls) == 1
         w.set_prompt("A new prompt here")
         assert len(calls) == 2  # a recompute: one more forward for all three lenses
-    finally:
-        handle.remove()
     assert w.lenses == ["logit", "tuned", "scaled"]
     for label, decoder in decoders.items():
         alone = LogitLens(hm, decoder=decoder if decoder is not None else None).run("A new prompt here", progress=False)

@@ -9,7 +9,7 @@ import torch
 
 from lens_widget.engine import LogitLens
 from lens_widget.sites import select_matrix
-from zoo import tiny
+from zoo import counted_forwards, tiny
 
 TARGET = "The cat sat on the mat"
 SOURCE = "A dog ran in the park!"
@@ -75,7 +75,9 @@ def test_value_and_ablations():
     got = lens.patch(None, TARGET, "resid_out_0", 2, value=v).patched
     ref = by_hand(hm, TARGET, 0, 2, v)
     np.testing.assert_array_equal(got.topk_ids, ref.topk_ids)
-    zero = lens.patch(None, TARGET, "1", 2, ablation="zero")
+    with counted_forwards(hm) as calls:
+        zero = lens.patch(None, TARGET, "1", 2, ablation="zero")
+    assert len(calls) == zero.meta["forwards"] == 1  # the zero vector needs no forward of its own
     np.testing.assert_array_equal(zero.patched.topk_ids, by_hand(hm, TARGET, 1, 2, torch.zeros(d)).topk_ids)
     batch = hm.encode(TARGET)
     n = int(batch.lengths[0])
@@ -94,10 +96,17 @@ def test_the_sweep_equals_one_patch_at_a_time_and_batching_changes_nothing():
     hm = tiny("llama")
     lens = LogitLens(hm, compile="never")
     clean, corrupt, pair = "The cat sat", "The dog sat", (5, 9)
-    sweep = lens.patch_sweep(clean, corrupt, pair, batch_size=7, progress=False)
+    with counted_forwards(hm) as calls:
+        sweep = lens.patch_sweep(clean, corrupt, pair, batch_size=7, progress=False)
     one = lens.patch_sweep(clean, corrupt, pair, batch_size=1, progress=False)
     np.testing.assert_allclose(sweep.recovery, one.recovery, atol=1e-5)
-    assert sweep.meta["forwards"] < one.meta["forwards"]
+    # the clean run records the clean residuals the patches use: the clean and corrupted runs,
+    # then 7 patches a forward, and the sweep says so
+    assert len(calls) == sweep.meta["forwards"] == 2 + -(-sweep.recovery.size // 7) < one.meta["forwards"]
+    # its clean logit difference is the model's own
+    c = hm.encode(clean)
+    ref = hm.model(input_ids=c.input_ids, attention_mask=c.attention_mask).logits[0, -1].double()
+    assert abs(sweep.clean_ld - float(ref[5] - ref[9])) < 1e-5
     # an independent patch of one cell by hand: block 1's output at position 5
     T = int(hm.encode(clean).lengths[0])
     vec = source_vector(hm, clean, "resid_out_1", 5)

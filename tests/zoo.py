@@ -6,8 +6,10 @@ to exercise the awkward paths: a small soft-cap, biased unembeddings, untied wei
 
 from __future__ import annotations
 
+import contextlib
 import string
 from functools import lru_cache
+from typing import Iterator
 
 import torch
 import transformers as T
@@ -106,3 +108,14 @@ def jittered_lens(hm: HookedModel, seed: int = 5) -> JacobianLens:
     jac = {i: torch.eye(d) + 0.3 * torch.randn(d, d, generator=g) for i in range(hm.num_layers - 1)}
     jac["embed"] = torch.eye(d) + 0.3 * torch.randn(d, d, generator=g)
     return JacobianLens(hm, jac)
+
+
+@contextlib.contextmanager
+def counted_forwards(hm: HookedModel) -> Iterator[list[int]]:
+    """A list that gets one entry per forward pass of ``hm``'s model while the block runs."""
+    calls: list[int] = []
+    handle = hm.model.register_forward_pre_hook(lambda *_: calls.append(1))
+    try:
+        yield calls
+    finally:
+        handle.remove()

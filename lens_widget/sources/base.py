@@ -154,6 +154,9 @@ class ActivationSource(abc.ABC):
     """
 
     remote: bool = False
+    #: :meth:`token_logits` records a prompt's :class:`ActivationRef` values in that prompt's own
+    #: plain forward (True), or in a forward of their own (False): what a caller counts
+    refs_share_a_forward: bool = True
 
     @abc.abstractmethod
     def record(
@@ -192,35 +195,61 @@ class ActivationSource(abc.ABC):
     def token_logits(self, forwards: Sequence[Forward], ids: torch.Tensor, done: Callable[[int], Any] | None = None) -> list[torch.Tensor]:
         """The model's own float32 logits of tokens ``ids`` at each forward's ``select``
         (``[B, P, len(ids)]`` each), for several forward passes asked together; ``done(i)`` after
-        forward ``i``. A local source runs them one after the other (the :class:`ActivationRef`
-        values of all of them recorded first, once per prompt); a remote one sends them as one job."""
-        resolved = self.resolved([iv for f in forwards for iv in f.interventions])
-        out, n = [], 0
+        forward ``i``. A local source runs them one after the other; the :class:`ActivationRef`
+        values they use are recorded once per prompt, in that prompt's own plain forward (one
+        row, no interventions) when it comes first among them, else in a forward of their own
+        just before they are needed. A remote one sends them all as one job."""
         ids = torch.as_tensor(ids, dtype=torch.long)
+        wanted = _wanted_refs([iv for f in forwards for iv in f.interventions])
+        found: dict[tuple[int, str, int], torch.Tensor] = {}
+        out = []
         for i, f in enumerate(forwards):
-            ivs, n = resolved[n : n + len(f.interventions)], n + len(f.interventions)
-            logits = self.record(f.batch, [], f.select, want_logits=True, interventions=ivs).logits
+            refs = wanted.pop(id(f.batch), None) if not f.interventions and f.batch.input_ids.shape[0] == 1 else None
+            if refs is not None:  # the prompt's refs and its logits from one forward
+                logits = self._record_refs(f.batch, refs[1], found, f.select[0].tolist())
+            else:  # every ref of a prompt this forward needs, for all the forwards, in one forward
+                for key in {id(iv.value.batch) for iv in f.interventions if isinstance(iv.value, ActivationRef)} & wanted.keys():
+                    self._record_refs(*wanted.pop(key), found)
+                ivs = self.resolved(f.interventions, found)
+                logits = self.record(f.batch, [], f.select, want_logits=True, interventions=ivs).logits
             out.append(logits[..., ids.to(logits.device)])  # type: ignore[index]
             if done is not None:
                 done(i)
         return out
 
-    def resolved(self, interventions: Sequence[Intervention]) -> list[Intervention]:
+    def _record_refs(self, batch: Batch, sites: Mapping[str, set[int]], found: dict[tuple[int, str, int], torch.Tensor],
+                     logits_at: Sequence[int] = ()) -> torch.Tensor | None:
+        """Record the ref'd ``sites`` (``{site: positions}``) of the one prompt in ``batch`` into
+        ``found``; with ``logits_at``, the model's logits at those positions (``[1, P, V]``) too."""
+        cols = sorted(set().union(*sites.values(), logits_at))
+        rec = self.record(batch, list(sites), torch.tensor([cols]), want_logits=bool(logits_at))
+        for site, positions in sites.items():
+            for p in positions:
+                found[id(batch), site, p] = rec.acts[site][0, cols.index(p)]
+        if not logits_at:
+            return None
+        return rec.logits[:, [cols.index(int(p)) for p in logits_at]]  # type: ignore[index]
+
+    def resolved(self, interventions: Sequence[Intervention], found: dict[tuple[int, str, int], torch.Tensor] | None = None) -> list[Intervention]:
         """``interventions`` with every :class:`ActivationRef` value replaced by the vector it
-        names, recorded here (one forward per distinct prompt batch)."""
-        wanted: dict[int, tuple[Batch, dict[str, set[int]]]] = {}
-        for iv in interventions:
-            if isinstance(iv.value, ActivationRef):
-                ref = iv.value
-                wanted.setdefault(id(ref.batch), (ref.batch, {}))[1].setdefault(ref.site, set()).add(int(ref.position))
-        if not wanted:
+        names, recorded here (one forward per distinct prompt batch) unless ``found`` (keyed by
+        ``(id(batch), site, position)``, filled as it goes) holds it already."""
+        found = {} if found is None else found
+        missing = _wanted_refs(interventions, found)
+        if not missing and not any(isinstance(iv.value, ActivationRef) for iv in interventions):
             return list(interventions)
-        found: dict[tuple[int, str, int], torch.Tensor] = {}
-        for key, (batch, sites) in wanted.items():
-            cols = sorted(set().union(*sites.values()))
-            acts = self.record(batch, list(sites), torch.tensor([cols])).acts
-            for site, positions in sites.items():
-                for p in positions:
-                    found[key, site, p] = acts[site][0, cols.index(p)]
+        for batch, sites in missing.values():
+            self._record_refs(batch, sites, found)
         return [Intervention(iv.site, iv.positions, found[id(iv.value.batch), iv.value.site, int(iv.value.position)], iv.mode, iv.rows)
                 if isinstance(iv.value, ActivationRef) else iv for iv in interventions]
+
+
+def _wanted_refs(interventions: Sequence[Intervention], found: Mapping[tuple[int, str, int], Any] | None = None) -> dict[int, tuple[Batch, dict[str, set[int]]]]:
+    """The :class:`ActivationRef` values of ``interventions`` not in ``found``, by prompt batch:
+    ``{id(batch): (batch, {site: positions})}``."""
+    wanted: dict[int, tuple[Batch, dict[str, set[int]]]] = {}
+    for iv in interventions:
+        ref = iv.value
+        if isinstance(ref, ActivationRef) and (found is None or (id(ref.batch), ref.site, int(ref.position)) not in found):
+            wanted.setdefault(id(ref.batch), (ref.batch, {}))[1].setdefault(ref.site, set()).add(int(ref.position))
+    return wanted

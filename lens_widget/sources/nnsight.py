@@ -314,6 +314,8 @@ class NNsightSource(ActivationSource):
             logits = None if logits is None else logits.to(self.out_device)
         return Recording(acts=acts, logits=logits, last_layernorm=acts.pop("last_layernorm", None))
 
+    refs_share_a_forward = False  # the refs are a trace of their own in the job
+
     def token_logits(self, forwards: Sequence[Forward], ids: torch.Tensor, done: Any = None) -> list[torch.Tensor]:
         """Every forward as one trace of **one** session (one request to NDIF), after the traces
         that record their interventions' refs (which never come back); only the logits of
