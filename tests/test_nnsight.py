@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.abc
-import os
 import sys
 import warnings
 

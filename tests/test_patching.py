@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from lens_widget.engine import LogitLens
-from lens_widget.sites import select_matrix
 from zoo import counted_forwards, tiny
 
 TARGET = "The cat sat on the mat"
