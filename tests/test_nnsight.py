@@ -315,6 +315,12 @@ def test_patch_on_a_remote_model_is_one_job_and_equals_the_hook_path(arch):
         got = LogitLens(hn, compile="never").patch(None, "The dog ran", "resid_out_0", 2, value=v)
     assert len(jobs) == 1
     assert_same_grid(got.patched, LogitLens(hm, compile="never").patch(None, "The dog ran", "resid_out_0", 2, value=v).patched)
+    # zero ablation is one request too; mean ablation records the target's site first: two
+    for ablation, requests in (("zero", 1), ("mean", 2)):
+        with counted_jobs() as jobs:
+            got = LogitLens(hn, compile="never").patch(None, "The dog ran", "resid_out_1", 2, ablation=ablation)
+        assert len(jobs) == requests == got.meta["forwards"], (ablation, jobs)
+        assert_same_grid(got.patched, LogitLens(hm, compile="never").patch(None, "The dog ran", "resid_out_1", 2, ablation=ablation).patched)
 
 
 def test_the_sweep_on_a_remote_model_is_one_job_and_equals_the_hook_path(monkeypatch):
