@@ -11,7 +11,7 @@ import torch
 from ..inputs import Batch
 from .intrace import apply_intervention
 
-__all__ = ["ActivationSource", "Recording", "Work", "ActivationRef", "RemoteActivations", "Intervention", "Forward"]
+__all__ = ["ActivationSource", "Recording", "Work", "ActivationRef", "RemoteActivations", "Intervention", "Forward", "wanted_refs"]
 
 T = TypeVar("T")
 
@@ -200,7 +200,7 @@ class ActivationSource(abc.ABC):
         row, no interventions) when it comes first among them, else in a forward of their own
         just before they are needed. A remote one sends them all as one job."""
         ids = torch.as_tensor(ids, dtype=torch.long)
-        wanted = _wanted_refs([iv for f in forwards for iv in f.interventions])
+        wanted = wanted_refs([iv for f in forwards for iv in f.interventions])
         found: dict[tuple[int, str, int], torch.Tensor] = {}
         out = []
         for i, f in enumerate(forwards):
@@ -235,7 +235,7 @@ class ActivationSource(abc.ABC):
         names, recorded here (one forward per distinct prompt batch) unless ``found`` (keyed by
         ``(id(batch), site, position)``, filled as it goes) holds it already."""
         found = {} if found is None else found
-        missing = _wanted_refs(interventions, found)
+        missing = wanted_refs(interventions, found)
         if not missing and not any(isinstance(iv.value, ActivationRef) for iv in interventions):
             return list(interventions)
         for batch, sites in missing.values():
@@ -244,7 +244,7 @@ class ActivationSource(abc.ABC):
                 if isinstance(iv.value, ActivationRef) else iv for iv in interventions]
 
 
-def _wanted_refs(interventions: Sequence[Intervention], found: Mapping[tuple[int, str, int], Any] | None = None) -> dict[int, tuple[Batch, dict[str, set[int]]]]:
+def wanted_refs(interventions: Sequence[Intervention], found: Mapping[tuple[int, str, int], Any] | None = None) -> dict[int, tuple[Batch, dict[str, set[int]]]]:
     """The :class:`ActivationRef` values of ``interventions`` not in ``found``, by prompt batch:
     ``{id(batch): (batch, {site: positions})}``."""
     wanted: dict[int, tuple[Batch, dict[str, set[int]]]] = {}

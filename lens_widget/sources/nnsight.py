@@ -20,7 +20,7 @@ import torch
 from ..arch import ArchSpec
 from ..inputs import Batch
 from ..sites import parse_site
-from .base import ActivationRef, ActivationSource, Forward, Intervention, Recording, Work
+from .base import ActivationRef, ActivationSource, Forward, Intervention, Recording, Work, wanted_refs
 from .hooks import SiteRecorder
 from .intrace import ORDER
 
@@ -256,13 +256,8 @@ class NNsightSource(ActivationSource):
         """Traces that record the :class:`~lens_widget.sources.ActivationRef` values of
         ``interventions`` (one per distinct prompt batch; kept where the model is, never sent
         back), and where each ref is: ``(id(batch), site, position) -> (trace, site, column)``."""
-        wanted: dict[int, tuple[Batch, dict[str, set[int]]]] = {}
-        for iv in interventions:
-            if isinstance(iv.value, ActivationRef):
-                ref = iv.value
-                wanted.setdefault(id(ref.batch), (ref.batch, {}))[1].setdefault(ref.site, set()).add(int(ref.position))
         traces, refs = [], {}
-        for key, (batch, sites) in wanted.items():
+        for key, (batch, sites) in wanted_refs(interventions).items():
             cols = sorted(set().union(*sites.values()))
             for site, positions in sites.items():
                 refs.update({(key, site, p): (len(traces), site, cols.index(p)) for p in positions})
