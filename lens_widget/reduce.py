@@ -571,12 +571,13 @@ def reduce_columns(
     (no second product of the final rows). ``done(n)`` is called after every ``n`` chunks
     reduced (progress, stop).
     """
-    if between is not None and any(lane.reducer.certify is not None for lane in lanes):
+    certifying = any(lane.reducer.certify is not None for lane in lanes)
+    if between is not None and certifying:
         raise ValueError("between() reads every logit of a chunk: compared lanes decode through the float32 path")
     S = len(sites)
     f = list(sites).index(final_site) if final_site in sites else None
     # certified logits are approximate: the final distribution then comes from its own rows
-    from_chunk = f is not None and group >= S and not any(lane.reducer.certify is not None for lane in lanes)
+    from_chunk = f is not None and group >= S and not certifying
     for c0 in range(0, n_cols, block):
         c1 = min(n_cols, c0 + block)
         n = c1 - c0

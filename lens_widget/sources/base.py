@@ -234,11 +234,10 @@ class ActivationSource(abc.ABC):
         """``interventions`` with every :class:`ActivationRef` value replaced by the vector it
         names, recorded here (one forward per distinct prompt batch) unless ``found`` (keyed by
         ``(id(batch), site, position)``, filled as it goes) holds it already."""
-        found = {} if found is None else found
-        missing = wanted_refs(interventions, found)
-        if not missing and not any(isinstance(iv.value, ActivationRef) for iv in interventions):
+        if not any(isinstance(iv.value, ActivationRef) for iv in interventions):
             return list(interventions)
-        for batch, sites in missing.values():
+        found = {} if found is None else found
+        for batch, sites in wanted_refs(interventions, found).values():
             self._record_refs(batch, sites, found)
         return [Intervention(iv.site, iv.positions, found[id(iv.value.batch), iv.value.site, int(iv.value.position)], iv.mode, iv.rows)
                 if isinstance(iv.value, ActivationRef) else iv for iv in interventions]

@@ -80,6 +80,8 @@ class NNsightSource(ActivationSource):
     ``"local"`` (serialise as for NDIF, run here: what CI uses to test the remote path).
     """
 
+    refs_share_a_forward = False  # token_logits records the refs in a trace of their own, in the job
+
     def __init__(self, language_model: Any, arch: ArchSpec, remote: bool | str = False, out_device: torch.device | None = None):
         if remote not in (False, True, "local"):
             raise ValueError(f"remote must be False, True or 'local', got {remote!r}")
@@ -308,8 +310,6 @@ class NNsightSource(ActivationSource):
             acts = {k: v.to(self.out_device) for k, v in acts.items()}
             logits = None if logits is None else logits.to(self.out_device)
         return Recording(acts=acts, logits=logits, last_layernorm=acts.pop("last_layernorm", None))
-
-    refs_share_a_forward = False  # the refs are a trace of their own in the job
 
     def token_logits(self, forwards: Sequence[Forward], ids: torch.Tensor, done: Any = None) -> list[torch.Tensor]:
         """Every forward as one trace of **one** session (one request to NDIF), after the traces
