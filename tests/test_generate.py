@@ -62,7 +62,7 @@ def assert_ranks_equal_up_to_near_ties(hm: HookedModel, res, ref, key: str, tol:
         site = ref.sites[s]
         batch = hm.as_batch([ref.input_ids[p, : ref.lengths[p]].tolist()])
         h = hm.record(batch, [site], torch.tensor([[col]])).acts[site][0, 0].double()
-        logits = W @ norm(h)  # the model's own final norm and head, in float64
+        logits = W @ norm(h)  # the model's own final norm and head (no bias, no soft-cap: SmolLM2's), in float64
         token = int(ref.tracked_ids[idx[3]]) if key == "tracked_rank" else int(ref.next_ids[p, col])
         near = int(((logits - logits[token]).abs() < tol).sum()) - 1
         assert abs(int(a[tuple(idx)]) - int(b[tuple(idx)])) <= near, (key, tuple(idx), int(a[tuple(idx)]), int(b[tuple(idx)]), near)
