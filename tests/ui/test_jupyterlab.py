@@ -111,15 +111,18 @@ def _lab_page(browser, url: str, height: int = 1000) -> Iterator[tuple[Any, Any,
 
 
 def _run_until_drawn(page, canvas, attempts: int = 2) -> None:
-    """Run the first cell and wait for the widget's grid. Under load a host can lose the widget's
-    first comm messages on a websocket it is still re-making: the cell then shows its output area
-    but the view never gets its model ("Loading widget..."). Reload (a new connection to the same
-    kernel) and run the cell again, once; if the grid still does not draw, fail with what the
-    cell's output area says."""
+    """Run the notebook's first cell once the kernel is up (``_press_run`` retries a swallowed key
+    press) and wait for the widget's grid. Under load a host can lose the first messages on a
+    kernel websocket it is still making: jupyter_server may answer a new kernel's first websocket
+    with a 500, and an execute request sent on the lost connection never runs (the cell stays at
+    [*]); or the widget's first comm messages are lost, and the output area shows but the view
+    never gets its model ("Loading widget..."). Either way, reload the page (a new connection to
+    the same kernel) and run the cell again, once; if the grid still does not draw, fail with what
+    the cell's output area says."""
     for attempt in range(attempts):
-        _run_first_cell(page)
+        _press_run(page)
         try:
-            canvas.wait_for(timeout=90000)
+            canvas.wait_for(timeout=180000)
             return
         except Exception:
             outputs = page.evaluate(
@@ -128,24 +131,6 @@ def _run_until_drawn(page, canvas, attempts: int = 2) -> None:
             if attempt + 1 == attempts:
                 raise AssertionError(f"the widget's grid never drew; the cell's outputs: {outputs}") from None
             print("no grid after the cell ran, its outputs:", outputs, "- reloading the page and running it again")
-            page.reload(timeout=60000)
-
-
-def _run_first_cell(page, attempts: int = 2) -> None:
-    """Run the notebook's cell once the kernel is up (retrying if the key press was swallowed),
-    and wait for it to produce output. Under load, jupyter_server can answer a new kernel's first
-    websocket with a 500 (its connection not made yet): the front end reconnects, but an execute
-    request sent on the lost connection never runs, and the cell stays at [*]. Then reload the page
-    (a new connection to the same kernel) and run it again."""
-    for attempt in range(attempts):
-        _press_run(page)
-        try:
-            page.locator(".jp-Cell .jp-OutputArea-output").first.wait_for(state="attached", timeout=90000)
-            return
-        except Exception:
-            if attempt + 1 == attempts:
-                raise
-            print("the cell produced no output: reloading the page and running it again")
             page.reload(timeout=60000)
 
 
